@@ -1,0 +1,39 @@
+# CT Severity Studio. `make run` sets everything up and starts the app; `make test` runs the tests.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.requirements.stamp
+export CTSS_WORKSPACE ?= $(CURDIR)/workspace
+DEMO_DIR := $(CTSS_WORKSPACE)/data/demo
+DEMO_PATIENTS ?= 60
+PORT ?= 8501
+
+.PHONY: help venv demo-data run test test-all clean-demo
+
+help: ## list the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+venv: $(STAMP) ## create .venv and install requirements (reused while requirements are unchanged)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt -r requirements-dev.txt
+	@touch $(STAMP)
+
+demo-data: $(DEMO_DIR)/manifest.json ## build the synthetic demo phantoms once into the workspace
+
+$(DEMO_DIR)/manifest.json: | $(STAMP)
+	$(PY) -m ctmodels.imaging.phantom --out $(DEMO_DIR) --patients $(DEMO_PATIENTS) --seed 0
+
+run: venv demo-data ## install, build demo data, serve the app on 127.0.0.1:$(PORT)
+	$(PY) -m streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT)
+
+test: venv ## run the default test suite (fast; no GPU needed)
+	@$(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+test-all: venv ## run every test, the slow ones too
+	$(PY) -m pytest -m "not gpu"
+
+clean-demo: ## delete the demo phantoms (rebuilt by the next `make run`)
+	rm -rf $(DEMO_DIR)

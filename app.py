@@ -1,0 +1,21 @@
+"""CT Severity Studio: Streamlit entry point. Only pages that work are listed."""
+
+from __future__ import annotations
+
+import logging
+
+import streamlit as st
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+st.set_page_config(page_title="CT Severity Studio", page_icon=":material/pulmonology:", layout="wide")
+
+PAGES = [
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/data_browser.py", title="Data Browser", icon=":material/folder_open:"),
+]
+
+nav = st.navigation(PAGES)
+with st.sidebar:
+    st.caption("CT Severity Studio · research software, not for diagnostic use.")
+nav.run()

@@ -1,0 +1,237 @@
+"""Zip archives and folders -> in-memory (name, bytes) members that may be images.
+
+Why: a DICOM series arrives as a zip (browser upload) or a folder (local path). Archives are
+attacker-shaped input, so nothing is ever extracted to disk, and we refuse, before reading:
+zip-slip names (absolute, '..'), symlink members, nested archives, too many members, a declared
+total size over the limit and per-member compression ratios only a zip bomb has. While reading,
+the actual decompressed size may never exceed the declared one (read in chunks).
+Folders get the same treatment: symlinks pointing outside the folder are refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import stat
+import zipfile
+from io import BytesIO
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from .errors import (
+    CorruptImageError,
+    EmptyArchiveError,
+    ImageTooLargeError,
+    UnsafeArchiveError,
+    UnsupportedEncodingError,
+)
+from .limits import (
+    COMPRESSION_RATIO_MIN_BYTES,
+    MAX_ARCHIVE_MEMBERS,
+    MAX_ARCHIVE_UNCOMPRESSED_BYTES,
+    MAX_COMPRESSION_RATIO,
+    MAX_INPUT_BYTES,
+    READ_CHUNK_BYTES,
+)
+
+logger = logging.getLogger(__name__)
+
+Member = tuple[str, bytes]
+
+EMPTY_MESSAGE = "The zip contains no DICOM, NIfTI or image files."
+NESTED_MESSAGE = (
+    "The zip contains another archive ({}); unzip the inner archive first and upload its contents."
+)
+
+_JUNK_NAMES = {".ds_store", "thumbs.db", "desktop.ini", "dicomdir.bak"}
+_HELPER_EXTENSIONS = {
+    ".txt", ".csv", ".tsv", ".json", ".xml", ".pdf", ".html", ".htm", ".md", ".rtf", ".doc", ".docx",
+    ".xls", ".xlsx", ".ini", ".log", ".exe", ".dll", ".js", ".css", ".py", ".ipynb", ".yaml", ".yml",
+    ".sh", ".bat", ".inf", ".url", ".lnk",
+}
+_ARCHIVE_EXTENSIONS = (".zip", ".7z", ".rar", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz")
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
+
+
+def is_zip(data: bytes) -> bool:
+    """Local-file header, empty-archive end record or spanned marker."""
+    return data[:4] in _ZIP_MAGICS
+
+
+def natural_key(name: str) -> list:
+    """'slice2' before 'slice10': numbers compare as numbers (used to order members by name)."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name.lower())]
+
+
+def _is_junk(name: str) -> bool:
+    """Directories of OS metadata and helper documents that are never images."""
+    parts = PurePosixPath(name).parts
+    if any(p.lower() == "__macosx" for p in parts):
+        return True
+    base = parts[-1] if parts else name
+    if base.lower() in _JUNK_NAMES or base.startswith("._"):
+        return True
+    return PurePosixPath(base.lower()).suffix in _HELPER_EXTENSIONS
+
+
+def _nested_archive(name: str) -> str | None:
+    lower = name.lower()
+    for ext in _ARCHIVE_EXTENSIONS:
+        if lower.endswith(ext):
+            return ext
+    return None
+
+
+def _check_name(raw: str) -> str:
+    """Refuse names that would escape a folder if someone did extract the archive."""
+    name = raw.replace("\\", "/")
+    if "\x00" in name or name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+        raise UnsafeArchiveError("The zip contains a file with an absolute path; it is not safe to open.")
+    if ".." in name.split("/"):
+        raise UnsafeArchiveError(
+            "The zip contains a file path with '..' that points outside the archive; it is not safe to open."
+        )
+    return name
+
+
+def _is_symlink(info: zipfile.ZipInfo) -> bool:
+    return stat.S_ISLNK(info.external_attr >> 16)
+
+
+def read_zip(source: bytes | str | os.PathLike | BinaryIO) -> list[Member]:
+    """Candidate image members of a zip, read safely into memory (never extracted to disk)."""
+    try:
+        zf = zipfile.ZipFile(BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
+        raise CorruptImageError("The zip file is damaged or incomplete and cannot be opened.") from exc
+    with zf:
+        infos = _select_members(zf.infolist())
+        members = [(info.filename.replace("\\", "/"), _read_member(zf, info)) for info in infos]
+    for name, data in members:
+        if is_zip(data):
+            raise UnsafeArchiveError(NESTED_MESSAGE.format("a zip file"))
+    if not members:
+        raise EmptyArchiveError(EMPTY_MESSAGE)
+    logger.info("Zip: %d candidate members", len(members))
+    return members
+
+
+def _select_members(infos: list[zipfile.ZipInfo]) -> list[zipfile.ZipInfo]:
+    """Safety checks on the central directory, then the members worth reading."""
+    if len(infos) > MAX_ARCHIVE_MEMBERS:
+        raise UnsafeArchiveError(
+            f"The zip holds {len(infos)} entries; at most {MAX_ARCHIVE_MEMBERS} are accepted."
+        )
+    selected = []
+    for info in infos:
+        name = _check_name(info.filename)
+        if _is_symlink(info):
+            raise UnsafeArchiveError("The zip contains a symbolic link; links are not accepted in uploads.")
+        if info.is_dir() or _is_junk(name):
+            continue
+        nested = _nested_archive(name)
+        if nested:
+            raise UnsafeArchiveError(NESTED_MESSAGE.format(f"a {nested} file"))
+        if info.flag_bits & 0x1:
+            raise UnsupportedEncodingError("The zip is password-protected; upload an unencrypted zip.")
+        _check_ratio(info)
+        selected.append(info)
+    total = sum(info.file_size for info in selected)
+    if total > MAX_ARCHIVE_UNCOMPRESSED_BYTES:
+        raise UnsafeArchiveError(
+            f"The zip would unpack to {total / 1024**3:.1f} GB; at most "
+            f"{MAX_ARCHIVE_UNCOMPRESSED_BYTES / 1024**3:.0f} GB is accepted."
+        )
+    return selected
+
+
+def _check_ratio(info: zipfile.ZipInfo) -> None:
+    """Real images compress a few times; a ratio of hundreds is a zip bomb."""
+    if info.file_size <= COMPRESSION_RATIO_MIN_BYTES:
+        return
+    if info.compress_size <= 0 or info.file_size / info.compress_size > MAX_COMPRESSION_RATIO:
+        raise UnsafeArchiveError(
+            "A file in the zip expands to hundreds of times its compressed size (a 'zip bomb'); "
+            "it is not safe to open."
+        )
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    """Read in chunks; stop as soon as more comes out than the directory declared."""
+    out = bytearray()
+    try:
+        with zf.open(info) as fh:
+            while True:
+                chunk = fh.read(READ_CHUNK_BYTES)
+                if not chunk:
+                    break
+                out += chunk
+                if len(out) > info.file_size:
+                    raise UnsafeArchiveError(
+                        "A file in the zip unpacks to more data than the zip declares; "
+                        "it is not safe to open."
+                    )
+    except UnsafeArchiveError:
+        raise
+    except MemoryError as exc:
+        raise ImageTooLargeError("The zip is too large to unpack in memory.") from exc
+    except NotImplementedError as exc:
+        raise UnsupportedEncodingError(
+            "The zip uses a compression method this app cannot unpack; "
+            "re-create it with standard (deflate) compression."
+        ) from exc
+    except Exception as exc:  # BadZipFile (CRC), EOFError, zlib/lzma/bz2 errors
+        raise CorruptImageError("The zip file is damaged: one of its files cannot be unpacked.") from exc
+    return bytes(out)
+
+
+def read_folder(path: str | os.PathLike) -> list[Member]:
+    """Candidate image files under a folder (recursively), with the zip rules applied."""
+    root = Path(path).resolve()
+    members: list[Member] = []
+    total = 0
+    count = 0
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        here = Path(dirpath)
+        for d in list(dirnames):
+            if (here / d).is_symlink():
+                _check_link_inside(here / d, root)
+                dirnames.remove(d)  # inside the folder: its files are reached directly
+        dirnames.sort(key=str.lower)
+        for fn in sorted(filenames, key=str.lower):
+            p = here / fn
+            rel = p.relative_to(root).as_posix()
+            if _is_junk(rel):
+                continue
+            if p.is_symlink():
+                _check_link_inside(p, root)
+            nested = _nested_archive(rel)
+            if nested:
+                raise UnsafeArchiveError(
+                    f"The folder contains an archive ({nested}); unzip it first and upload its contents."
+                )
+            st = p.stat()
+            if not stat.S_ISREG(st.st_mode):
+                continue  # fifos, sockets, devices: never read
+            count += 1
+            total += st.st_size
+            if count > MAX_ARCHIVE_MEMBERS:
+                raise ImageTooLargeError(f"The folder holds more than {MAX_ARCHIVE_MEMBERS} files.")
+            if total > MAX_INPUT_BYTES:
+                raise ImageTooLargeError(
+                    f"The folder holds more than {MAX_INPUT_BYTES / 1024**3:.0f} GB of files."
+                )
+            members.append((rel, p.read_bytes()))
+    if not members:
+        raise EmptyArchiveError("The folder contains no DICOM, NIfTI or image files.")
+    logger.info("Folder: %d candidate files", len(members))
+    return members
+
+
+def _check_link_inside(link: Path, root: Path) -> None:
+    target = link.resolve()
+    if target != root and root not in target.parents:
+        raise UnsafeArchiveError(
+            "The folder contains a link to a location outside it; links must stay inside."
+        )

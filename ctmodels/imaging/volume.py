@@ -1,0 +1,70 @@
+"""The one in-memory representation of a scan used everywhere downstream."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class Volume:
+    """A scan as a stack of axial slices.
+
+    ``array`` is float32 with shape (slices, rows, cols). Slice 0 is the most superior slice
+    (head end), the order radiologists scroll and the order of COVID-CT-MD's slice labels.
+    Rows run anterior to posterior and columns patient-right to patient-left (radiological view).
+
+    ``is_hu`` is True when values are Hounsfield units (CT DICOM, CT NIfTI); 8-bit PNG/JPG hold
+    display intensities, not HU, and HU-only features (involvement %, window presets) are skipped.
+
+    ``spacing`` is (slice, row, col) in millimetres when the file says so, else None.
+    ``meta`` holds only allow-listed, non-identifying technical fields.
+    """
+
+    array: np.ndarray
+    is_hu: bool
+    spacing: tuple[float, float, float] | None = None
+    source_format: str = "unknown"
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    slice_positions: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.array.ndim != 3:
+            raise ValueError(f"Volume array must be 3-D (slices, rows, cols), got {self.array.shape}")
+        if self.array.dtype != np.float32:
+            object.__setattr__(self, "array", self.array.astype(np.float32))
+
+    @property
+    def n_slices(self) -> int:
+        return int(self.array.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.array.shape)  # type: ignore[return-value]
+
+    @property
+    def is_volume(self) -> bool:
+        """True for multi-slice scans (patient-level verdicts make sense)."""
+        return self.n_slices > 1
+
+    @property
+    def pixel_area_mm2(self) -> float | None:
+        if self.spacing is None:
+            return None
+        return float(self.spacing[1] * self.spacing[2])
+
+    def slice(self, index: int) -> np.ndarray:
+        return self.array[index]
+
+    def describe(self) -> str:
+        """One line for captions: size, spacing and what the values mean."""
+        s, h, w = self.shape
+        unit = "HU" if self.is_hu else "8-bit intensity (not HU)"
+        sp = (
+            f", {self.spacing[1]:.2f}x{self.spacing[2]:.2f} mm pixels, {self.spacing[0]:.2f} mm slices"
+            if self.spacing
+            else ""
+        )
+        return f"{s} slice{'s' if s != 1 else ''} of {h}x{w}{sp}; values in {unit}"

@@ -1,0 +1,56 @@
+"""Home: what the product does, what is in the workspace, where to start."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from ctmodels.workspace import workspace_dir
+from ui.workspace_summary import data_summaries, model_cards
+
+st.title("CT Severity Studio")
+st.markdown(
+    "CT Severity Studio grades COVID-19 chest CT as **mild** or **severe** (share of lung involved, "
+    "25 % by default) with a ResNet50 baseline and three compressed models: Ghost modules, structured "
+    "pruning and knowledge distillation. It shows each model's evidence with Grad-CAM beside a classical, "
+    "non-learned lung-involvement measure, so a reader sees whether compression changed what the model looks at. "
+    "It measures what each compression really buys (size, parameters, latency) on this machine, next to the "
+    "numbers the source paper reports."
+)
+st.caption("Research software — not for diagnostic use.")
+
+st.subheader("In this workspace")
+st.caption(f"Workspace folder: `{workspace_dir()}`")
+summaries = data_summaries()
+if summaries:
+    df = pd.DataFrame(
+        [{"dataset": s.title, "cases": s.cases, "mild": s.mild, "severe": s.severe,
+          "kind": "synthetic" if s.synthetic else "real"} for s in summaries]
+    )
+    st.dataframe(df, hide_index=True, width="stretch")
+else:
+    st.info("No datasets yet: `make run` builds the demo phantoms.", icon=":material/info:")
+cards = model_cards()
+c1, c2 = st.columns(2)
+c1.metric("Datasets", len(summaries))
+c2.metric("Trained models", len(cards))
+if cards:
+    st.dataframe(
+        pd.DataFrame([{"model": c["_folder"], "kind": c.get("model_key"), "input": c.get("input_size")} for c in cards]),
+        hide_index=True, width="stretch",
+    )
+else:
+    st.caption("No trained models yet.")
+
+st.subheader("Where to start")
+left, right = st.columns(2)
+with left:
+    st.markdown("**Radiologist**")
+    st.markdown("Open the **Data Browser**, pick a demo phantom or a real sample series, or upload your own scan "
+                "(DICOM file, zipped DICOM series, NIfTI, PNG/JPG). Scroll slices on a lung window and compare "
+                "the lung and lesion masks with the classical involvement measure.")
+    st.page_link("pages/data_browser.py", label="Open the Data Browser", icon=":material/folder_open:")
+with right:
+    st.markdown("**Researcher**")
+    st.markdown("Browse the datasets and their labels (and where each label comes from) in the **Data Browser**. "
+                "Training runs from the command line today: `python -m training --help`.")

@@ -1,0 +1,42 @@
+"""Shared fixtures: paths to the real sample data and a small phantom dataset built once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_DATA = Path(os.environ.get("CTSS_REAL_DATA", REPO.parent / "shared" / "data" / "real"))
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The real sample folder; tests that need it skip with a clear reason when ../shared is absent."""
+    if not (REAL_DATA / "README.md").is_file():
+        pytest.skip(f"real sample data not found at {REAL_DATA} (../shared is absent on this machine)")
+    return REAL_DATA
+
+
+@pytest.fixture(scope="session")
+def small_phantoms(tmp_path_factory) -> Path:
+    """A small phantom dataset (6 patients, 128 px, 12 slices) in every layout, built once."""
+    from ctmodels.imaging.phantom import PhantomConfig, build_dataset
+
+    root = tmp_path_factory.mktemp("phantoms") / "demo"
+    cfg = PhantomConfig(size=128, n_slices=12, pixel_mm=2.8, slice_mm=20.0)
+    build_dataset(root, n_patients=6, seed=7, cfg=cfg, workers=1)
+    return root
+
+
+@pytest.fixture()
+def workspace(tmp_path, monkeypatch, small_phantoms) -> Path:
+    """A fresh workspace whose demo data is the small phantom set (the app reads CTSS_WORKSPACE)."""
+    import shutil
+
+    ws = tmp_path / "workspace"
+    (ws / "data").mkdir(parents=True)
+    shutil.copytree(small_phantoms, ws / "data" / "demo")
+    monkeypatch.setenv("CTSS_WORKSPACE", str(ws))
+    return ws

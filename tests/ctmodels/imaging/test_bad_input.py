@@ -1,0 +1,336 @@
+"""Every kind of bad input gets its specific ImageReadError subclass and a message a clinician can read."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import re
+import stat
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Any, Callable
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from ctmodels.imaging import (
+    CorruptImageError,
+    EmptyArchiveError,
+    ImageReadError,
+    ImageTooLargeError,
+    MixedSeriesError,
+    NoPixelDataError,
+    NotAnImageError,
+    NotCTError,
+    UnsafeArchiveError,
+    UnsupportedDimensionsError,
+    UnsupportedEncodingError,
+    read_any,
+)
+
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
+JPEG_LOSSLESS_SV1 = "1.2.840.10008.1.2.4.70"
+MPEG2 = "1.2.840.10008.1.2.4.100"  # a video codec: no pixel decoder exists for it
+
+
+# --------------------------------------------------------------------------------------- builders
+
+
+def dicom(
+    *,
+    modality: str = "CT",
+    sop_class: str = CTImageStorage,
+    rows: int = 32,
+    cols: int = 32,
+    pixels: bool = True,
+    series_uid: str | None = None,
+    z: float = 0.0,
+    transfer_syntax: str = ExplicitVRLittleEndian,
+    pixel_data: bytes | None = None,
+) -> bytes:
+    fm = FileMetaDataset()
+    fm.MediaStorageSOPClassUID = sop_class
+    fm.MediaStorageSOPInstanceUID = generate_uid()
+    fm.TransferSyntaxUID = transfer_syntax
+    ds = Dataset()
+    ds.file_meta = fm
+    ds.PatientName = "DOE^JANE"
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = fm.MediaStorageSOPInstanceUID
+    ds.SeriesInstanceUID = series_uid or generate_uid()
+    ds.Modality = modality
+    ds.ImagePositionPatient = [0.0, 0.0, z]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.PixelSpacing = [0.7, 0.7]
+    ds.Rows, ds.Columns = rows, cols
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+    if pixels:
+        if pixel_data is None:
+            pixel_data = np.full((min(rows, 64), min(cols, 64)), 1000, np.uint16).tobytes()
+        ds.PixelData = pixel_data
+        ds["PixelData"].VR = "OB" if transfer_syntax != ExplicitVRLittleEndian else "OW"
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def zipped(members: list[tuple[str, bytes]], infos: list[tuple[zipfile.ZipInfo, bytes]] = ()) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members:
+            zf.writestr(name, data)
+        for info, data in infos:
+            zf.writestr(info, data)
+    return buf.getvalue()
+
+
+def png(size: tuple[int, int] = (32, 32), mode: str = "L") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A tiny real PNG whose IHDR (with a valid CRC) claims a huge size: nothing big is ever allocated."""
+    data = bytearray(png((16, 16)))
+    assert data[12:16] == b"IHDR"
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
+    return bytes(data)
+
+
+def jpeg_corrupt() -> bytes:
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8)).save(buf, "JPEG")
+    data = buf.getvalue()
+    return data[: len(data) // 2]  # body cut: decoder must fail, not return half an image silently
+
+
+def nifti(shape: tuple[int, ...], value: float = -1000.0) -> bytes:
+    return nib.Nifti1Image(np.full(shape, value, np.float32), np.eye(4)).to_bytes()
+
+
+def nifti_noise(shape: tuple[int, ...]) -> bytes:
+    """Incompressible voxels, so a cut .nii.gz is cut inside the voxel data."""
+    values = np.random.default_rng(4).normal(-500, 300, shape).astype(np.float32)
+    return nib.Nifti1Image(values, np.eye(4)).to_bytes()
+
+
+def nifti_mostly_nan() -> bytes:
+    d = np.full((16, 16, 4), np.nan, np.float32)
+    d[:8] = -1000
+    return nib.Nifti1Image(d, np.eye(4)).to_bytes()
+
+
+def symlink_member() -> bytes:
+    info = zipfile.ZipInfo("series/IM0001.dcm")
+    info.create_system = 3
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return zipped([], [(info, b"../../../etc/passwd")])
+
+
+def zip_bomb() -> bytes:
+    return zipped([("IM0001.dcm", b"\x00" * (4 * 1024 * 1024))])
+
+
+def too_many_members() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for i in range(5001):
+            zf.writestr(f"f{i}.dcm", b"")
+    return buf.getvalue()
+
+
+def folder_with_outside_link(tmp_path: Path) -> Path:
+    folder = tmp_path / "series"
+    folder.mkdir()
+    (folder / "IM0001.dcm").write_bytes(dicom())
+    outside = tmp_path / "secret.dcm"
+    outside.write_bytes(dicom())
+    os.symlink(outside, folder / "IM0002.dcm")
+    return folder
+
+
+def dicomdir() -> bytes:
+    return dicom(sop_class="1.2.840.10008.1.3.10", pixels=False)
+
+
+def dicom_unsupported_codec() -> bytes:
+    return dicom(transfer_syntax=MPEG2, pixel_data=encapsulate([b"\x00\x00\x01\xb3" + b"\x00" * 64]))
+
+
+def dicom_corrupt_jpeg_lossless() -> bytes:
+    garbage = b"\xff\xd8\xff\xc3" + np.random.default_rng(3).bytes(300)
+    return dicom(transfer_syntax=JPEG_LOSSLESS_SV1, pixel_data=encapsulate([garbage]))
+
+
+def zip_two_series() -> bytes:
+    return zipped([("a.dcm", dicom(series_uid="1.2.3")), ("b.dcm", dicom(series_uid="1.2.4"))])
+
+
+def zip_slices_of_different_sizes() -> bytes:
+    other = dicom(series_uid="1.2.3", rows=48, cols=48, z=1.0)
+    return zipped([("a.dcm", dicom(series_uid="1.2.3")), ("b.dcm", other)])
+
+
+def zero_byte_file(tmp_path: Path) -> Path:
+    path = tmp_path / "empty.nii"
+    path.write_bytes(b"")
+    return path
+
+
+def empty_folder(tmp_path: Path) -> Path:
+    path = tmp_path / "f"
+    path.mkdir()
+    return path
+
+
+NOTE = b"this is just a note, not a picture\n" * 5
+SMALL_NII = nifti((16, 16, 2))
+INNER_ZIP = zipped([("a.dcm", dicom())])
+
+# name, builder (tmp_path -> source), name hint, expected error, words the message must contain
+CASES: list[tuple[str, Callable[[Path], Any], str | None, type[ImageReadError], tuple[str, ...]]] = [
+    ("random-bytes-dcm", lambda t: np.random.default_rng(1).bytes(4000), "scan.dcm", NotAnImageError,
+     ("DICOM",)),
+    ("random-bytes-noname", lambda t: np.random.default_rng(2).bytes(4000), None, NotAnImageError, ()),
+    ("truncated-dicom", lambda t: dicom()[:-700], "IM1.dcm", CorruptImageError, ("truncated",)),
+    ("dicom-without-pixels", lambda t: dicom(pixels=False), "x.dcm", NoPixelDataError, ("no image",)),
+    ("dicomdir-only", lambda t: dicomdir(), "DICOMDIR", NoPixelDataError, ("DICOMDIR",)),
+    ("mr-dicom", lambda t: dicom(modality="MR", sop_class=MR_IMAGE), "x.dcm", NotCTError, ("MR", "not a CT")),
+    ("ultrasound-dicom", lambda t: dicom(modality="US"), "x.dcm", NotCTError, ("ultrasound",)),
+    ("xray-dicom", lambda t: dicom(modality="CR"), "x.dcm", NotCTError, ("X-ray",)),
+    ("secondary-capture", lambda t: dicom(modality="OT", sop_class=SECONDARY_CAPTURE), "x.dcm", NotCTError,
+     ("secondary capture",)),
+    ("dicom-too-large", lambda t: dicom(rows=8192, cols=8192), "x.dcm", ImageTooLargeError, ()),
+    ("dicom-unsupported-codec", lambda t: dicom_unsupported_codec(), "x.dcm", UnsupportedEncodingError,
+     ("compressed",)),
+    ("dicom-corrupt-jpeg-lossless", lambda t: dicom_corrupt_jpeg_lossless(), "x.dcm", CorruptImageError,
+     ("damaged",)),
+    ("nifti-4d", lambda t: nifti((8, 8, 4, 3)), "x.nii", UnsupportedDimensionsError, ("4-D",)),
+    ("nifti-one-line", lambda t: nifti((1, 64, 10)), "x.nii", UnsupportedDimensionsError, ()),
+    ("nifti-truncated", lambda t: nifti((32, 32, 8))[:-2000], "x.nii", CorruptImageError, ("truncated",)),
+    ("nifti-gz-truncated", lambda t: gzip.compress(nifti_noise((32, 32, 8)))[:-300], "x.nii.gz",
+     CorruptImageError, ("truncated",)),
+    ("nifti-mostly-nan", lambda t: nifti_mostly_nan(), "x.nii", CorruptImageError, ("NaN",)),
+    ("gzip-not-nifti", lambda t: gzip.compress(b"hello world" * 100), "x.nii.gz", NotAnImageError,
+     ("NIfTI",)),
+    ("one-pixel-png", lambda t: png((1, 1)), "x.png", UnsupportedDimensionsError, ()),
+    ("one-line-png", lambda t: png((256, 1)), "x.png", UnsupportedDimensionsError, ()),
+    ("huge-png-20000", lambda t: png_claiming(20000, 20000), "x.png", ImageTooLargeError, ()),
+    ("big-png-5000", lambda t: png_claiming(5000, 5000), "x.png", ImageTooLargeError, ()),
+    ("text-named-png", lambda t: NOTE, "scan.png", NotAnImageError, ("not an image",)),
+    ("corrupt-jpeg", lambda t: jpeg_corrupt(), "x.jpg", CorruptImageError, ("damaged",)),
+    ("zero-bytes", lambda t: b"", "x.dcm", NotAnImageError, ("empty",)),
+    ("zero-byte-file", zero_byte_file, None, NotAnImageError, ("empty",)),
+    ("missing-path", lambda t: t / "nope.dcm", None, NotAnImageError, ()),
+    ("zip-only-txt", lambda t: zipped([("notes.txt", b"hello")]), "x.zip", EmptyArchiveError,
+     ("no DICOM, NIfTI or image",)),
+    ("zip-only-unknown", lambda t: zipped([("data.bin", b"\x01\x02" * 50)]), "x.zip", EmptyArchiveError, ()),
+    ("empty-zip", lambda t: zipped([]), "x.zip", EmptyArchiveError, ()),
+    ("empty-folder", empty_folder, None, EmptyArchiveError, ()),
+    ("corrupt-zip", lambda t: zipped([("a.dcm", dicom())])[:-60], "x.zip", CorruptImageError, ("zip",)),
+    ("zip-two-series", lambda t: zip_two_series(), "x.zip", MixedSeriesError, ("2 different",)),
+    ("zip-slices-different-sizes", lambda t: zip_slices_of_different_sizes(), "x.zip", MixedSeriesError, ()),
+    ("zip-dicom-and-nifti", lambda t: zipped([("a.dcm", dicom()), ("b.nii", SMALL_NII)]), "x.zip",
+     MixedSeriesError, ()),
+    ("zip-two-nifti", lambda t: zipped([("a.nii", SMALL_NII), ("b.nii", SMALL_NII)]), "x.zip",
+     MixedSeriesError, ()),
+    ("zip-pngs-different-sizes", lambda t: zipped([("1.png", png((32, 32))), ("2.png", png((40, 32)))]),
+     "x.zip", MixedSeriesError, ()),
+    ("zip-slip", lambda t: zipped([("../../evil.dcm", dicom())]), "x.zip", UnsafeArchiveError, ("..",)),
+    ("zip-absolute-path", lambda t: zipped([("/etc/evil.dcm", dicom())]), "x.zip", UnsafeArchiveError, ()),
+    ("zip-symlink-member", lambda t: symlink_member(), "x.zip", UnsafeArchiveError, ("link",)),
+    ("nested-zip", lambda t: zipped([("inner.zip", INNER_ZIP)]), "x.zip", UnsafeArchiveError,
+     ("unzip the inner archive",)),
+    ("nested-zip-renamed", lambda t: zipped([("inner.dcm", INNER_ZIP)]), "x.zip", UnsafeArchiveError, ()),
+    ("zip-bomb", lambda t: zip_bomb(), "x.zip", UnsafeArchiveError, ("bomb",)),
+    ("zip-too-many-members", lambda t: too_many_members(), "x.zip", UnsafeArchiveError, ()),
+    ("folder-link-outside", folder_with_outside_link, None, UnsafeArchiveError, ("link",)),
+]
+
+CLASS_NAME = re.compile(r"\b\w*(Error|Exception|Warning)\b|Traceback|File \"|<class|0x[0-9a-f]{6,}")
+
+
+def assert_readable(message: str) -> None:
+    assert message and message.strip()
+    assert len(message) < 300, message
+    assert not CLASS_NAME.search(message), message
+    assert "\n" not in message
+    assert "DOE" not in message and "JANE" not in message
+
+
+@pytest.mark.parametrize(
+    "build, name, expected, words", [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_bad_input_raises_typed_readable_error(tmp_path: Path, build, name, expected, words) -> None:
+    source = build(tmp_path)
+    with pytest.raises(ImageReadError) as info:
+        read_any(source, name=name)
+    assert type(info.value) is expected, f"{type(info.value).__name__}: {info.value}"
+    assert_readable(str(info.value))
+    for word in words:
+        assert word.lower() in str(info.value).lower(), str(info.value)
+    assert info.value.kind == expected.kind
+
+
+@pytest.mark.parametrize("case", ["truncated-dicom", "huge-png-20000", "zip-bomb"])
+def test_bad_input_as_upload_filelike(tmp_path: Path, case: str) -> None:
+    _, build, name, expected, _ = next(c for c in CASES if c[0] == case)
+    upload = io.BytesIO(build(tmp_path))
+    upload.name = name
+    with pytest.raises(expected):
+        read_any(upload)
+
+
+def test_wrong_source_type_is_a_programming_error() -> None:
+    with pytest.raises(TypeError):
+        read_any(12345)  # type: ignore[arg-type]
+
+
+def test_unexpected_library_failure_is_wrapped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever a library throws that the readers did not foresee reaches the UI as CorruptImageError."""
+    from ctmodels.imaging import reader
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise KeyError("PixelData")
+
+    monkeypatch.setattr(reader.raster, "read_raster", boom)
+    with pytest.raises(CorruptImageError) as info:
+        read_any(png())
+    assert_readable(str(info.value))
+
+
+def test_memory_error_becomes_too_large(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ctmodels.imaging import reader
+
+    def oom(*args: Any, **kwargs: Any) -> Any:
+        raise MemoryError
+
+    monkeypatch.setattr(reader.raster, "read_raster", oom)
+    with pytest.raises(ImageTooLargeError):
+        read_any(png())
+
+
+def test_keyboard_interrupt_is_not_swallowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ctmodels.imaging import reader
+
+    def interrupt(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(reader.raster, "read_raster", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        read_any(png())

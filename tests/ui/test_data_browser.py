@@ -1,0 +1,110 @@
+"""Data Browser (AppTest): demo data, real sample, uploads, bad uploads, folder refusal."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import pytest
+
+from tests.ctmodels.imaging.test_bad_input import CASES
+from tests.ui.apptest import open_page, texts
+
+PAGE = "pages/data_browser.py"
+
+
+def _select_source(at, startswith: str):
+    box = at.selectbox(key="db_source")
+    box.select(next(o for o in box.options if o.startswith(startswith))).run()
+    return at
+
+
+def test_demo_dataset_is_listed_and_rendered(workspace):
+    at = open_page(PAGE)
+    assert not at.exception
+    assert at.selectbox(key="db_source").value.startswith("Demo phantoms (synthetic)")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Cases (patients)"] == "6"
+    assert int(metrics["Mild"]) + int(metrics["Severe"]) == 6
+    assert "Synthetic data" in texts(at)
+    table = next(d.value for d in at.dataframe if "case" in d.value.columns)
+    assert list(table["case"]) == [f"PH{i:04d}" for i in range(1, 7)]
+    assert set(table["label"]) <= {"mild", "severe"}
+    assert len(at.image) == 1  # the slice image
+    assert "involvement (masks)" in texts(at)
+    # scroll, change window, turn on the classical cross-check
+    at.slider(key="db_view_slice").set_value(6).run()
+    at.segmented_control(key="db_view_window").set_value("Mediastinum").run()
+    at.toggle(key="db_view_classical").set_value(True).run()
+    assert not at.exception
+    assert "classical:" in texts(at) and "W350 / L40" in texts(at)
+
+
+def test_every_demo_layout_opens(workspace):
+    at = open_page(PAGE)
+    for layout in ("Demo phantoms (synthetic) · DICOM", "Demo phantoms (synthetic) · MosMed", "Demo phantoms (synthetic) · PNG"):
+        _select_source(at, layout)
+        assert not at.exception, layout
+        assert len(at.image) == 1, layout
+
+
+def test_real_sample_series(workspace, real_data):
+    at = _select_source(open_page(PAGE), "COVID-CT-MD")
+    assert not at.exception
+    assert "no severity grade" in texts(at)
+    assert "radiologist:" in texts(at)  # slice-level infection labels shown next to the image
+    assert len(at.image) == 1
+
+
+def _upload(at, name: str, data: bytes):
+    at.file_uploader(key="db_upload").upload(name, data).run()
+    return at
+
+
+def _dicom_zip(workspace) -> bytes:
+    buf = io.BytesIO()
+    series = workspace / "data" / "demo" / "dicom" / "PH0001"
+    with zipfile.ZipFile(buf, "w") as zf:
+        for f in sorted(series.glob("*.dcm")):
+            zf.write(f, f"PH0001/{f.name}")
+    return buf.getvalue()
+
+
+def test_upload_dicom_series_zip(workspace):
+    at = _select_source(open_page(PAGE), "Upload")
+    _upload(at, "series.zip", _dicom_zip(workspace))
+    assert not at.exception
+    assert "12 slices of 128x128" in texts(at)
+    assert len(at.image) == 1
+    meta = next(d.value for d in at.dataframe if "field" in d.value.columns)
+    assert "Modality" in set(meta["field"]) and "PatientID" not in set(meta["field"])
+    assert "PH0001" not in meta.to_string()  # the patient ID never reaches the page
+
+
+BAD = [
+    "random-bytes-dcm", "truncated-dicom", "dicom-without-pixels", "mr-dicom", "secondary-capture",
+    "nifti-4d", "zero-bytes", "zip-only-txt", "empty-zip", "zip-two-series", "huge-png-20000",
+    "text-named-png", "one-pixel-png", "corrupt-jpeg", "zip-slip", "nested-zip",
+]
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_upload_shows_error_and_page_keeps_working(workspace, tmp_path, case):
+    _, build, name, expected, _ = next(c for c in CASES if c[0] == case)
+    at = _select_source(open_page(PAGE), "Upload")
+    _upload(at, name or "upload.bin", build(tmp_path))
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "could not be read" in errors[0] and expected.kind in errors[0]
+    # the page still works: switch to a dataset and it renders
+    _select_source(at, "Demo phantoms (synthetic) · Kaggle")
+    assert not at.exception and len(at.image) == 1
+
+
+def test_local_folder_outside_data_roots_is_refused(workspace):
+    at = _select_source(open_page(PAGE), "Local folder")
+    at.text_input(key="db_folder").input("/etc").run()
+    assert not at.exception
+    assert "only be opened inside the data roots" in at.error[0].value
+    at.text_input(key="db_folder").input(str(workspace / "data" / "demo" / "kaggle")).run()
+    assert not at.exception and not at.error and len(at.image) == 1

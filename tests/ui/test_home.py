@@ -1,0 +1,31 @@
+"""Home page (AppTest): three-sentence pitch, workspace contents with counts, start links."""
+
+from __future__ import annotations
+
+from tests.ui.apptest import open_page, texts
+
+
+def test_home_lists_workspace_contents(workspace):
+    at = open_page("pages/home.py")
+    assert not at.exception
+    body = texts(at)
+    assert "mild" in body and "severe" in body and "Grad-CAM" in body
+    table = next(d.value for d in at.dataframe if "dataset" in d.value.columns)
+    demo = table[table["kind"] == "synthetic"]
+    assert len(demo) == 4 and set(demo["cases"]) == {6, sum(1 for _ in (workspace / "data/demo/png").glob("*/*.png"))}
+    assert {m.label: m.value for m in at.metric}["Trained models"] == "0"
+    assert "Radiologist" in body and "Researcher" in body
+
+
+def test_navigation_lists_only_working_pages(workspace):
+    at = open_page("pages/home.py")
+    at.switch_page("pages/data_browser.py").run()
+    assert not at.exception and at.title[0].value == "Data Browser"
+
+
+def test_home_without_demo_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("CTSS_WORKSPACE", str(tmp_path / "empty-ws"))
+    monkeypatch.setenv("CTSS_REAL_DATA", str(tmp_path / "no-real"))
+    at = open_page("pages/home.py")
+    assert not at.exception
+    assert "make run" in texts(at)

@@ -1,0 +1,1 @@
+"""Streamlit glue: cached loaders, widgets and pure figure/image builders used by the pages."""

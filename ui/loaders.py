@@ -1,0 +1,98 @@
+"""Cached loaders. Volumes and models live in ``st.cache_resource`` (shared, never copied),
+keyed by path + modification time so an edited file is re-read; small tables in ``st.cache_data``.
+Uploaded scans are kept in the session only (never written to disk, never shared)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from ctmodels.datasets import Dataset, LabelRule, load_masks, open_dataset
+from ctmodels.datasets.model import Case
+from ctmodels.imaging import ImageReadError, Volume, read_any
+from ctmodels.imaging.lung import Involvement, involvement, segment_lungs
+
+
+def stamp(path: Path | str) -> float:
+    """Modification time used in cache keys (0 when the path vanished)."""
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def dataset(path: str, threshold_pct: float, band: tuple[float, float] | None, _stamp: float, name: str | None = None) -> Dataset:
+    return open_dataset(path, LabelRule(threshold_pct, band), name=name)
+
+
+@st.cache_resource(show_spinner=False, max_entries=6)
+def volume(path: str, _stamp: float) -> Volume:
+    return read_any(path)
+
+
+@st.cache_resource(show_spinner=False, max_entries=6)
+def masks(image: str, lung: str | None, lesion: str | None, _stamp: float):
+    case = Case(case_id="", patient_id="", image=Path(image), lung_mask=Path(lung) if lung else None,
+                lesion_mask=Path(lesion) if lesion else None)
+    return load_masks(case, volume(image, stamp(image)))
+
+
+@dataclass(frozen=True)
+class LungAnalysis:
+    mask: np.ndarray
+    result: Involvement
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def classical_lung(path: str, _stamp: float) -> LungAnalysis:
+    vol = volume(path, stamp(path))
+    mask = segment_lungs(vol)
+    return LungAnalysis(mask=mask, result=involvement(vol, mask))
+
+
+def analyse_volume(vol: Volume) -> LungAnalysis:
+    """Uncached classical analysis (for uploads, which stay in the session)."""
+    mask = segment_lungs(vol)
+    return LungAnalysis(mask=mask, result=involvement(vol, mask))
+
+
+UPLOAD_KEY = "upload_cache"
+
+
+def read_upload(uploaded) -> Volume:
+    """Read an ``UploadedFile`` once per session; raises ``ImageReadError`` for bad input.
+
+    The result is kept in this browser session only, so two users never see each other's scans.
+    """
+    data = uploaded.getvalue()
+    key = hashlib.sha256(data).hexdigest()
+    cache = st.session_state.setdefault(UPLOAD_KEY, {})
+    if key in cache:
+        hit = cache[key]
+        if isinstance(hit, ImageReadError):
+            raise hit
+        return hit
+    cache.clear()
+    try:
+        vol = read_any(data, name=uploaded.name)
+    except ImageReadError as exc:
+        cache[key] = exc
+        raise
+    cache[key] = vol
+    return vol
+
+
+def analyse_upload(vol: Volume, uploaded) -> LungAnalysis:
+    """Classical analysis of an uploaded scan, memoised in this session only."""
+    key = ("lung", uploaded.file_id)
+    cache = st.session_state.setdefault("upload_analysis", {})
+    if key not in cache:
+        cache.clear()
+        cache[key] = analyse_volume(vol)
+    return cache[key]

@@ -1,0 +1,49 @@
+"""Reusable widgets: window picker, read-error display, synthetic badge, metadata panel."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import pandas as pd
+import streamlit as st
+
+from ctmodels.imaging import ImageReadError
+from ctmodels.imaging.window import DEFAULT_WINDOW, PRESETS, Window, custom
+
+
+def window_picker(key: str, is_hu: bool) -> Window | None:
+    """Lung / Mediastinum / Bone / Custom for HU data; None (shown as stored) for 8-bit images."""
+    if not is_hu:
+        st.caption("8-bit image: shown as stored (display intensities, not HU); window presets do not apply.")
+        return None
+    names = list(PRESETS) + ["Custom"]
+    choice = st.segmented_control("Window", names, default=DEFAULT_WINDOW.name, key=f"{key}_window") or DEFAULT_WINDOW.name
+    if choice == "Custom":
+        c1, c2 = st.columns(2)
+        level = c1.number_input("Level (HU)", -1200, 3000, -600, step=10, key=f"{key}_level")
+        width = c2.number_input("Width (HU)", 1, 5000, 1500, step=10, key=f"{key}_width")
+        return custom(level, width)
+    return PRESETS[choice]
+
+
+def show_read_error(exc: ImageReadError, what: str = "This file") -> None:
+    st.error(f"**{what} could not be read** ({exc.kind}): {exc}", icon=":material/error:")
+
+
+def synthetic_banner(synthetic: bool) -> None:
+    if synthetic:
+        st.warning(
+            "**Synthetic data.** These are procedurally generated phantom patients, not real scans; "
+            "labels are exact ground truth from the phantom's masks.",
+            icon=":material/science:",
+        )
+
+
+def metadata_table(meta: Mapping[str, Any]) -> None:
+    """Safe (allow-listed, non-identifying) technical metadata as a two-column table."""
+    if not meta:
+        st.caption("No technical metadata.")
+        return
+    rows = [{"field": k, "value": ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)} for k, v in meta.items()]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    st.caption("Only allow-listed technical fields are read; names, IDs, dates and institutions never are.")

@@ -1,0 +1,58 @@
+"""What is in the workspace: datasets (with counts) and trained models, for the Home page."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import streamlit as st
+
+from ctmodels.datasets import builtin_sources, open_dataset
+from ctmodels.datasets.model import DatasetError
+from ctmodels.workspace import models_dir
+
+from .loaders import stamp
+
+
+@dataclass(frozen=True)
+class DataSummary:
+    title: str
+    cases: int
+    mild: int
+    severe: int
+    synthetic: bool
+
+
+def data_summaries() -> list[DataSummary]:
+    """Datasets offered by name, with case and label counts (cached per location and mtime)."""
+    key = tuple((str(s.path), stamp(s.path)) for s in builtin_sources())
+    return _summaries(key)
+
+
+@st.cache_data(show_spinner=False, ttl=60)
+def _summaries(key: tuple) -> list[DataSummary]:
+    out = []
+    for s in builtin_sources():
+        try:
+            ds = open_dataset(s.path)
+        except DatasetError:
+            continue
+        c = ds.label_counts()
+        out.append(DataSummary(s.title, len(ds), c["mild"], c["severe"], s.synthetic))
+    return out
+
+
+def model_cards() -> list[dict]:
+    """Cards of the checkpoints saved in the workspace (read as JSON only: nothing is loaded)."""
+    root = models_dir()
+    cards = []
+    if root.is_dir():
+        for card in sorted(root.glob("*/card.json")):
+            try:
+                data = json.loads(card.read_text())
+            except (OSError, ValueError):
+                continue
+            data["_folder"] = card.parent.name
+            data["_stamp"] = stamp(card)
+            cards.append(data)
+    return cards
