@@ -1,0 +1,48 @@
+"""Networks: 1-channel ResNet builders, Ghost variants, widths-as-data, and the one registry.
+
+Use :func:`create` (key + kwargs) or :func:`build` (a checkpoint card); see docs/models.md.
+"""
+
+from __future__ import annotations
+
+from ctmodels.nets.ghost import PLACEMENTS, GhostModule, ghost_resnet18, ghost_resnet50
+from ctmodels.nets.pretrained import ImageNetLoadReport, adapt_input_conv, load_imagenet_resnet
+from ctmodels.nets.registry import (
+    GHOST_DEFAULTS,
+    GHOST_KD_DEFAULTS,
+    MODEL_INFO,
+    MODEL_KEYS,
+    ModelInfo,
+    UnknownModelError,
+    apply_widths,
+    build,
+    create,
+    extract_widths,
+    info,
+    resolve_arch,
+)
+from ctmodels.nets.resnet import resnet18, resnet50
+
+__all__ = [
+    "GHOST_DEFAULTS",
+    "GHOST_KD_DEFAULTS",
+    "MODEL_INFO",
+    "MODEL_KEYS",
+    "PLACEMENTS",
+    "GhostModule",
+    "ImageNetLoadReport",
+    "ModelInfo",
+    "UnknownModelError",
+    "adapt_input_conv",
+    "apply_widths",
+    "build",
+    "create",
+    "extract_widths",
+    "ghost_resnet18",
+    "ghost_resnet50",
+    "info",
+    "load_imagenet_resnet",
+    "resnet18",
+    "resnet50",
+    "resolve_arch",
+]

@@ -1,0 +1,295 @@
+"""The one model registry: model key -> builder, UI descriptions, and widths-as-data.
+
+Every network the app shows or trains is created here from a key plus JSON-safe kwargs, so a
+checkpoint card (``model_key`` + ``arch``) is enough to rebuild it. This module must not import
+``ctmodels.checkpoint`` (checkpoint imports us); :func:`build` takes any card-like object.
+
+Structurally pruned nets (torch-pruning shrinks Conv2d/BatchNorm2d/Linear in place) are stored
+as the base key plus ``widths``: only the layers whose shape differs from a fresh base net, with
+the numbers that define their shape. :func:`apply_widths` rebuilds those layers at that size.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+import torch.nn as nn
+
+from ctmodels.nets.ghost import ghost_resnet18, ghost_resnet50
+from ctmodels.nets.resnet import resnet18, resnet50
+
+__all__ = [
+    "MODEL_KEYS",
+    "MODEL_INFO",
+    "GHOST_DEFAULTS",
+    "GHOST_KD_DEFAULTS",
+    "ModelInfo",
+    "UnknownModelError",
+    "create",
+    "build",
+    "info",
+    "resolve_arch",
+    "extract_widths",
+    "apply_widths",
+]
+
+log = logging.getLogger(__name__)
+
+MODEL_KEYS: tuple[str, ...] = ("baseline", "ghost", "pruned", "kd", "sparse", "ghost_kd")
+
+#: Default ``ghost`` config: Ghost modules for conv1/conv2/conv3 of every Bottleneck, ratio 3.
+#: Measured 9.93M params (0.42x the baseline), close to paper 000's reported 9.7M; the paper's
+#: literal placement (conv3 of stages 3-4) only reaches 0.90x (see docs/models.md).
+GHOST_DEFAULTS: dict[str, Any] = {"placement": "full", "stages": [1, 2, 3, 4], "ratio": 3, "dw_size": 3}
+#: Default ``ghost_kd`` student: every BasicBlock conv of a ResNet18 is a Ghost module, ratio 2.
+GHOST_KD_DEFAULTS: dict[str, Any] = {"stages": [1, 2, 3, 4], "ratio": 2, "dw_size": 3}
+
+# Kwargs every builder takes; they live in the card's own fields (class_names, in_channels).
+_IO_KWARGS = ("num_classes", "in_channels")
+
+
+class UnknownModelError(ValueError):
+    """A model key that is not in the registry (typo, or a checkpoint from a newer version)."""
+
+    def __init__(self, key: object) -> None:
+        self.key = key
+        super().__init__(f"unknown model key {key!r}; valid keys are: {', '.join(MODEL_KEYS)}")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the UI says about a model key."""
+
+    key: str
+    title: str
+    description: str
+    reference: str
+
+
+MODEL_INFO: dict[str, ModelInfo] = {
+    "baseline": ModelInfo(
+        "baseline",
+        "ResNet50 (baseline)",
+        "ResNet50 with a 1-channel input and 2 classes; the reference all variants are compared to.",
+        "paper 000 Table I row 1",
+    ),
+    "ghost": ModelInfo(
+        "ghost",
+        "ResNet50 + Ghost modules",
+        "ResNet50 whose residual-branch convs are Ghost modules (half the features from cheap depthwise ops).",
+        "paper 000 Table I row 4 (ResNet50+GhostNet)",
+    ),
+    "pruned": ModelInfo(
+        "pruned",
+        "ResNet50, L1 filter-pruned",
+        "Trained baseline with whole filters removed by L1-norm structured pruning, then fine-tuned.",
+        "paper 000 Table I row 2 (ResNet50+Pruning)",
+    ),
+    "kd": ModelInfo(
+        "kd",
+        "ResNet18 student (KD)",
+        "ResNet18 trained to mimic the ResNet50 teacher's softened outputs (T=4).",
+        "paper 000 Table I row 3 (ResNet50+KD)",
+    ),
+    "sparse": ModelInfo(
+        "sparse",
+        "ResNet50, magnitude-sparse",
+        "Baseline with the smallest individual weights zeroed; same dense shape, so no dense speed-up.",
+        "paper 001 (polynomial-decay magnitude pruning)",
+    ),
+    "ghost_kd": ModelInfo(
+        "ghost_kd",
+        "Ghost-ResNet18 student (KD)",
+        "ResNet18 with Ghost modules, distilled from the ResNet50 teacher: the papers' future work.",
+        "beyond paper 000 (its stated future work)",
+    ),
+}
+
+
+def _check_key(key: object) -> str:
+    if key not in MODEL_KEYS:
+        raise UnknownModelError(key)
+    return str(key)
+
+
+def info(key: str) -> ModelInfo:
+    """UI description of ``key`` (raises :class:`UnknownModelError`)."""
+    return MODEL_INFO[_check_key(key)]
+
+
+def _build_baseline(**kw: Any) -> nn.Module:
+    return resnet50(**kw)
+
+
+def _build_ghost(**kw: Any) -> nn.Module:
+    return ghost_resnet50(**{**GHOST_DEFAULTS, **kw})
+
+
+def _build_kd(**kw: Any) -> nn.Module:
+    return resnet18(**kw)
+
+
+def _build_ghost_kd(**kw: Any) -> nn.Module:
+    return ghost_resnet18(**{**GHOST_KD_DEFAULTS, **kw})
+
+
+def _build_pruned(*, widths: Mapping[str, list[int]] | None = None, base: str = "baseline", **kw: Any) -> nn.Module:
+    if base == "pruned":
+        raise ValueError("a pruned net's base must be an unpruned key, not 'pruned'")
+    model = create(base, **kw)
+    return apply_widths(model, widths or {})
+
+
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "baseline": _build_baseline,
+    "ghost": _build_ghost,
+    "pruned": _build_pruned,
+    "kd": _build_kd,
+    "sparse": _build_baseline,  # same architecture; the key marks unstructured-pruned weights
+    "ghost_kd": _build_ghost_kd,
+}
+
+
+def create(key: str, **kwargs: Any) -> nn.Module:
+    """Build a randomly initialised net for ``key``; kwargs override that key's defaults."""
+    return _BUILDERS[_check_key(key)](**kwargs)
+
+
+def resolve_arch(key: str, arch: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Full, JSON-safe builder kwargs for ``key``: defaults filled in, tuples as lists.
+
+    Cards store the resolved form so that changing a default later never changes what an old
+    checkpoint rebuilds to. ``num_classes``/``in_channels`` are left out (cards hold them apart).
+    """
+    key = _check_key(key)
+    arch = {k: v for k, v in dict(arch or {}).items() if k not in _IO_KWARGS}
+    if key == "ghost":
+        arch = {**GHOST_DEFAULTS, **arch}
+    elif key == "ghost_kd":
+        arch = {**GHOST_KD_DEFAULTS, **arch}
+    elif key == "pruned":
+        base = arch.get("base", "baseline")
+        _check_key(base)
+        rest = {k: v for k, v in arch.items() if k not in ("base", "widths")}
+        arch = {**resolve_arch(base, rest), "base": base, "widths": dict(arch.get("widths") or {})}
+    if "stages" in arch:
+        arch["stages"] = sorted(int(s) for s in arch["stages"])
+    if "widths" in arch:
+        arch["widths"] = {str(k): [int(x) for x in v] for k, v in arch["widths"].items()}
+    return arch
+
+
+class CardLike(Protocol):
+    """The few card fields :func:`build` needs (see :class:`ctmodels.checkpoint.ModelCard`)."""
+
+    model_key: str
+    arch: dict[str, Any]
+    class_names: list[str]
+    in_channels: int
+
+
+def build(card: CardLike) -> nn.Module:
+    """Rebuild the (untrained) net a card describes; the card alone is enough."""
+    kwargs = dict(card.arch or {})
+    expected = {"num_classes": len(card.class_names), "in_channels": int(card.in_channels)}
+    for name, value in expected.items():
+        if name in kwargs and int(kwargs[name]) != value:
+            raise ValueError(f"card arch says {name}={kwargs[name]} but the card's own fields say {value}")
+        kwargs[name] = value
+    return create(card.model_key, **kwargs)
+
+
+# --------------------------------------------------------------------------- widths as data
+
+_SHAPED = (nn.Conv2d, nn.BatchNorm2d, nn.Linear)
+
+
+def _shape_numbers(m: nn.Module) -> list[int]:
+    if isinstance(m, nn.Conv2d):
+        return [m.out_channels, m.in_channels, m.groups]
+    if isinstance(m, nn.BatchNorm2d):
+        return [m.num_features]
+    if isinstance(m, nn.Linear):
+        return [m.out_features, m.in_features]
+    raise TypeError(f"no widths for {type(m).__name__}")
+
+
+def extract_widths(model: nn.Module, base: str = "baseline", **base_kwargs: Any) -> dict[str, list[int]]:
+    """Shape numbers of every Conv2d/BatchNorm2d/Linear that differs from a fresh ``base`` net.
+
+    Conv2d -> [out_channels, in_channels, groups]; BatchNorm2d -> [num_features];
+    Linear -> [out_features, in_features]. The reference is built on the meta device (no memory).
+    """
+    with torch.device("meta"):
+        ref = create(base, **base_kwargs)
+    ref_modules = dict(ref.named_modules())
+    widths: dict[str, list[int]] = {}
+    for name, m in model.named_modules():
+        if not isinstance(m, _SHAPED):
+            continue
+        r = ref_modules.get(name)
+        if r is None or type(r) is not type(m):
+            raise ValueError(
+                f"layer {name!r} ({type(m).__name__}) does not exist in a fresh {base!r} net: "
+                "widths only describe channel pruning, not other structural changes"
+            )
+        numbers = _shape_numbers(m)
+        if numbers != _shape_numbers(r):
+            widths[name] = numbers
+    return widths
+
+
+def _resized(m: nn.Module, numbers: list[int], name: str) -> nn.Module:
+    w = getattr(m, "weight", None)
+    factory = {"device": w.device, "dtype": w.dtype} if isinstance(w, torch.Tensor) else {}
+    if isinstance(m, nn.Conv2d):
+        if len(numbers) not in (2, 3):
+            raise ValueError(f"widths for conv {name!r} must be [out, in, groups], got {numbers}")
+        out_ch, in_ch = numbers[0], numbers[1]
+        depthwise = m.groups > 1 and m.groups == m.in_channels == m.out_channels
+        groups = numbers[2] if len(numbers) == 3 else (in_ch if depthwise else m.groups)
+        if in_ch % groups or out_ch % groups:
+            raise ValueError(f"widths for conv {name!r}: channels {out_ch}/{in_ch} not divisible by groups {groups}")
+        return nn.Conv2d(
+            in_ch,
+            out_ch,
+            kernel_size=m.kernel_size,
+            stride=m.stride,
+            padding=m.padding,
+            dilation=m.dilation,
+            groups=groups,
+            bias=m.bias is not None,
+            padding_mode=m.padding_mode,
+            **factory,
+        )
+    if isinstance(m, nn.BatchNorm2d):
+        (n,) = numbers
+        return nn.BatchNorm2d(
+            n, eps=m.eps, momentum=m.momentum, affine=m.affine, track_running_stats=m.track_running_stats, **factory
+        )
+    if isinstance(m, nn.Linear):
+        out_f, in_f = numbers
+        return nn.Linear(in_f, out_f, bias=m.bias is not None, **factory)
+    raise ValueError(f"widths name {name!r}, a {type(m).__name__}; only Conv2d/BatchNorm2d/Linear can be resized")
+
+
+def apply_widths(model: nn.Module, widths: Mapping[str, list[int]]) -> nn.Module:
+    """Replace each named layer by a freshly initialised one of the recorded size (in place).
+
+    Weights are not kept: the caller loads the pruned state dict afterwards.
+    """
+    for name, numbers in widths.items():
+        try:
+            old = model.get_submodule(name)
+        except AttributeError as exc:
+            raise ValueError(f"widths name a layer {name!r} that this net does not have") from exc
+        new = _resized(old, [int(x) for x in numbers], name)
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, new)
+    return model
+
