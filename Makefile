@@ -9,7 +9,7 @@ DEMO_DIR := $(CTSS_WORKSPACE)/data/demo
 DEMO_PATIENTS ?= 60
 PORT ?= 8501
 
-.PHONY: help venv demo-data run test test-all clean-demo
+.PHONY: help venv demo-data demo-models run test test-all bench clean-demo
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -25,6 +25,12 @@ demo-data: $(DEMO_DIR)/manifest.json ## build the synthetic demo phantoms once i
 
 $(DEMO_DIR)/manifest.json: | $(STAMP)
 	$(PY) -m ctmodels.imaging.phantom --out $(DEMO_DIR) --patients $(DEMO_PATIENTS) --seed 0
+
+demo-models: venv demo-data ## train the demo model set (≈15 min on 2 cores; kept if already built)
+	$(PY) -m training demo
+
+bench: demo-models ## benchmark the demo models → reports/bench.json and reports/bench.md
+	$(PY) -m training.bench
 
 run: venv demo-data ## install, build demo data, serve the app on 127.0.0.1:$(PORT)
 	$(PY) -m streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT)

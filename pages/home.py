@@ -46,11 +46,16 @@ st.subheader("Where to start")
 left, right = st.columns(2)
 with left:
     st.markdown("**Radiologist**")
-    st.markdown("Open the **Data Browser**, pick a demo phantom or a real sample series, or upload your own scan "
-                "(DICOM file, zipped DICOM series, NIfTI, PNG/JPG). Scroll slices on a lung window and compare "
-                "the lung and lesion masks with the classical involvement measure.")
+    st.markdown("Open **Compare**: upload a scan (DICOM file, zipped DICOM series, NIfTI, PNG/JPG) or pick a sample "
+                "case, and see what the ghost, pruned and KD models and the baseline say, how sure they are, where "
+                "they look (Grad-CAM), and the classical lung-involvement measure beside them. The **Data Browser** "
+                "shows datasets, labels and masks on a proper lung window.")
+    st.page_link("pages/compare.py", label="Compare models on a scan", icon=":material/compare:")
     st.page_link("pages/data_browser.py", label="Open the Data Browser", icon=":material/folder_open:")
 with right:
     st.markdown("**Researcher**")
-    st.markdown("Browse the datasets and their labels (and where each label comes from) in the **Data Browser**. "
-                "Training runs from the command line today: `python -m training --help`.")
+    st.markdown("Retrain from **Training** (paper recipes as presets, live curves, cancel/resume, run comparison), "
+                "and measure size, parameters and latency on this machine in **Efficiency**, next to paper 000's "
+                "Table I. Everything also runs headless: `python -m training --help`, `make bench`.")
+    st.page_link("pages/training.py", label="Train and compare runs", icon=":material/model_training:")
+    st.page_link("pages/efficiency.py", label="Measure efficiency", icon=":material/speed:")

@@ -40,3 +40,51 @@ def workspace(tmp_path, monkeypatch, small_phantoms) -> Path:
     shutil.copytree(small_phantoms, ws / "data" / "demo")
     monkeypatch.setenv("CTSS_WORKSPACE", str(ws))
     return ws
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory, small_phantoms) -> Path:
+    """A tiny trained model set (baseline, ghost, pruned, kd at 32 px, one epoch each) built once.
+
+    Good enough to exercise every page end to end; not meant to be accurate.
+    """
+    import os
+    import shutil
+
+    from training.config import RunConfig, merge
+    from training.pipeline import execute
+
+    ws = tmp_path_factory.mktemp("models-ws") / "workspace"
+    (ws / "data").mkdir(parents=True)
+    shutil.copytree(small_phantoms, ws / "data" / "demo")
+    old = os.environ.get("CTSS_WORKSPACE")
+    os.environ["CTSS_WORKSPACE"] = str(ws)
+    try:
+        base = {"data": {"source": "demo", "split": [0.5, 0.17, 0.33], "max_slices_per_case": 4},
+                "optim": {"epochs": 1, "batch_size": 8}, "preprocessing": {"size": 32},
+                "augment": {"enabled": False}, "threads": 2}
+
+        def run(**kw):
+            return execute(RunConfig.from_dict(merge(merge(RunConfig().to_dict(), base), kw)))
+
+        out = ws / "models"
+        runs = {"baseline": run(model="baseline"), "ghost": run(model="ghost")}
+        teacher = str(runs["baseline"].model_dir)
+        runs["kd"] = run(command="distill", model="kd", distill={"teacher": teacher})
+        runs["pruned"] = run(command="prune", prune={"checkpoint": teacher, "steps": 1, "sensitivity": False})
+        for key, r in runs.items():
+            shutil.copytree(r.model_dir, out / key)
+    finally:
+        if old is None:
+            os.environ.pop("CTSS_WORKSPACE", None)
+        else:
+            os.environ["CTSS_WORKSPACE"] = old
+    return out
+
+
+@pytest.fixture()
+def workspace_with_models(workspace, tiny_models) -> Path:
+    import shutil
+
+    shutil.copytree(tiny_models, workspace / "models")
+    return workspace

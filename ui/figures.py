@@ -77,3 +77,74 @@ def slice_curve(
     fig.update_yaxes(title="% of lung in slice")
     fig.update_layout(legend=dict(orientation="h", y=-0.25))
     return _layout(fig, title, height=260)
+
+
+PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
+RUNTIME_COLORS = {"eager_cpu": "#4FB3BF", "ort_fp32": "#F2A541", "ort_int8": "#E4572E", "cuda_eager": "#76B041",
+                  "cuda_amp": "#9B5DE5"}
+
+
+def grouped_bars(df: pd.DataFrame, x: str, y: str, group: str, title: str, ytitle: str,
+                 error: str | None = None, colors: dict[str, str] | None = None) -> go.Figure:
+    fig = go.Figure()
+    for g, sub in df.groupby(group, sort=False):
+        err = None
+        if error:
+            err = dict(type="data", symmetric=False, array=(sub[error] - sub[y]).clip(lower=0).tolist())
+        fig.add_trace(go.Bar(x=sub[x], y=sub[y], name=str(g), error_y=err,
+                             marker_color=(colors or {}).get(str(g))))
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(title=ytitle)
+    return _layout(fig, title, height=340)
+
+
+def pareto(df: pd.DataFrame, x: str, y: str, label: str, title: str, xtitle: str, log_x: bool = False) -> go.Figure:
+    fig = go.Figure(go.Scatter(x=df[x], y=df[y], mode="markers+text", text=df[label], textposition="top center",
+                               marker=dict(size=12, color="#4FB3BF")))
+    fig.update_xaxes(title=xtitle, type="log" if log_x else "linear")
+    fig.update_yaxes(title="test accuracy (slices)", tickformat=".0%")
+    return _layout(fig, title, height=340)
+
+
+def sweep_lines(df: pd.DataFrame, title: str) -> go.Figure:
+    fig = go.Figure()
+    for (m, rt), sub in df.groupby(["model", "runtime"], sort=False):
+        fig.add_trace(go.Scatter(x=sub["batch"], y=sub["images_per_s"], mode="lines+markers", name=f"{m} · {rt}"))
+    fig.update_xaxes(title="batch size", type="log")
+    fig.update_yaxes(title="images / s")
+    return _layout(fig, title, height=340)
+
+
+def run_curves(histories: dict[str, list[dict]], metric: str, title: str) -> go.Figure:
+    """Train and validation curves (``metric`` = 'loss' or 'acc') of one or more runs, per epoch."""
+    fig = go.Figure()
+    for name, hist in histories.items():
+        if not hist:
+            continue
+        x = list(range(1, len(hist) + 1))
+        for split, dash in (("train", "dot"), ("val", "solid")):
+            fig.add_trace(go.Scatter(x=x, y=[h.get(f"{split}_{metric}") for h in hist], mode="lines+markers",
+                                     name=f"{name} · {split}", line=dict(dash=dash)))
+    fig.update_xaxes(title="epoch (all stages in order)")
+    fig.update_yaxes(title=metric, tickformat=".0%" if metric == "acc" else None)
+    fig.update_layout(legend=dict(orientation="h", y=-0.3))
+    return _layout(fig, title, height=320)
+
+
+def confusion(conf: dict[str, int], title: str) -> go.Figure:
+    z = [[conf["tn"], conf["fp"]], [conf["fn"], conf["tp"]]]
+    fig = go.Figure(go.Heatmap(z=z, x=["pred mild", "pred severe"], y=["true mild", "true severe"], colorscale="Blues",
+                               text=z, texttemplate="%{text}", showscale=False))
+    fig.update_yaxes(autorange="reversed")
+    return _layout(fig, title, height=260)
+
+
+def roc(curves: dict[str, dict], title: str) -> go.Figure:
+    fig = go.Figure()
+    for name, c in curves.items():
+        if c:
+            fig.add_trace(go.Scatter(x=c["fpr"], y=c["tpr"], mode="lines", name=name))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dash", color="#8A8F98"), showlegend=False))
+    fig.update_xaxes(title="1 - specificity", range=[0, 1])
+    fig.update_yaxes(title="sensitivity", range=[0, 1.02])
+    return _layout(fig, title, height=320)

@@ -75,6 +75,12 @@ def _is_junk(name: str) -> bool:
     return PurePosixPath(base.lower()).suffix in _HELPER_EXTENSIONS
 
 
+def _is_os_junk(name: str) -> bool:
+    parts = PurePosixPath(name).parts
+    base = parts[-1] if parts else name
+    return any(p.lower() == "__macosx" for p in parts) or base.lower() in _JUNK_NAMES or base.startswith("._")
+
+
 def _nested_archive(name: str) -> str | None:
     lower = name.lower()
     for ext in _ARCHIVE_EXTENSIONS:
@@ -99,25 +105,29 @@ def _is_symlink(info: zipfile.ZipInfo) -> bool:
     return stat.S_ISLNK(info.external_attr >> 16)
 
 
-def read_zip(source: bytes | str | os.PathLike | BinaryIO) -> list[Member]:
-    """Candidate image members of a zip, read safely into memory (never extracted to disk)."""
+def read_zip(source: bytes | str | os.PathLike | BinaryIO, keep_all: bool = False) -> list[Member]:
+    """Candidate image members of a zip, read safely into memory (never extracted to disk).
+
+    ``keep_all`` also keeps helper files (CSV labels, JSON manifests): used when a whole dataset is
+    uploaded for training. The safety checks are the same either way.
+    """
     try:
         zf = zipfile.ZipFile(BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
         raise CorruptImageError("The zip file is damaged or incomplete and cannot be opened.") from exc
     with zf:
-        infos = _select_members(zf.infolist())
+        infos = _select_members(zf.infolist(), keep_all)
         members = [(info.filename.replace("\\", "/"), _read_member(zf, info)) for info in infos]
     for name, data in members:
         if is_zip(data):
             raise UnsafeArchiveError(NESTED_MESSAGE.format("a zip file"))
     if not members:
         raise EmptyArchiveError(EMPTY_MESSAGE)
-    logger.info("Zip: %d candidate members", len(members))
+    logger.debug("Zip: %d candidate members", len(members))
     return members
 
 
-def _select_members(infos: list[zipfile.ZipInfo]) -> list[zipfile.ZipInfo]:
+def _select_members(infos: list[zipfile.ZipInfo], keep_all: bool = False) -> list[zipfile.ZipInfo]:
     """Safety checks on the central directory, then the members worth reading."""
     if len(infos) > MAX_ARCHIVE_MEMBERS:
         raise UnsafeArchiveError(
@@ -128,7 +138,7 @@ def _select_members(infos: list[zipfile.ZipInfo]) -> list[zipfile.ZipInfo]:
         name = _check_name(info.filename)
         if _is_symlink(info):
             raise UnsafeArchiveError("The zip contains a symbolic link; links are not accepted in uploads.")
-        if info.is_dir() or _is_junk(name):
+        if info.is_dir() or (_is_junk(name) and not (keep_all and not _is_os_junk(name))):
             continue
         nested = _nested_archive(name)
         if nested:
@@ -225,7 +235,7 @@ def read_folder(path: str | os.PathLike) -> list[Member]:
             members.append((rel, p.read_bytes()))
     if not members:
         raise EmptyArchiveError("The folder contains no DICOM, NIfTI or image files.")
-    logger.info("Folder: %d candidate files", len(members))
+    logger.debug("Folder: %d candidate files", len(members))
     return members
 
 

@@ -677,7 +677,7 @@ def read_dicom_series(members: Sequence[tuple[str, bytes]]) -> Volume:
             )
             if len(kept) == 1 and _number_of_frames(kept[0][1]) > 1:
                 meta["number_of_frames"] = _number_of_frames(kept[0][1])
-    logger.info("Read DICOM CT: %d slices of %dx%d, order by %s", *array.shape, order.method)
+    logger.debug("Read DICOM CT: %d slices of %dx%d, order by %s", *array.shape, order.method)
     return Volume(
         array=array,
         is_hu=True,

@@ -222,7 +222,7 @@ def _read_nifti(data: bytes) -> Volume:
     zx, zy, zz = (round(float(z), 6) for z in canonical.header.get_zooms()[:3])
     positions = _slice_positions(canonical.affine, vol.shape[0])
     meta = _meta(header, kind, affine, vol, is_hu, replaced)
-    logger.info("Read NIfTI: %d slices of %dx%d, is_hu=%s", *vol.shape, is_hu)
+    logger.debug("Read NIfTI: %d slices of %dx%d, is_hu=%s", *vol.shape, is_hu)
     return Volume(
         array=vol,
         is_hu=is_hu,

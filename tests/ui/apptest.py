@@ -25,4 +25,6 @@ def texts(at: AppTest) -> str:
         parts += [str(e.value) for e in getattr(at, kind)]
     for img in at.image:
         parts += img.captions
+    for bar in at.get("progress"):
+        parts.append(bar.proto.text)
     return "\n".join(parts)

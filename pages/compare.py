@@ -1,0 +1,118 @@
+"""Compare: one scan, the ghost / pruned / kd models and the baseline side by side, with Grad-CAM."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from ctmodels.compare import compare_slice, refer_reasons
+from ctmodels.explain import METHODS
+from ctmodels.imaging.window import LUNG
+from ctmodels.inference import predict_volume
+from training.jobs import demo_status, launch_demo
+from ui import export, figures, render
+from ui.compare_view import agreement_table, demo_builder, pick_scan, result_grid
+from ui.models import available_models, default_selection, loaded
+
+st.title("Compare models")
+st.caption("Research software — not for diagnostic use. Verdicts: mild vs severe (≥ 25 % of lung involved).")
+
+choices = available_models()
+if not choices:
+    demo_builder(launch_demo, demo_status)
+    st.stop()
+
+with st.expander("Models and explanation", expanded=False):
+    names = [c.name for c in choices]
+    selected = st.multiselect("Models", names, default=default_selection(choices), key="cmp_models")
+    c1, c2 = st.columns(2)
+    method = c1.selectbox("Explanation method", list(METHODS), key="cmp_method")
+    explain = c2.segmented_control("CAM explains", ["predicted", "severe", "mild"], default="predicted",
+                                   key="cmp_explain") or "predicted"
+if not selected:
+    st.warning("Pick at least one model.")
+    st.stop()
+
+picked = pick_scan("cmp")
+if picked is None:
+    st.stop()
+vol, vol_key, analysis, synthetic_input = picked
+lung = analysis.mask if analysis is not None else None
+by_name = {c.name: c for c in choices}
+chosen = [by_name[n] for n in selected]
+models = [loaded(c) for c in chosen]
+
+cache = st.session_state.setdefault("cmp_volume_preds", {})
+pred_key = (vol_key, tuple(m.ckpt_id for m in models))
+if pred_key not in cache:
+    with st.spinner("Scoring every lung slice…"):
+        cache.clear()
+        cache[pred_key] = {m.name: predict_volume(m, vol, lung) for m in models}
+vpreds = cache[pred_key]
+
+if vol.n_slices > 1:
+    curves = np.array([[np.nan if v is None else v for v in vp.curve(vol.n_slices)] for vp in vpreds.values()])
+    mean_curve = np.array([np.nan if np.isnan(c).all() else np.nanmean(c) for c in curves.T])
+    most = int(np.nanargmax(mean_curve)) if np.isfinite(mean_curve).any() else vol.n_slices // 2
+    if st.button("Jump to most severe slice", key="cmp_jump"):
+        st.session_state["cmp_slice"] = most
+    if "cmp_slice" not in st.session_state or st.session_state["cmp_slice"] >= vol.n_slices:
+        st.session_state["cmp_slice"] = most
+    idx = st.slider("Slice (0 = most superior)", 0, vol.n_slices - 1, key="cmp_slice")
+else:
+    idx = 0
+
+comp = compare_slice(models, vol, idx, lung, method, explain)
+reasons = refer_reasons(vol, lung, comp.results, [vp.verdict for vp in vpreds.values()],
+                        [vp.patient_p for vp in vpreds.values()])
+if reasons:
+    st.error("**Refer / out of scope** — do not rely on these outputs:\n\n" + "\n".join(f"- {r}" for r in reasons),
+             icon=":material/report:")
+else:
+    st.success(f"All {len(models)} models agree: **{comp.results[0].verdict}** on this slice.", icon=":material/check:")
+if any(c.synthetic for c in chosen) and not synthetic_input:
+    st.warning("These models were trained on synthetic phantoms; on real scans they are a demonstration, "
+               "not a validated classifier.", icon=":material/science:")
+
+inv_txt = None
+if analysis is not None:
+    ps = analysis.result.per_slice[idx]
+    inv_txt = (f"Classical involvement: **{analysis.result.percent:.1f} %** of lung volume"
+               + (f", **{ps:.1f} %** on this slice" if not np.isnan(ps) else ""))
+panels = result_grid(vol, comp, lung, inv_txt)
+st.caption(f"All {len(models)} verdicts and CAMs computed in {comp.seconds:.2f} s.")
+
+rows = []
+for r in comp.results:
+    vp = vpreds[r.model]
+    rows.append({"model": r.model, "kind": r.key, "slice": idx, "slice P(severe)": round(r.p_severe, 4),
+                 "slice verdict": r.verdict, "patient P(severe)": round(vp.patient_p, 4) if vol.n_slices > 1 else None,
+                 "patient verdict": vp.verdict if vol.n_slices > 1 else None,
+                 "CAM mass in lungs": None if r.cam_in_lung is None else round(r.cam_in_lung, 3),
+                 "inference ms": round(r.seconds * 1000, 1)})
+if vol.n_slices > 1:
+    st.subheader("Patient level")
+    st.caption(next(iter(vpreds.values())).aggregation)
+    st.dataframe(pd.DataFrame(rows)[["model", "patient verdict", "patient P(severe)"]], hide_index=True, width="stretch")
+    series = {name: [None if v is None else 100 * v for v in vp.curve(vol.n_slices)] for name, vp in vpreds.items()}
+    if analysis is not None:
+        series["classical involvement %"] = list(analysis.result.per_slice)
+    st.plotly_chart(figures.slice_curve(series, current=idx, threshold_pct=50.0,
+                                        title="Per-slice evidence: P(severe) % by model, classical involvement %"),
+                    key="cmp_curve")
+if len(comp.results) > 1:
+    st.subheader("Where the models look")
+    st.caption("CAM agreement inside the lungs: do compressed models look where the baseline looks?")
+    st.dataframe(agreement_table(comp), hide_index=True, width="stretch")
+
+st.subheader("Export")
+base = render.slice_rgb(vol.slice(idx), LUNG if vol.is_hu else None)
+png = export.comparison_png(
+    base, [(r.model, panels[r.model], f"{r.verdict} · P(severe) {r.p_severe:.0%}") for r in comp.results],
+    "Model comparison", f"slice {idx + 1}/{vol.n_slices} · {vol.describe()}",
+    [f"Refer: {x}" for x in reasons[:2]],
+)
+e1, e2 = st.columns(2)
+e1.download_button("Download comparison (PNG)", png, "comparison.png", "image/png", key="cmp_png")
+e2.download_button("Download numbers (CSV)", export.numbers_csv(rows), "comparison.csv", "text/csv", key="cmp_csv")

@@ -1,0 +1,110 @@
+"""Inference, Grad-CAM mapping, agreement, refer reasons and the meeting export."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ctmodels.compare import compare_slice, refer_reasons
+from ctmodels.explain import METHODS, agreement, mass_inside, target_layer_name, to_slice
+from ctmodels.imaging import Volume
+from ctmodels.imaging.lung import segment_lungs
+from ctmodels.imaging.phantom import PhantomConfig, generate_patient
+from ctmodels.inference import load_model, predict_volume
+
+CFG = PhantomConfig(size=128, n_slices=12, pixel_mm=2.8, slice_mm=20.0)
+
+
+@pytest.fixture(scope="module")
+def severe_case():
+    p = generate_patient("PHX", 55.0, seed=21, cfg=CFG)
+    vol = p.to_volume()
+    return p, vol, segment_lungs(vol)
+
+
+@pytest.fixture(scope="module")
+def models(tiny_models):
+    return [load_model(tiny_models / k, k) for k in ("ghost", "pruned", "kd", "baseline")]
+
+
+def test_predict_volume(models, severe_case):
+    _, vol, lung = severe_case
+    vp = predict_volume(models[0], vol, lung)
+    assert vp.verdict in ("mild", "severe") and 0 <= vp.patient_p <= 1
+    assert len(vp.slices) == len(vp.p_severe) and all(lung[i].any() for i in vp.slices)
+    curve = vp.curve(vol.n_slices)
+    assert len(curve) == vol.n_slices and curve[vp.slices[0]] == pytest.approx(vp.p_severe[0])
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_cam_method_maps_onto_the_slice(models, severe_case, method):
+    _, vol, lung = severe_case
+    idx = int(np.argmax(lung.sum(axis=(1, 2))))
+    comp = compare_slice(models, vol, idx, lung, method=method)
+    assert [r.model for r in comp.results] == ["ghost", "pruned", "kd", "baseline"]
+    for r in comp.results:
+        assert r.cam.shape == vol.shape[1:] and 0 <= r.cam.min() and r.cam.max() <= 1.0 + 1e-6
+        assert r.cam_in_lung is None or 0 <= r.cam_in_lung <= 1
+        assert r.cam_layer.startswith("layer")
+    assert len(comp.agreement) == 6
+    # hooks are released: the model's modules carry no leftover forward hooks
+    for m in models:
+        assert all(not mod._forward_hooks for mod in m.model.modules())
+
+
+def test_target_layer_choice(models):
+    assert target_layer_name(models[3].model, 224) == "layer4.2"
+    assert target_layer_name(models[3].model, 64) == "layer3.5"  # 2x2 at layer4 is too coarse
+    assert target_layer_name(models[2].model, 224) == "layer4.1"
+
+
+def test_to_slice_and_mass():
+    cam = np.ones((4, 4), np.float32)
+    out = to_slice(cam, (10, 20, 30, 40), (64, 64))
+    assert out[10:20, 30:40].min() == pytest.approx(1.0) and out.sum() == pytest.approx(100.0)
+    mask = np.zeros((64, 64), bool)
+    mask[10:20, 30:35] = True
+    assert mass_inside(out, mask) == pytest.approx(0.5)
+    a = np.random.default_rng(0).random((32, 32))
+    g = agreement(a, a)
+    assert g.pearson == pytest.approx(1.0) and g.top20_iou == pytest.approx(1.0)
+    assert agreement(a, -a).pearson == pytest.approx(-1.0)
+
+
+def test_refer_reasons(models, severe_case):
+    _, vol, lung = severe_case
+    flat = Volume(np.full((1, 64, 64), 100.0, np.float32), is_hu=False)
+    comp = compare_slice(models[:1], flat, 0, None)
+    assert any("8-bit" in r for r in refer_reasons(flat, None, comp.results))
+    air = Volume(np.full((3, 64, 64), -1000.0, np.float32), is_hu=True, spacing=(5, 1, 1))
+    assert any("No lungs" in r for r in refer_reasons(air, np.zeros(air.shape, bool), comp.results))
+
+
+def test_export_png_shows_all_panels(models, severe_case):
+    from ctmodels.explain import heatmap_overlay
+    from ctmodels.imaging.window import LUNG
+    from ui import export, render
+
+    _, vol, lung = severe_case
+    idx = int(np.argmax(lung.sum(axis=(1, 2))))
+    comp = compare_slice(models, vol, idx, lung)
+    gray = render.slice_rgb(vol.slice(idx), LUNG)
+    ramp = np.linspace(0.2, 1.0, gray.shape[1])[None, :] * np.ones(gray.shape[:2])  # a CAM sure to show colour
+    panels = [(r.model, heatmap_overlay(gray, np.clip(0.5 * r.cam + ramp, 0, 1)), f"{r.verdict}") for r in comp.results]
+    png = export.comparison_png(gray, panels, "Model comparison", "test", ["Refer: example"])
+    img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    h, w, _ = img.shape
+    assert w >= 5 * 300 and h >= 400
+    # five image panels side by side (runs of non-white columns): the grey input, then four coloured CAMs
+    mid = img[h // 3 : 2 * h // 3].astype(int)
+    inked = (mid.min(axis=2) < 230).any(axis=0)
+    edges = np.flatnonzero(np.diff(np.r_[0, inked.astype(int), 0]))
+    runs = [(a, b) for a, b in zip(edges[::2], edges[1::2]) if b - a > 100]
+    assert len(runs) == 5, runs
+    colour = np.abs(mid[..., 0] - mid[..., 2]) > 60
+    assert not colour[:, runs[0][0] : runs[0][1]].any()
+    assert all(colour[:, a:b].sum() > 500 for a, b in runs[1:])
+    assert (img[-40:] [..., 0] > 150).any()  # the red disclaimer line at the bottom

@@ -1,0 +1,95 @@
+"""End-to-end runs: train → checkpoint + registry + eval; distill; prune (structured and sparse);
+bad configs leave no run behind; evaluate on the real sample."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from ctmodels.checkpoint import load, read_card
+from training.__main__ import main as cli
+from training.pipeline import execute
+from training.runs import RunStore
+
+
+def test_train_run_end_to_end(workspace, tiny):
+    run = execute(tiny(model="kd", optim={"epochs": 2}))
+    assert run.status == "completed"
+    lines = [json.loads(l) for l in run.metrics_path.read_text().splitlines()]
+    assert [l["epoch"] for l in lines] == [1, 2] and all("val_loss" in l and "seconds" in l for l in lines)
+    model, card = load(run.model_dir)
+    assert card.model_key == "kd" and card.input_size == 32 and card.temperature > 0
+    assert card.data_fingerprint and card.metrics["n_patients"] >= 2
+    ev = json.loads(run.eval_path.read_text())
+    for k in ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "ece", "confusion"):
+        assert k in ev["slice"] and k in ev["patient"]
+    assert (run.dir / "config.json").is_file() and "epoch 2/2" in run.log_path.read_text()
+    assert RunStore().get(run.id).summary["test"]["n_slices"] == ev["slice"]["n"]
+
+
+def test_distill_and_prune(workspace, tiny):
+    teacher = execute(tiny(model="baseline"))
+    student = execute(tiny(command="distill", model="ghost_kd", distill={"teacher": str(teacher.model_dir)}))
+    assert read_card(student.model_dir).parent_checkpoint == str(teacher.model_dir)
+    pruned = execute(tiny(command="prune", prune={"checkpoint": str(teacher.model_dir), "target_ratio": 0.5,
+                                                  "min_ratio": 0.3, "steps": 2, "finetune_epochs": 1}))
+    m, card = load(pruned.model_dir)
+    base_params = sum(p.numel() for p in load(teacher.model_dir)[0].parameters())
+    assert card.model_key == "pruned" and sum(p.numel() for p in m.parameters()) <= 0.55 * base_params
+    report = json.loads((pruned.dir / "pruning.json").read_text())
+    assert set(report["ratios"]) == {"layer1", "layer2", "layer3", "layer4"} and len(report["steps"]) == 2
+    assert min(report["ratios"].values()) == pytest.approx(0.3) and max(report["ratios"].values()) == pytest.approx(0.5)
+    sparse = execute(tiny(command="prune", prune={"checkpoint": str(teacher.model_dir), "unstructured": True,
+                                                  "sparsity": 0.5, "finetune_epochs": 2}))
+    sm, scard = load(sparse.model_dir)
+    assert scard.model_key == "sparse" and scard.sparsity == pytest.approx(0.5, abs=0.03)
+    assert "no dense speed-up" in scard.notes
+
+
+def _runs(ws):
+    return sorted(p.name for p in (ws / "runs").iterdir()) if (ws / "runs").is_dir() else []
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["train", "--model", "resnet999"], "unknown model key"),
+        (["train", "--data", "/nonexistent/folder"], "not found"),
+        (["train", "--split", "0.98,0.01,0.01"], "split is empty"),
+        (["train", "--threshold", "99"], "only one class"),
+        (["distill", "--teacher", "/nonexistent/ckpt"], "cannot be used"),
+    ],
+)
+def test_bad_configs_stop_at_once_and_leave_nothing(workspace, args, words, capsys):
+    before = _runs(workspace)
+    assert cli(args + ["--size", "32", "--max-slices", "2"]) == 2
+    assert words in capsys.readouterr().err
+    assert _runs(workspace) == before
+    assert all(r.status != "running" for r in RunStore().list())
+
+
+def test_teacher_with_other_classes_is_refused(workspace, tiny, capsys):
+    teacher = execute(tiny(model="kd"))
+    card = json.loads((teacher.model_dir / "card.json").read_text())
+    card["class_names"] = ["normal", "covid"]
+    (teacher.model_dir / "card.json").write_text(json.dumps(card))
+    n = len(_runs(workspace))
+    assert cli(["distill", "--teacher", str(teacher.model_dir), "--size", "32", "--max-slices", "2"]) == 2
+    assert "predicts classes ['normal', 'covid']" in capsys.readouterr().err
+    assert len(_runs(workspace)) == n
+
+
+def test_train_and_evaluate_on_real_sample(workspace, tiny, real_data, capsys):
+    run = execute(tiny(data={"source": "real-infnet", "split": [0.6, 0.2, 0.2], "max_slices_per_case": None}))
+    assert run.status == "completed"
+    ev = json.loads(run.eval_path.read_text())
+    assert ev["slice"]["n"] >= 8
+    capsys.readouterr()
+    assert cli(["evaluate", "--checkpoint", str(run.model_dir), "--data", "real-infnet", "--split", "all"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_labelled_slices"] == 50 and out["slice"]["n"] == 50 and out["slice"]["roc_auc"] is not None

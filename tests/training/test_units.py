@@ -1,0 +1,80 @@
+"""Metrics, calibration, KD loss, sparsity schedule, stage ratios and the run registry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ctmodels.nets import create
+from training.config import PruneConfig, RunConfig
+from training.distill import kd_loss
+from training.evaluate import binary_metrics, expected_calibration_error, fit_temperature, patient_scores
+from training.prune import MagnitudeMasks, stage_ratios
+from training.runs import RunStore
+
+
+def test_binary_metrics_by_hand():
+    p = np.array([0.9, 0.8, 0.3, 0.2, 0.6, 0.1])
+    y = np.array([1, 1, 1, 0, 0, 0])
+    m = binary_metrics(p, y)
+    assert m["confusion"] == {"tp": 2, "tn": 2, "fp": 1, "fn": 1}
+    assert m["accuracy"] == pytest.approx(4 / 6) and m["precision"] == pytest.approx(2 / 3)
+    assert m["recall"] == pytest.approx(2 / 3) and m["specificity"] == pytest.approx(2 / 3)
+    assert m["roc_auc"] == pytest.approx(8 / 9)
+    assert expected_calibration_error(np.array([1.0, 0.0]), np.array([1, 0])) == 0.0
+
+
+def test_temperature_scaling_softens_overconfidence():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    logits = np.stack([np.zeros(400), (2 * y - 1) * 8.0 + rng.normal(0, 8, 400)], 1)  # overconfident
+    assert fit_temperature(logits, y) > 1.5
+
+
+def test_patient_score_is_lung_weighted():
+    s = patient_scores(np.array([1.0, 0.0]), np.array(["a", "a"]), np.array([3.0, 1.0]))
+    assert s["a"] == pytest.approx(0.75)
+
+
+def test_kd_loss_matches_formula():
+    torch.manual_seed(0)
+    teacher = torch.nn.Linear(4, 2)
+    x, y = torch.randn(5, 4), torch.tensor([0, 1, 1, 0, 1])
+    s = torch.randn(5, 2)
+    T, a = 4.0, 0.3
+    got = kd_loss(teacher, T, a)(s, x, y)
+    t = teacher(x).detach()
+    want = a * F.cross_entropy(s, y) + (1 - a) * T * T * F.kl_div(
+        F.log_softmax(s / T, 1), F.softmax(t / T, 1), reduction="batchmean")
+    assert torch.allclose(got, want)
+
+
+def test_polynomial_decay_schedule_and_masks():
+    model = create("kd")
+    masks = MagnitudeMasks(model, 0.5, total_steps=100, power=3.0)
+    assert masks.target(0) == 0.0 and masks.target(100) == pytest.approx(0.5) and masks.target(200) == 0.5
+    assert masks.target(50) == pytest.approx(0.5 * (1 - 0.5**3))
+    masks.update(0.5)
+    assert masks.sparsity() == pytest.approx(0.5, abs=0.01)
+
+
+def test_stage_ratios_follow_sensitivity():
+    r = stage_ratios({"layer1": 0.5, "layer2": 0.1, "layer3": 0.0, "layer4": 0.2},
+                     PruneConfig(target_ratio=0.5, min_ratio=0.3))
+    assert r["layer1"] == pytest.approx(0.3) and r["layer3"] == pytest.approx(0.5)
+    assert r["layer3"] > r["layer4"] > r["layer1"]
+
+
+def test_run_store(tmp_path):
+    store = RunStore(tmp_path)
+    run = store.create(RunConfig(model="kd", name="n1"))
+    assert run.status == "queued" and (run.dir / "config.json").is_file()
+    store.update(run.id, status="running", pid=123)
+    assert store.find(run.id[:20]).pid == 123
+    with pytest.raises(ValueError):
+        store.update(run.id, status="exploded")
+    assert [r.id for r in store.list(status="running")] == [run.id]
+    store.delete(run.id)
+    assert store.list() == [] and not run.dir.exists()

@@ -1,0 +1,111 @@
+"""Compare page (AppTest): uploads of every kind, a sample case, bad input, no-models offer, export."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.ctmodels.imaging.test_bad_input import CASES
+from tests.ui.apptest import open_page, texts
+
+PAGE = "pages/compare.py"
+MODELS = ["ghost", "pruned", "kd", "baseline"]
+
+
+def _upload(at, name: str, data: bytes):
+    at.segmented_control(key="cmp_mode").set_value("Upload").run()
+    at.file_uploader(key="cmp_upload").upload(name, data).run()
+    return at
+
+
+def _check_results(at, volume: bool):
+    assert not at.exception, at.exception
+    body = texts(at)
+    for m in MODELS:
+        assert f"**{m}**" in body
+    assert body.count("P(severe)") >= len(MODELS)
+    assert len(at.image) == 1 + len(MODELS)  # the input and one CAM per model
+    assert len(at.badge) == len(MODELS) if hasattr(at, "badge") else True
+    if volume:
+        table = next(d.value for d in at.dataframe if "patient verdict" in d.value.columns)
+        assert list(table["model"]) == MODELS and set(table["patient verdict"]) <= {"mild", "severe"}
+
+
+def _zip_dir(folder, limit=None) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for f in sorted(folder.glob("*.dcm"))[:limit]:
+            zf.write(f, f.name)
+    return buf.getvalue()
+
+
+def test_sample_case(workspace_with_models):
+    at = open_page(PAGE)
+    _check_results(at, volume=True)
+    assert "Classical involvement" in texts(at)
+
+
+def test_upload_phantom_dicom_zip(workspace_with_models):
+    at = _upload(open_page(PAGE), "series.zip", _zip_dir(workspace_with_models / "data/demo/dicom/PH0002"))
+    _check_results(at, volume=True)
+
+
+def test_upload_nifti(workspace_with_models):
+    nii = (workspace_with_models / "data/demo/kaggle/ct_scans/phantom_org_PH0003.nii").read_bytes()
+    at = _upload(open_page(PAGE), "scan.nii.gz", gzip.compress(nii))
+    _check_results(at, volume=True)
+
+
+def test_upload_png_is_flagged_as_not_hu(workspace_with_models):
+    png = next((workspace_with_models / "data/demo/png").glob("*/*.png")).read_bytes()
+    at = _upload(open_page(PAGE), "slice.png", png)
+    _check_results(at, volume=False)
+    assert "Refer / out of scope" in texts(at) and "8-bit" in texts(at)
+
+
+def test_upload_real_sample(workspace_with_models, real_data):
+    folder = real_data / "covid-ct-md" / "Sample data" / "COVID-19 subjects" / "P002"
+    at = _upload(open_page(PAGE), "p002.zip", _zip_dir(folder, limit=12))
+    _check_results(at, volume=True)
+    assert "trained on synthetic phantoms" in texts(at)
+    jpg = (real_data / "infnet-semiseg" / "Imgs" / "3.jpg").read_bytes()
+    _upload(at, "infnet.jpg", jpg)
+    _check_results(at, volume=False)
+
+
+@pytest.mark.parametrize("case", ["truncated-dicom", "nifti-4d", "text-named-png", "zip-two-series"])
+def test_corrupt_upload_then_page_keeps_working(workspace_with_models, tmp_path, case):
+    _, build, name, expected, _ = next(c for c in CASES if c[0] == case)
+    at = _upload(open_page(PAGE), name or "x.bin", build(tmp_path))
+    assert not at.exception
+    assert len(at.error) == 1 and "could not be read" in at.error[0].value
+    at.segmented_control(key="cmp_mode").set_value("Sample case").run()
+    _check_results(at, volume=True)
+
+
+def test_no_models_offers_the_demo_build(workspace, monkeypatch):
+    launched = []
+    import training.jobs as jobs
+
+    monkeypatch.setattr(jobs, "launch_demo", lambda: launched.append(1) or {"running": True})
+    at = open_page(PAGE)
+    assert not at.exception
+    assert "No trained models" in texts(at)
+    at.button(key="cmp_build_demo").click().run()
+    assert launched == [1]
+
+
+def test_slice_navigation_and_methods(workspace_with_models):
+    at = open_page(PAGE)
+    at.button(key="cmp_jump").click().run()
+    most = at.slider(key="cmp_slice").value
+    at.slider(key="cmp_slice").set_value(max(0, most - 1)).run()
+    for method in ("GradCAM++", "HiResCAM", "EigenCAM", "LayerCAM"):
+        at.selectbox(key="cmp_method").select(method).run()
+        assert not at.exception, method
+        assert len(at.image) == 5

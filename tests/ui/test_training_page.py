@@ -1,0 +1,121 @@
+"""Training page (AppTest + real processes): start a tiny run and watch it finish; cancel and resume;
+a crashed run is shown failed with its log tail."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+
+from tests.ui.apptest import open_page, texts
+from training.runs import RunStore
+
+PAGE = "pages/training.py"
+
+
+def _fill_tiny(at, epochs: int = 2, model: str = "kd"):
+    at.selectbox(key="tr_preset").select("Custom").run()
+    at.selectbox(key="tr_model_Custom").select(model)
+    at.number_input(key="tr_epochs_Custom").set_value(epochs)
+    at.number_input(key="tr_batch_Custom").set_value(8)
+    at.number_input(key="tr_size_Custom").set_value(32)
+    at.toggle(key="tr_aug_Custom").set_value(False)
+    at.text_input(key="tr_name_Custom").input("tiny")
+    return at
+
+
+def _submit(at):
+    at.button(key="FormSubmitter:tr_form-Start run").click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _wait_status(store: RunStore, run_id: str, statuses: set[str], timeout: float = 240) -> str:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        s = store.get(run_id).status
+        if s in statuses:
+            return s
+        time.sleep(0.5)
+    raise AssertionError(f"run {run_id} did not reach {statuses}: {store.get(run_id)}")
+
+
+@pytest.fixture()
+def page(workspace, monkeypatch):
+    monkeypatch.setenv("CTSS_THREADS", "1")
+    return open_page(PAGE)
+
+
+def test_start_a_run_and_watch_it_finish(page, workspace):
+    at = _submit(_fill_tiny(page))
+    assert "Queued" in texts(at)
+    store = RunStore(workspace)
+    run = store.list()[0]
+    seen_progress = False
+    t0 = time.time()
+    while time.time() - t0 < 240:
+        at.run()
+        body = texts(at)
+        seen_progress |= "epoch" in body and ("img/s" in body or "Starting" in body)
+        if store.get(run.id).status in ("completed", "failed"):
+            break
+        time.sleep(1)
+    at.run()
+    assert store.get(run.id).status == "completed", store.get(run.id).error
+    assert seen_progress
+    assert len(at.get("plotly_chart")) >= 2  # loss and accuracy curves
+    table = next(d.value for d in at.dataframe if "run" in d.value.columns)
+    assert table.iloc[0]["status"] == "completed" and table.iloc[0]["slice acc"] is not None
+    assert any("level" in d.value.columns for d in at.dataframe)  # the evaluation table
+
+
+def test_cancel_then_resume(page, workspace):
+    at = _submit(_fill_tiny(page, epochs=6))
+    store = RunStore(workspace)
+    run = store.list()[0]
+    t0 = time.time()
+    while time.time() - t0 < 240 and len(store.get(run.id).metrics()) < 1:
+        time.sleep(0.5)
+    at.run()
+    at.button(key="tr_cancel").click().run()
+    assert store.get(run.id).status == "cancelled"
+    done_epochs = len(store.get(run.id).metrics())
+    at.run()
+    at.button(key="tr_resume").click().run()
+    assert _wait_status(store, run.id, {"completed", "failed"}, 300) == "completed", store.get(run.id).error
+    epochs = [m["epoch"] for m in store.get(run.id).metrics()]
+    assert epochs == list(range(1, 7)) and done_epochs >= 1
+
+
+def test_crashed_run_is_failed_with_log_tail(page, workspace):
+    at = _submit(_fill_tiny(page, epochs=30))
+    store = RunStore(workspace)
+    run = store.list()[0]
+    t0 = time.time()
+    while time.time() - t0 < 240 and len(store.get(run.id).metrics()) < 1:
+        time.sleep(0.5)
+    # the dataset disappears under a running job, and the process dies without reporting
+    shutil.rmtree(workspace / "data" / "demo")
+    import os
+    import signal
+
+    os.kill(store.get(run.id).pid, signal.SIGKILL)
+    assert _wait_status(store, run.id, {"failed"}, 60) == "failed"
+    at.run()
+    assert not at.exception
+    failed = store.get(run.id)
+    assert "ended without reporting" in failed.error or "exited with code" in failed.error
+    assert "epoch 1/30" in failed.error  # the log tail
+    table = next(d.value for d in at.dataframe if "run" in d.value.columns)
+    assert table.iloc[0]["status"] == "failed"
+    assert [r.status for r in store.list(status="running")] == []
+
+
+def test_bad_form_input_is_refused_without_a_run(page, workspace):
+    at = _fill_tiny(page)
+    at.selectbox(key="tr_data_Custom").select("Local folder")
+    at.text_input(key="tr_folder_Custom").input("/etc")
+    _submit(at)
+    assert "Cannot start this run" in at.error[0].value
+    assert RunStore(workspace).list() == []

@@ -1,0 +1,241 @@
+"""CLI: ``python -m training {train,distill,prune,evaluate,demo,runs} …`` (see --help of each)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError, RunConfig, merge
+from .data import DataError
+
+EXIT_BAD_INPUT, EXIT_FAILED, EXIT_CANCELLED = 2, 1, 130
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML/JSON run config (e.g. training/configs/paper000_baseline.yaml)")
+    p.add_argument("--model", help="model key: baseline, ghost, kd, ghost_kd, …")
+    p.add_argument("--data", help="'demo', 'real-infnet', or a dataset folder")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--optimizer", choices=["adamw", "adam", "rmsprop", "sgd"])
+    p.add_argument("--size", type=int, help="input size in pixels (square)")
+    p.add_argument("--roi", dest="roi", action="store_true", default=None, help="crop to the lungs (paper 001)")
+    p.add_argument("--no-roi", dest="roi", action="store_false")
+    p.add_argument("--clahe", action="store_true", default=None, help="CLAHE contrast enhancement (paper 001)")
+    p.add_argument("--no-augment", action="store_true", help="switch augmentation off")
+    p.add_argument("--threshold", type=float, help="severe when lung involvement ≥ this %%")
+    p.add_argument("--split", help="train,val,test fractions by patient, e.g. 0.5,0.2,0.3")
+    p.add_argument("--max-slices", type=int, help="at most this many lung slices per scan")
+    p.add_argument("--patience", type=int, help="early stopping patience (epochs; 0 off)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    p.add_argument("--threads", type=int, help="CPU threads")
+    p.add_argument("--init", help="local ImageNet ResNet weights (.safetensors or .pth); never downloaded")
+    p.add_argument("--name", help="a name for the run")
+    p.add_argument("--resume", metavar="RUN", help="continue a failed or cancelled run (id, prefix or folder)")
+    p.add_argument("--run-id", help=argparse.SUPPRESS)  # the job runner pre-creates the run
+
+
+def _overrides(a: argparse.Namespace, command: str) -> dict[str, Any]:
+    o: dict[str, Any] = {"command": command}
+    if a.model:
+        o["model"] = a.model
+    data: dict[str, Any] = {}
+    if a.data:
+        data["source"] = a.data
+    if a.threshold is not None:
+        data["threshold_pct"] = a.threshold
+    if a.split:
+        data["split"] = [float(v) for v in a.split.split(",")]
+    if a.max_slices is not None:
+        data["max_slices_per_case"] = a.max_slices
+    if data:
+        o["data"] = data
+    optim = {k: v for k, v in (("epochs", a.epochs), ("batch_size", a.batch_size), ("lr", a.lr),
+                               ("optimizer", a.optimizer), ("early_stopping_patience", a.patience)) if v is not None}
+    if optim:
+        o["optim"] = optim
+    pre = {k: v for k, v in (("size", a.size), ("roi_crop", a.roi), ("clahe", a.clahe)) if v is not None}
+    if pre:
+        o["preprocessing"] = pre
+    if a.no_augment:
+        o["augment"] = {"enabled": False}
+    for k in ("seed", "device", "threads", "init", "name"):
+        if getattr(a, k) is not None:
+            o[k] = getattr(a, k)
+    if a.no_amp:
+        o["amp"] = False
+    return o
+
+
+def build_config(a: argparse.Namespace, command: str, extra: dict[str, Any] | None = None) -> RunConfig:
+    base = RunConfig(command=command, model="kd" if command == "distill" else "baseline").to_dict()
+    if a.config:
+        raw = RunConfig.load(a.config).to_dict()
+        if command == "distill" and raw.get("model") == "baseline":
+            raw["model"] = "kd"  # a distillation config without its own student key
+        base = merge(base, raw)
+    cfg = merge(base, _overrides(a, command))
+    if extra:
+        for section in ("distill", "prune"):
+            if section in extra and isinstance(cfg.get(section), dict):
+                extra[section] = {**cfg[section], **extra[section]}
+        cfg = merge(cfg, extra)
+    return RunConfig.from_dict(cfg)
+
+
+def _run(cfg_or_none: RunConfig | None, a: argparse.Namespace) -> int:
+    from .pipeline import RunCancelled, execute
+    from .runs import RunStore
+
+    store = RunStore()
+    run, resume = None, False
+    if a.resume or a.run_id:
+        try:
+            run = store.find(a.resume or a.run_id)
+        except KeyError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if run.status == "completed":
+            print(f"error: run {run.id} already completed", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        cfg = RunConfig.from_dict(run.config)
+        resume = bool(a.resume) or run.state_dir.is_dir()
+    else:
+        cfg = cfg_or_none
+    try:
+        done = execute(cfg, store=store, run=run, resume=resume)
+    except (ConfigError, DataError) as exc:
+        if run is not None:
+            store.update(run.id, status="failed", error=str(exc))
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (RunCancelled, KeyboardInterrupt):
+        print("cancelled", file=sys.stderr)
+        return EXIT_CANCELLED
+    except Exception as exc:  # reported in the run's log and registry
+        print(f"failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(json.dumps({"run": done.id, "status": done.status, "model": str(done.model_dir), **done.summary.get("test", {})}))
+    return 0
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ctmodels.checkpoint import CheckpointError, load
+    from ctmodels.preprocess import Preprocessing
+
+    from .config import DataConfig
+    from .data import prepare
+    from .evaluate import evaluate
+    from .loop import pick_device
+
+    try:
+        model, card = load(a.checkpoint)
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    pre = Preprocessing.from_card(card)
+    split = [1.0, 0.0, 0.0] if a.split == "all" else [0.5, 0.2, 0.3]
+    dcfg = DataConfig(source=a.data, threshold_pct=a.threshold, split=split)
+    try:
+        data = prepare(dcfg, pre, a.seed)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    device = pick_device(a.device)
+    res = evaluate(model.to(device), data, pre, device, card.temperature, split=a.split)
+    res["checkpoint"] = str(Path(a.checkpoint).resolve())
+    res["dataset"] = data.dataset_name
+    res["n_labelled_slices"] = int(np.sum(data.labels >= 0))
+    out = Path(a.out) if a.out else Path(a.checkpoint) / f"eval-{Path(str(a.data)).name}-{a.split}.json"
+    out.write_text(json.dumps(res, indent=1))
+    print(json.dumps(res, indent=1))
+    return 0
+
+
+def cmd_runs(a: argparse.Namespace) -> int:
+    from .runs import RunStore
+
+    for r in RunStore().list(status=a.status):
+        test = r.summary.get("test", {})
+        print(f"{r.id:48s} {r.status:10s} {r.command:8s} {r.model_key:9s} "
+              f"slice acc {test.get('slice_accuracy', '-')!s:6s} patient acc {test.get('patient_accuracy', '-')}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training", description="Train, compress and evaluate CT severity models.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="train a model from scratch (baseline, ghost, kd, ghost_kd)")
+    _common(t)
+    d = sub.add_parser("distill", help="distil a student (kd, ghost_kd) from a teacher checkpoint")
+    _common(d)
+    d.add_argument("--teacher", help="teacher checkpoint folder")
+    d.add_argument("--temperature", type=float)
+    d.add_argument("--alpha", type=float, help="weight of the hard-label loss")
+    p = sub.add_parser("prune", help="prune a trained checkpoint (structured L1, or --unstructured)")
+    _common(p)
+    p.add_argument("--from", dest="source", help="checkpoint folder to prune")
+    p.add_argument("--ratio", type=float, help="structured: fraction of filters removed in insensitive stages")
+    p.add_argument("--min-ratio", type=float, help="structured: ratio for the most sensitive stage")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--no-sensitivity", action="store_true")
+    p.add_argument("--finetune-epochs", type=int)
+    p.add_argument("--unstructured", action="store_true", help="magnitude pruning, polynomial decay (paper 001)")
+    p.add_argument("--sparsity", type=float)
+    e = sub.add_parser("evaluate", help="evaluate a checkpoint on a dataset; writes eval JSON")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--data", default="demo")
+    e.add_argument("--split", choices=["test", "val", "train", "all"], default="test")
+    e.add_argument("--threshold", type=float, default=25.0)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    e.add_argument("--out")
+    dm = sub.add_parser("demo", help="build the demo model set on the demo phantoms")
+    dm.add_argument("--force", action="store_true", help="retrain models that already exist")
+    dm.add_argument("--quick", action="store_true", help="tiny settings (for tests)")
+    r = sub.add_parser("runs", help="list runs")
+    r.add_argument("--status")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    if a.cmd == "evaluate":
+        return cmd_evaluate(a)
+    if a.cmd == "runs":
+        return cmd_runs(a)
+    if a.cmd == "demo":
+        from .demo import main as demo_main
+
+        return demo_main(force=a.force, quick=a.quick)
+    extra: dict[str, Any] = {}
+    if a.cmd == "distill":
+        dd = {k: v for k, v in (("teacher", a.teacher), ("temperature", a.temperature), ("alpha", a.alpha)) if v is not None}
+        extra["distill"] = dd
+    if a.cmd == "prune":
+        pp = {k: v for k, v in (("checkpoint", a.source), ("target_ratio", a.ratio), ("min_ratio", a.min_ratio),
+                                 ("steps", a.steps), ("finetune_epochs", a.finetune_epochs),
+                                 ("sparsity", a.sparsity)) if v is not None}
+        if a.unstructured:
+            pp["unstructured"] = True
+        if a.no_sensitivity:
+            pp["sensitivity"] = False
+        extra["prune"] = pp
+    cfg = None
+    if not (a.resume or a.run_id):
+        try:
+            cfg = build_config(a, a.cmd, extra)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    return _run(cfg, a)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

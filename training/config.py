@@ -1,0 +1,213 @@
+"""Run configuration: dataclasses that round-trip through JSON/YAML and validate early.
+
+A bad config (unknown model, missing dataset, bad numbers) must fail before a run folder exists,
+with a message a researcher can act on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ctmodels.nets import MODEL_KEYS
+from ctmodels.preprocess import Preprocessing
+
+COMMANDS = ("train", "distill", "prune")
+OPTIMIZERS = ("adamw", "adam", "rmsprop", "sgd")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run, explained."""
+
+
+@dataclass
+class DataConfig:
+    source: str = "demo"  # 'demo', 'real-infnet', or a dataset folder
+    threshold_pct: float = 25.0
+    excluded_band: list[float] | None = None  # e.g. [20, 30]: slices/cases inside get no label
+    label_level: str = "slice"  # 'slice' uses per-slice labels where the dataset has them
+    lung_slices_only: bool = True
+    split: list[float] = field(default_factory=lambda: [0.5, 0.2, 0.3])  # train/val/test, by patient
+    max_slices_per_case: int | None = None
+
+
+@dataclass
+class AugmentConfig:
+    enabled: bool = True
+    rotation_deg: float = 10.0
+    zoom: float = 0.10
+    translate: float = 0.05
+    brightness: float = 0.10
+    contrast: float = 0.10
+    hflip: bool = True
+    vflip: bool = False
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    epochs: int = 6
+    batch_size: int = 32
+    scheduler: str = "cosine"  # 'cosine' or 'none'
+    early_stopping_patience: int = 0  # 0: off
+    balanced_sampling: bool = True
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class DistillConfig:
+    teacher: str = ""  # checkpoint folder
+    temperature: float = 4.0
+    alpha: float = 0.5  # weight of the hard-label cross-entropy; (1 - alpha) on the KD term
+
+
+@dataclass
+class PruneConfig:
+    checkpoint: str = ""  # the trained model to prune
+    target_ratio: float = 0.5  # structured: fraction of channels removed in insensitive layers
+    steps: int = 3
+    sensitivity: bool = True
+    min_ratio: float = 0.3  # structured: floor for the most sensitive stages
+    finetune_epochs: int = 1  # per step (structured) / total epochs of the schedule (unstructured)
+    unstructured: bool = False
+    sparsity: float = 0.5  # unstructured: final fraction of zero weights
+    power: float = 3.0  # polynomial decay exponent of the sparsity schedule
+
+
+@dataclass
+class RunConfig:
+    command: str = "train"
+    model: str = "baseline"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    distill: DistillConfig | None = None
+    prune: PruneConfig | None = None
+    preprocessing: dict[str, Any] = field(default_factory=lambda: Preprocessing().to_dict())
+    seed: int = 0
+    device: str = "auto"  # 'auto', 'cpu', 'cuda'
+    amp: bool = True  # CUDA only
+    channels_last: bool = True  # CUDA only
+    threads: int | None = None
+    init: str | None = None  # local ImageNet ResNet weights file (never downloaded)
+    name: str | None = None
+    notes: str = ""
+
+    @property
+    def pre(self) -> Preprocessing:
+        return Preprocessing(**self.preprocessing)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> "RunConfig":
+        return _from_dict(RunConfig, d)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2))
+
+    @staticmethod
+    def load(path: str | Path) -> "RunConfig":
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            text = p.read_text()
+            d = yaml.safe_load(text) if p.suffix.lower() in (".yaml", ".yml") else json.loads(text)
+        except (ValueError, yaml.YAMLError) as exc:
+            raise ConfigError(f"config file {p.name} is not valid {p.suffix[1:].upper()}: {exc}") from exc
+        if not isinstance(d, dict):
+            raise ConfigError(f"config file {p.name} must hold a mapping of settings")
+        return RunConfig.from_dict(d)
+
+    def validate(self) -> None:
+        """Cheap checks that need no data (data checks happen in ``training.data``)."""
+        if self.command not in COMMANDS:
+            raise ConfigError(f"unknown command {self.command!r}; choose from {', '.join(COMMANDS)}")
+        if self.model not in MODEL_KEYS:
+            raise ConfigError(f"unknown model key {self.model!r}; valid keys are: {', '.join(MODEL_KEYS)}")
+        o = self.optim
+        if o.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimiser {o.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+        if o.epochs < 1 and self.command == "train":
+            raise ConfigError("epochs must be at least 1")
+        if o.batch_size < 2:
+            raise ConfigError("batch size must be at least 2 (BatchNorm needs more than one sample)")
+        if not (0 < o.lr < 10):
+            raise ConfigError(f"learning rate {o.lr} is out of range")
+        s = self.data.split
+        if len(s) != 3 or any(v < 0 for v in s) or s[0] <= 0 or abs(sum(s) - 1.0) > 1e-6:
+            raise ConfigError("split must be three non-negative fractions (train, val, test) summing to 1")
+        if not (0 < self.data.threshold_pct < 100):
+            raise ConfigError("threshold must be between 0 and 100 % of lung")
+        if self.data.label_level not in ("slice", "patient"):
+            raise ConfigError("label_level must be 'slice' or 'patient'")
+        pre = self.pre
+        if not (32 <= pre.size <= 512):
+            raise ConfigError(f"image size {pre.size} must be between 32 and 512 pixels")
+        if self.command == "distill":
+            if not self.distill or not self.distill.teacher:
+                raise ConfigError("distillation needs a teacher checkpoint (--teacher)")
+            if self.distill.temperature <= 0 or not (0 <= self.distill.alpha <= 1):
+                raise ConfigError("temperature must be > 0 and alpha within [0, 1]")
+        if self.command == "prune":
+            p = self.prune
+            if not p or not p.checkpoint:
+                raise ConfigError("pruning needs the checkpoint of a trained model (--from)")
+            if not p.unstructured and not (0 < p.target_ratio < 0.95):
+                raise ConfigError("structured pruning ratio must be within (0, 0.95)")
+            if p.unstructured and not (0 < p.sparsity < 1):
+                raise ConfigError("sparsity must be within (0, 1)")
+            if p.steps < 1:
+                raise ConfigError("pruning needs at least one step")
+
+
+def _from_dict(cls: type, d: dict[str, Any]) -> Any:
+    if not isinstance(d, dict):
+        raise ConfigError(f"expected a mapping for {cls.__name__}, got {type(d).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(d) - set(known)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {sorted(unknown)} in {cls.__name__}")
+    kwargs = {}
+    for name, value in d.items():
+        sub = _NESTED.get((cls.__name__, name))
+        kwargs[name] = _from_dict(sub, value) if sub and value is not None else value
+    try:
+        obj = cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from exc
+    return obj
+
+
+_NESTED = {
+    ("RunConfig", "data"): DataConfig,
+    ("RunConfig", "augment"): AugmentConfig,
+    ("RunConfig", "optim"): OptimConfig,
+    ("RunConfig", "distill"): DistillConfig,
+    ("RunConfig", "prune"): PruneConfig,
+}
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``override`` into a copy of ``base`` (for presets + command-line flags)."""
+    out = json.loads(json.dumps(base))
+    for k, v in override.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def is_config(obj: Any) -> bool:
+    return is_dataclass(obj)

@@ -1,0 +1,224 @@
+"""Job runner: training happens in separate processes, never inside Streamlit.
+
+- ``enqueue(cfg)`` records a *queued* run and makes sure a supervisor process is alive.
+- The supervisor (``python -m training.jobs``, detached in its own session) starts queued runs one
+  at a time (``CTSS_MAX_JOBS`` to allow more), each as ``python -m training <cmd> --run-id ID`` — or
+  under ``torchrun --nproc_per_node N`` — in its own process group, and exits when the queue is
+  empty. It survives app restarts; the app only reads the registry and the run folders.
+- ``cancel`` stops a run's whole process group (SIGTERM, then SIGKILL); ``resume`` re-queues a
+  failed or cancelled run, which continues from its last saved epoch.
+- ``reconcile`` marks runs whose process died without reporting (kill -9, OOM, a deleted dataset
+  that crashed the loader) as failed, with the tail of their log.
+- ``launch_demo`` builds the demo model set in the background (used by the Compare page).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ctmodels.workspace import REPO_ROOT, models_dir, workspace_dir
+
+from .config import RunConfig
+from .runs import Run, RunStore
+
+log = logging.getLogger(__name__)
+SUPERVISOR_PID = "supervisor.pid"
+POLL_S = 1.0
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours counts as dead
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["CTSS_WORKSPACE"] = str(workspace_dir())
+    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def _command(run: Run) -> list[str]:
+    if run.nprocs > 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={run.nprocs}",
+                "-m", "training", run.command, "--run-id", run.id]
+    return [sys.executable, "-m", "training", run.command, "--run-id", run.id]
+
+
+# ------------------------------------------------------------------ app side
+def enqueue(cfg: RunConfig, nprocs: int = 1, store: RunStore | None = None, start: bool = True) -> Run:
+    """Record a queued run (config validated first) and wake the supervisor."""
+    cfg.validate()
+    store = store or RunStore()
+    run = store.create(cfg, status="queued", nprocs=max(1, int(nprocs)))
+    if start:
+        ensure_supervisor(store)
+    return run
+
+
+def ensure_supervisor(store: RunStore | None = None) -> int:
+    """Start the supervisor unless one is alive; returns its pid."""
+    store = store or RunStore()
+    pid_file = store.root / SUPERVISOR_PID
+    try:
+        pid = int(pid_file.read_text())
+        if _alive(pid):
+            return pid
+    except (OSError, ValueError):
+        pass
+    log_path = store.root / "supervisor.log"
+    with open(log_path, "a") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "training.jobs"], cwd=REPO_ROOT, env=_env(),
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    pid_file.write_text(str(proc.pid))
+    return proc.pid
+
+
+def cancel(run_id: str, store: RunStore | None = None, grace_s: float = 15.0) -> Run:
+    """Stop a queued or running run; a running one gets SIGTERM (clean stop), SIGKILL after ``grace_s``."""
+    store = store or RunStore()
+    run = store.get(run_id)
+    if run.status == "queued":
+        store.update(run_id, status="cancelled", finished=time.time(), error="cancelled before it started")
+        return store.get(run_id)
+    if run.status != "running":
+        return run
+    if run.pid and _alive(run.pid):
+        try:
+            os.killpg(run.pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+        t0 = time.time()
+        while _alive(run.pid) and time.time() - t0 < grace_s:
+            time.sleep(0.2)
+        if _alive(run.pid):
+            try:
+                os.killpg(run.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+    run = store.get(run_id)
+    if run.status == "running":
+        store.update(run_id, status="cancelled", finished=time.time(), pid=None, error="cancelled by the user")
+    return store.get(run_id)
+
+
+def resume(run_id: str, store: RunStore | None = None) -> Run:
+    """Queue a failed or cancelled run again; it continues from its last saved epoch."""
+    store = store or RunStore()
+    run = store.get(run_id)
+    if run.status not in ("failed", "cancelled"):
+        raise ValueError(f"only failed or cancelled runs can be resumed (this one is {run.status})")
+    store.update(run_id, status="queued", error=None, finished=None)
+    ensure_supervisor(store)
+    return store.get(run_id)
+
+
+def reconcile(store: RunStore | None = None) -> list[str]:
+    """Mark runs whose process is gone while the registry says running as failed; returns their ids."""
+    store = store or RunStore()
+    fixed = []
+    for run in store.list(status="running"):
+        if not _alive(run.pid) and time.time() - run.created > 5:
+            tail = log_tail(run.log_path)
+            store.update(run.id, status="failed", finished=time.time(), pid=None,
+                         error="the training process ended without reporting (killed or crashed).\n" + tail)
+            fixed.append(run.id)
+    return fixed
+
+
+# ------------------------------------------------------------------ supervisor side
+def supervise(store: RunStore | None = None) -> None:
+    store = store or RunStore()
+    max_jobs = int(os.environ.get("CTSS_MAX_JOBS", "1"))
+    children: dict[str, subprocess.Popen] = {}
+    idle_since = time.time()
+    while True:
+        for rid, proc in list(children.items()):
+            if proc.poll() is not None:
+                children.pop(rid)
+                run = store.get(rid)
+                if run.status in ("running", "queued"):
+                    store.update(rid, status="failed", finished=time.time(), pid=None,
+                                 error=f"the training process exited with code {proc.returncode} without reporting.\n"
+                                 + log_tail(run.log_path))
+        reconcile(store)
+        queued = sorted(store.list(status="queued"), key=lambda r: r.created)
+        while queued and len(children) < max_jobs:
+            run = queued.pop(0)
+            with open(run.log_path, "a") as out:
+                proc = subprocess.Popen(_command(run), cwd=REPO_ROOT, env=_env(), stdout=out,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            store.update(run.id, status="running", pid=proc.pid, started=time.time())
+            children[run.id] = proc
+            log.info("started run %s (pid %d)", run.id, proc.pid)
+        if children or queued:
+            idle_since = time.time()
+        elif time.time() - idle_since > 3.0:
+            return
+        time.sleep(POLL_S)
+
+
+# ------------------------------------------------------------------ demo model set
+DEMO_JOB = "demo-job.json"
+
+
+def launch_demo() -> dict:
+    """Start ``python -m training demo`` detached (unless one is running); returns its job record."""
+    current = demo_status()
+    if current and current.get("running"):
+        return current
+    folder = models_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    log_path = folder / "demo-build.log"
+    with open(log_path, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "training", "demo"], cwd=REPO_ROOT, env=_env(), stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    job = {"pid": proc.pid, "log": str(log_path), "started": time.time()}
+    (folder / DEMO_JOB).write_text(json.dumps(job))
+    return {**job, "running": True}
+
+
+def demo_status() -> dict | None:
+    """The background demo build: running?, the step line, and the log tail."""
+    path = models_dir() / DEMO_JOB
+    try:
+        job = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    tail = log_tail(Path(job["log"]), 200)
+    steps = [l for l in tail.splitlines() if "step " in l and "/6" in l]
+    job.update({"running": _alive(job["pid"]), "step": steps[-1].strip() if steps else "preparing",
+                "tail": "\n".join(tail.splitlines()[-12:]), "finished_ok": "demo model set ready" in tail})
+    return job
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    supervise()

@@ -1,0 +1,132 @@
+"""Pieces of the Compare page: the scan picker, the demo-model builder, the result grid."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from ctmodels.compare import Comparison
+from ctmodels.datasets import DatasetError, builtin_sources
+from ctmodels.explain import heatmap_overlay
+from ctmodels.imaging import ImageReadError, Volume
+from ctmodels.imaging.window import LUNG
+
+from . import loaders, render
+from .widgets import show_read_error
+
+VERDICT_COLOR = {"mild": "blue", "severe": "red"}
+
+
+def pick_scan(key: str) -> tuple[Volume, str, "loaders.LungAnalysis | None", bool] | None:
+    """A sample case or an upload → (volume, cache key, classical lung analysis, synthetic?)."""
+    mode = st.segmented_control("Scan", ["Sample case", "Upload"], default="Sample case", key=f"{key}_mode") or "Sample case"
+    if mode == "Upload":
+        up = st.file_uploader("DICOM file, zipped DICOM series, NIfTI, PNG/JPG", key=f"{key}_upload",
+                              help="Kept in memory for this session only; never saved.")
+        if up is None:
+            st.caption("Upload a scan, or switch to a sample case.")
+            return None
+        try:
+            with st.spinner("Reading scan…"):
+                vol = loaders.read_upload(up)
+        except ImageReadError as exc:
+            show_read_error(exc, up.name)
+            return None
+        analysis = None
+        if vol.is_hu:
+            with st.spinner("Segmenting lungs…"):
+                analysis = loaders.analyse_upload(vol, up)
+        return vol, f"upload:{up.file_id}", analysis, False
+    sources = [s for s in builtin_sources() if s.key != "demo-png"]
+    if not sources:
+        st.info("No sample data in the workspace yet (`make run` builds the demo phantoms).")
+        return None
+    c1, c2 = st.columns(2)
+    src = c1.selectbox("Dataset", sources, format_func=lambda s: s.title, key=f"{key}_source")
+    try:
+        ds = loaders.dataset(str(src.path), 25.0, None, loaders.stamp(src.path), src.title)
+    except DatasetError as exc:
+        st.error(str(exc))
+        return None
+    case = c2.selectbox("Case", ds.cases, key=f"{key}_case",
+                        format_func=lambda c: f"{c.case_id} · {c.label or 'no grade'}"
+                        + (f" · {c.involvement_pct:.0f} % (truth)" if c.involvement_pct is not None else ""))
+    try:
+        with st.spinner("Reading scan…"):
+            vol = loaders.volume(str(case.image), loaders.stamp(case.image))
+    except ImageReadError as exc:
+        show_read_error(exc, case.case_id)
+        return None
+    analysis = None
+    if vol.is_hu:
+        with st.spinner("Segmenting lungs…"):
+            analysis = loaders.classical_lung(str(case.image), loaders.stamp(case.image))
+    return vol, f"case:{case.image}:{loaders.stamp(case.image)}", analysis, ds.synthetic
+
+
+def demo_builder(launch, status) -> None:
+    """Offer to build the demo models in the background and show its progress."""
+    st.info("No trained models in the workspace yet. Build the demo model set (baseline, ghost, pruned, kd, "
+            "sparse, ghost_kd) on the demo phantoms: about 15 minutes on a 2-core CPU, in the background — "
+            "you can keep using the app.", icon=":material/model_training:")
+    job = status()
+    if job and job.get("running"):
+        st.progress(_step_fraction(job["step"]), text=f"Building: {job['step']}")
+        with st.expander("Build log"):
+            st.code(job["tail"] or "starting…")
+        if st.button("Refresh", key="cmp_demo_refresh"):
+            st.rerun()
+        return
+    if job and not job.get("running") and not job.get("finished_ok"):
+        st.error("The last demo build stopped before finishing. Its log:")
+        st.code(job["tail"])
+    if st.button("Build the demo model set", type="primary", key="cmp_build_demo"):
+        launch()
+        time.sleep(0.5)
+        st.rerun()
+
+
+def _step_fraction(line: str) -> float:
+    try:
+        part = line.split("step ")[1].split(":")[0]
+        k, n = part.split("/")
+        return max(0.0, min(1.0, (int(k) - 1) / int(n)))
+    except (IndexError, ValueError):
+        return 0.0
+
+
+def result_grid(vol: Volume, comp: Comparison, lung: np.ndarray | None, involvement_txt: str | None) -> dict[str, np.ndarray]:
+    """Input slice + one column per model: verdict, calibrated probability, time, CAM overlay."""
+    idx = comp.slice_index
+    window = LUNG if vol.is_hu else None
+    base = render.slice_rgb(vol.slice(idx), window,
+                            [(lung[idx], render.COLORS["lung"])] if lung is not None else None, outline_only=(True,))
+    cols = st.columns(1 + len(comp.results))
+    with cols[0]:
+        st.markdown("**Input**")
+        st.image(render.fit_for_display(base, 384), width="stretch",
+                 caption=f"Slice {idx + 1}/{vol.n_slices} · {window.label() if window else '8-bit, as stored'}")
+        if involvement_txt:
+            st.markdown(involvement_txt)
+    panels = {}
+    gray = render.slice_rgb(vol.slice(idx), window)
+    for col, r in zip(cols[1:], comp.results):
+        over = heatmap_overlay(gray, r.cam)
+        panels[r.model] = over
+        with col:
+            st.markdown(f"**{r.model}**")
+            st.badge(r.verdict.upper(), color=VERDICT_COLOR[r.verdict])
+            st.markdown(f"P(severe) **{r.p_severe:.0%}** · {r.seconds * 1000:.0f} ms")
+            st.image(render.fit_for_display(over, 384), width="stretch",
+                     caption=f"{r.cam_layer}, explains '{r.explained}'")
+            st.caption("CAM mass in lungs: " + (f"**{r.cam_in_lung:.0%}**" if r.cam_in_lung is not None else "n/a"))
+    return panels
+
+
+def agreement_table(comp: Comparison) -> pd.DataFrame:
+    rows = [{"models": f"{a} ↔ {b}", "Pearson r": None if r is None else round(r, 2),
+             "top-20 % IoU": None if iou is None else round(iou, 2)} for (a, b), (r, iou) in comp.agreement.items()]
+    return pd.DataFrame(rows)
