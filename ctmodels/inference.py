@@ -57,7 +57,7 @@ class PreparedInput:
 
     tensor: torch.Tensor  # (n, 1, S, S), normalised
     unit: np.ndarray  # (n, S, S) in [0, 1], what the network saw before normalisation
-    boxes: list[tuple[int, int, int, int] | None]
+    boxes: list  # per slice: the tiles it was cut from (see preprocess.lung_tiles), or None
     slices: list[int]
 
 

@@ -1,8 +1,9 @@
 """The one preprocessing path from a scan slice to a network input, shared by training and inference.
 
 A checkpoint card records these settings, so the app feeds a model exactly what it was trained
-on: window (HU → [0, 1]), optional lung masking (pixels outside the slightly dilated lung mask set
-to 0, so the model cannot use the spine, the table or the body outline as a shortcut), optional
+on: window (HU → [0, 1]), optional lung masking (pixels outside the lung mask set to the value of
+aerated lung, so the model cannot use the spine, the table or the body outline as a
+shortcut, and the lung border is not an edge worth looking at: its evidence is the lung), optional
 lung-ROI crop (paper 001: the lungs' bounding box, stretched to the square input), optional CLAHE
 (paper 001), resize, then normalisation.
 """
@@ -15,10 +16,13 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage as ndi
 from skimage import exposure
 
 from .imaging.window import Window, apply_window
+
+
+#: Bumped whenever the code below changes what a network sees (keys caches of prepared data).
+PREPROCESS_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -30,7 +34,9 @@ class Preprocessing:
     width: float = 1500.0
     roi_crop: bool = True
     roi_pad: float = 0.08
+    roi_mode: str = "box"  # "box": the lungs' bounding box; "bilateral": each lung's box, side by side
     lung_mask_input: bool = False
+    mask_fill: float = 0.327  # [0, 1] value outside the lungs: aerated lung (-860 HU) in the lung window
     clahe: bool = False
     mean: float = 0.5
     std: float = 0.25
@@ -45,8 +51,9 @@ class Preprocessing:
             "input_size": self.size,
             "window": {"level": self.level, "width": self.width},
             "normalization": {"mean": self.mean, "std": self.std},
-            "preprocessing": {"roi_crop": self.roi_crop, "roi_pad": self.roi_pad, "clahe": self.clahe,
-                              "lung_mask_input": self.lung_mask_input},
+            "preprocessing": {"roi_crop": self.roi_crop, "roi_pad": self.roi_pad, "roi_mode": self.roi_mode,
+                              "clahe": self.clahe,
+                              "lung_mask_input": self.lung_mask_input, "mask_fill": self.mask_fill},
         }
 
     @staticmethod
@@ -58,7 +65,9 @@ class Preprocessing:
             width=float(card.window.get("width", 1500.0)),
             roi_crop=bool(pre.get("roi_crop", False)),
             roi_pad=float(pre.get("roi_pad", 0.08)),
+            roi_mode=str(pre.get("roi_mode", "box")),
             lung_mask_input=bool(pre.get("lung_mask_input", False)),
+            mask_fill=float(pre.get("mask_fill", 0.0)),
             clahe=bool(pre.get("clahe", False)),
             mean=float(card.normalization.get("mean", 0.5)),
             std=float(card.normalization.get("std", 0.25)),
@@ -99,22 +108,63 @@ def to_unit(values: np.ndarray, is_hu: bool, pre: Preprocessing) -> np.ndarray:
     return np.clip(np.asarray(values, dtype=np.float32) / 255.0, 0.0, 1.0)
 
 
+Box = tuple[int, int, int, int]  # (r0, r1, c0, c1) on the slice
+Tile = tuple[Box, Box]  # (box on the slice, region of the network input it fills)
+
+
+def _split_column(mask: np.ndarray) -> int | None:
+    """The column between the two lungs: the emptiest column in the middle 40 % of the lungs' extent."""
+    cols = mask.sum(axis=0)
+    nz = np.nonzero(cols)[0]
+    if nz.size == 0:
+        return None
+    c0, c1 = nz[0], nz[-1] + 1
+    lo, hi = c0 + int(0.3 * (c1 - c0)), c0 + int(0.7 * (c1 - c0))
+    if hi <= lo:
+        return None
+    return int(lo + np.argmin(cols[lo:hi]))
+
+
+def lung_tiles(mask: np.ndarray | None, pre: Preprocessing) -> list[Tile] | None:
+    """Where each part of the network input comes from; None means the whole slice."""
+    if not pre.roi_crop:
+        return None
+    s = pre.size
+    if pre.roi_mode == "bilateral" and mask is not None and mask.sum() >= MIN_ROI_PIXELS:
+        split = _split_column(mask)
+        if split is not None:
+            left, right = mask.copy(), mask.copy()
+            left[:, split:] = False
+            right[:, :split] = False
+            bl, br = lung_box(left, pre.roi_pad), lung_box(right, pre.roi_pad)
+            if bl is not None and br is not None:
+                half = s // 2
+                return [(bl, (0, s, 0, half)), (br, (0, s, half, s))]
+    box = lung_box(mask, pre.roi_pad)
+    return None if box is None else [(box, (0, s, 0, s))]
+
+
+def _resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    t = torch.from_numpy(np.ascontiguousarray(img))[None, None]
+    return F.interpolate(t, size=(h, w), mode="bilinear", antialias=True, align_corners=False)[0, 0].numpy()
+
+
 def prepare_slice(
     values: np.ndarray, is_hu: bool, pre: Preprocessing, lung_mask: np.ndarray | None = None
-) -> tuple[np.ndarray, tuple[int, int, int, int] | None]:
-    """One slice → float32 (size, size) in [0, 1], and the ROI box used (None: whole image)."""
+) -> tuple[np.ndarray, list[Tile] | None]:
+    """One slice → float32 (size, size) in [0, 1], and the tiles it was cut from (None: whole slice)."""
     img = to_unit(values, is_hu, pre)
     if pre.lung_mask_input and lung_mask is not None and lung_mask.any():
-        keep = ndi.binary_dilation(lung_mask, iterations=2)
-        img = np.where(keep, img, np.float32(0.0))
-    box = lung_box(lung_mask, pre.roi_pad) if pre.roi_crop else None
-    if box is not None:
-        img = crop(img, box)
+        img = np.where(lung_mask, img, np.float32(pre.mask_fill))
+    tiles = lung_tiles(lung_mask, pre)
     if pre.clahe:
         img = exposure.equalize_adapthist(img, clip_limit=0.01).astype(np.float32)
-    t = torch.from_numpy(np.ascontiguousarray(img))[None, None]
-    out = F.interpolate(t, size=(pre.size, pre.size), mode="bilinear", antialias=True, align_corners=False)
-    return out[0, 0].clamp_(0, 1).numpy(), box
+    if tiles is None:
+        return np.clip(_resize(img, pre.size, pre.size), 0, 1), None
+    out = np.empty((pre.size, pre.size), np.float32)
+    for box, (r0, r1, c0, c1) in tiles:
+        out[r0:r1, c0:c1] = _resize(crop(img, box, fill=pre.mask_fill if pre.lung_mask_input else 0.0), r1 - r0, c1 - c0)
+    return np.clip(out, 0, 1), tiles
 
 
 def normalize(batch: torch.Tensor, pre: Preprocessing) -> torch.Tensor:

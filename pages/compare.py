@@ -14,6 +14,7 @@ from training.jobs import demo_status, launch_demo
 from ui import export, figures, render
 from ui.compare_view import agreement_table, demo_builder, pick_scan, result_grid
 from ui.models import available_models, default_selection, loaded
+from ui.widgets import burned_in, burned_in_warning
 
 st.title("Compare models")
 st.caption("Research software — not for diagnostic use. Verdicts: mild vs severe (≥ 25 % of lung involved).")
@@ -71,6 +72,7 @@ if reasons:
              icon=":material/report:")
 else:
     st.success(f"All {len(models)} models agree: **{comp.results[0].verdict}** on this slice.", icon=":material/check:")
+burned_in_warning(vol.meta)
 if any(c.synthetic for c in chosen) and not synthetic_input:
     st.warning("These models were trained on synthetic phantoms; on real scans they are a demonstration, "
                "not a validated classifier.", icon=":material/science:")
@@ -114,5 +116,6 @@ png = export.comparison_png(
     [f"Refer: {x}" for x in reasons[:2]],
 )
 e1, e2 = st.columns(2)
-e1.download_button("Download comparison (PNG)", png, "comparison.png", "image/png", key="cmp_png")
+e1.download_button("Download comparison (PNG)", png, "comparison.png", "image/png", key="cmp_png",
+                   disabled=burned_in(vol.meta), help="Off when the scan flags burned-in annotations.")
 e2.download_button("Download numbers (CSV)", export.numbers_csv(rows), "comparison.csv", "text/csv", key="cmp_csv")

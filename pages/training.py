@@ -16,7 +16,7 @@ from training import jobs
 from training.config import ConfigError, RunConfig, merge
 from training.presets import presets
 from training.runs import RunStore
-from ui import figures
+from ui import export, figures
 from ui.models import EXTRA_KEY
 from ui.training_view import STATUS_COLOR, curves, evaluation_block, history_csv, progress_block, runs_table
 from ui.uploads import save_dataset_zip
@@ -168,7 +168,11 @@ with runs_tab:
                     store.delete(run.id)
                     st.session_state.pop("tr_selected", None)
                     st.rerun()
-            st.download_button("Curves (CSV)", history_csv(run), f"{run.id}-curves.csv", "text/csv", key="tr_hist_csv")
+            d1, d2 = st.columns(2)
+            d1.download_button("Curves (CSV)", history_csv(run), f"{run.id}-curves.csv", "text/csv", key="tr_hist_csv")
+            if run.metrics():
+                d2.download_button("Curves (PNG)", export.curves_png({run.name or run.id: run.metrics()}),
+                                   f"{run.id}-curves.png", "image/png", key="tr_hist_png")
             evaluation_block(run, f"tr_eval_{run.id}")
             with st.expander("Configuration"):
                 st.json(run.config)

@@ -46,17 +46,18 @@ def _normalised(data: Prepared, idx: np.ndarray, lm: LoadedModel) -> np.ndarray:
 
 
 def held_out(lm: LoadedModel) -> Prepared:
-    src = (lm.card.training.get("data") or {}).get("source", "demo") if lm.card.training else "demo"
-    split = (lm.card.training.get("data") or {}).get("split", [0.5, 0.2, 0.3]) if lm.card.training else [0.5, 0.2, 0.3]
-    seed = lm.card.training.get("seed", 0) if lm.card.training else 0
-    return prepare(DataConfig(source=src, split=split), lm.pre, seed)
+    """The model's own dataset, label rule and split (from its card), preprocessed its way."""
+    training = lm.card.training or {}
+    d = training.get("data") or {}
+    cfg = DataConfig(**{k: v for k, v in d.items() if k in DataConfig.__dataclass_fields__})
+    return prepare(cfg, lm.pre, int(training.get("seed", 0)))
 
 
 def accuracy(fn, x: np.ndarray, y: np.ndarray, batch: int = 64) -> float:
     preds = []
     for k in range(0, len(x), batch):
         out = fn(x[k : k + batch])
-        out = out.detach().cpu().numpy() if torch.is_tensor(out) else np.asarray(out)
+        out = out.detach().float().cpu().numpy() if torch.is_tensor(out) else np.asarray(out)
         preds.append(out.argmax(1))
     return float((np.concatenate(preds) == y).mean())
 

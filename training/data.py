@@ -26,7 +26,7 @@ from ctmodels.datasets import Dataset, DatasetError, LabelRule, load_masks, open
 from ctmodels.datasets.loading import involvement_from_masks
 from ctmodels.imaging import ImageReadError, read_any
 from ctmodels.imaging.lung import segment_lungs
-from ctmodels.preprocess import Preprocessing, normalize, prepare_slice
+from ctmodels.preprocess import PREPROCESS_VERSION, Preprocessing, normalize, prepare_slice
 from ctmodels.workspace import demo_data_dir, real_data_dir, workspace_dir
 
 from .config import AugmentConfig, DataConfig
@@ -103,7 +103,7 @@ def fingerprint(ds: Dataset, pre: Preprocessing, cfg: DataConfig) -> str:
     payload = {
         "root": str(ds.root), "layout": ds.layout, "files": _files_signature(ds), "pre": pre.to_dict(),
         "rule": [cfg.threshold_pct, cfg.excluded_band, cfg.label_level, cfg.lung_slices_only,
-                 cfg.max_slices_per_case], "v": 2,
+                 cfg.max_slices_per_case], "v": 2, "pre_version": PREPROCESS_VERSION,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 

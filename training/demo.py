@@ -29,18 +29,18 @@ from .runs import RunStore
 log = logging.getLogger(__name__)
 DEMO_PATIENTS = 60
 
-# Demo recipe: small inputs (64-px lung-masked ROI crops) so six models train on a 2-core CPU in
-# ≤ 15 min. Slices within 20–30 % involvement carry no label (the rule's excluded band): their
+# Demo recipe: small inputs (64 px: each lung's box, side by side, outside-lung pixels neutralised)
+# so six models train on a 2-core CPU in ≤ 15 min. Slices within 20–30 % involvement carry no label (the rule's excluded band): their
 # label is a coin toss at the 25 % cut, and they are left out of training and slice-level metrics.
 COMMON: dict[str, Any] = {
     "data": {"source": "demo", "split": [0.5, 0.2, 0.3], "excluded_band": [20.0, 30.0]},
     "optim": {"optimizer": "adamw", "lr": 2e-3, "batch_size": 32, "epochs": 10},
-    "preprocessing": {"size": 64, "roi_crop": True, "lung_mask_input": True},
+    "preprocessing": {"size": 64, "roi_crop": True, "roi_mode": "bilateral", "roi_pad": 0.02, "lung_mask_input": True},
     "seed": 0,
 }
 STEPS: list[tuple[str, dict[str, Any]]] = [
     ("baseline", {"command": "train", "model": "baseline"}),
-    ("ghost", {"command": "train", "model": "ghost", "optim": {"epochs": 8}}),
+    ("ghost", {"command": "train", "model": "ghost", "optim": {"epochs": 10}}),
     ("pruned", {"command": "prune", "model": "baseline",
                 "prune": {"target_ratio": 0.55, "min_ratio": 0.35, "steps": 3, "finetune_epochs": 1},
                 "optim": {"lr": 3e-4}}),

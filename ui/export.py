@@ -48,3 +48,24 @@ def numbers_csv(rows: list[dict]) -> bytes:
     df = pd.DataFrame(rows)
     df.insert(0, "note", DISCLAIMER)
     return df.to_csv(index=False).encode()
+
+
+def curves_png(histories: dict[str, list[dict]], title: str = "Training curves") -> bytes:
+    """Loss and accuracy per epoch (train dotted, validation solid) for one or more runs, as PNG."""
+    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(11, 4), dpi=120, facecolor="white")
+    for name, hist in histories.items():
+        x = list(range(1, len(hist) + 1))
+        for split, style in (("train", ":"), ("val", "-")):
+            ax_l.plot(x, [h.get(f"{split}_loss") for h in hist], style, marker="o", ms=3, label=f"{name} {split}")
+            ax_a.plot(x, [h.get(f"{split}_acc") for h in hist], style, marker="o", ms=3, label=f"{name} {split}")
+    ax_l.set(title="Loss", xlabel="epoch")
+    ax_a.set(title="Accuracy", xlabel="epoch", ylim=(0, 1.02))
+    for ax in (ax_l, ax_a):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{title} · {dt.datetime.now():%Y-%m-%d %H:%M} · {DISCLAIMER}", fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", facecolor="white")
+    plt.close(fig)
+    return buf.getvalue()

@@ -12,7 +12,7 @@ from ctmodels.imaging import Volume
 
 from . import figures, render
 from .loaders import LungAnalysis
-from .widgets import metadata_table, window_picker
+from .widgets import burned_in_warning, metadata_table, window_picker
 
 
 def _most_involved(per_slice: Sequence[float | None] | None) -> int | None:
@@ -35,6 +35,7 @@ def scan_viewer(
 ) -> None:
     """Slice viewer with window presets, slice slider, mask overlays and per-slice facts."""
     n = vol.n_slices
+    burned_in_warning(vol.meta)
     img_col, ctl_col = st.columns([3, 2], gap="medium")
     with ctl_col:
         st.caption(vol.describe())

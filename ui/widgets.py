@@ -47,3 +47,14 @@ def metadata_table(meta: Mapping[str, Any]) -> None:
     rows = [{"field": k, "value": ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)} for k, v in meta.items()]
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     st.caption("Only allow-listed technical fields are read; names, IDs, dates and institutions never are.")
+
+
+def burned_in(meta: Mapping[str, Any]) -> bool:
+    """True when the DICOM flags burned-in annotations (pixels may show names or IDs)."""
+    return str(meta.get("BurnedInAnnotation", "")).strip().upper() == "YES"
+
+
+def burned_in_warning(meta: Mapping[str, Any]) -> None:
+    if burned_in(meta):
+        st.warning("**Burned-in annotations:** the scanner flags text drawn into the image itself, which may "
+                   "identify the patient. Image exports are switched off for this scan.", icon=":material/visibility_off:")

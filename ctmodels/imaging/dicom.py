@@ -119,6 +119,7 @@ DICOM_META_TAGS: tuple[str, ...] = (
     "RescaleIntercept",
     "PatientPosition",
     "ImageOrientationPatient",
+    "BurnedInAnnotation",  # YES/NO flag only: the app warns that pixels may carry identifying text
 )
 #: Keys we derive ourselves; together with DICOM_META_TAGS the complete allowlist of ``meta``.
 DERIVED_META_KEYS: tuple[str, ...] = (

@@ -56,9 +56,10 @@ def test_every_cam_method_maps_onto_the_slice(models, severe_case, method):
 
 
 def test_target_layer_choice(models):
-    assert target_layer_name(models[3].model, 224) == "layer4.2"
-    assert target_layer_name(models[3].model, 64) == "layer3.5"  # 2x2 at layer4 is too coarse
-    assert target_layer_name(models[2].model, 224) == "layer4.1"
+    assert target_layer_name(models[3].model, 448) == "layer4.2"
+    assert target_layer_name(models[3].model, 224) == "layer3.5"
+    assert target_layer_name(models[3].model, 64) == "layer1.2"  # 2x2 at layer4 is too coarse
+    assert target_layer_name(models[2].model, 224) == "layer3.1"
 
 
 def test_to_slice_and_mass():

@@ -93,3 +93,26 @@ def test_train_and_evaluate_on_real_sample(workspace, tiny, real_data, capsys):
     assert cli(["evaluate", "--checkpoint", str(run.model_dir), "--data", "real-infnet", "--split", "all"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["n_labelled_slices"] == 50 and out["slice"]["n"] == 50 and out["slice"]["roc_auc"] is not None
+
+
+def test_paper000_recipe_curves_export(workspace, capsys):
+    """Paper 000's preset (shortened) on the demo data; its curves export as CSV and PNG."""
+    import io
+
+    import pandas as pd
+    from PIL import Image
+
+    from training.presets import presets
+    from training.config import merge, RunConfig
+    from ui import export
+
+    recipe = presets()["Paper 000 · ResNet50 baseline (30 epochs)"]
+    cfg = RunConfig.from_dict(merge(merge(RunConfig().to_dict(), recipe), {
+        "optim": {"epochs": 2, "batch_size": 8}, "preprocessing": {"size": 32},
+        "data": {"source": "demo", "split": [0.5, 0.17, 0.33], "max_slices_per_case": 4}}))
+    assert cfg.optim.optimizer == "adam" and cfg.augment.rotation_deg == 15
+    run = execute(cfg)
+    csv = pd.read_csv(io.BytesIO(__import__("ui.training_view", fromlist=["history_csv"]).history_csv(run)))
+    assert list(csv["epoch"]) == [1, 2] and {"train_loss", "val_acc"} <= set(csv.columns)
+    png = Image.open(io.BytesIO(export.curves_png({"paper000": run.metrics()})))
+    assert png.size[0] >= 1000 and png.size[1] >= 400

@@ -1,0 +1,94 @@
+"""The running app in headless Chromium: every page opens; a DICOM zip on Compare gets every verdict and CAM;
+a tiny training run starts and is cancelled; a quick efficiency measurement draws its charts. A screenshot
+of each page is saved under test-artifacts/."""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+import zipfile
+
+import pytest
+
+from tests.e2e.conftest import ARTIFACTS
+
+pytestmark = pytest.mark.e2e
+
+
+def _wait_idle(page, timeout: float = 60.0) -> None:
+    """Until Streamlit is not running the script (no 'Running...' status widget)."""
+    page.wait_for_timeout(500)
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if page.locator('[data-testid="stStatusWidget"]').count() == 0:
+            return
+        page.wait_for_timeout(300)
+
+
+def _goto(page, url: str, title: str) -> None:
+    page.goto(url)
+    page.get_by_role("heading", name=title).first.wait_for()
+    _wait_idle(page)
+
+
+def _shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def _dicom_zip(folder) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for f in sorted(folder.glob("*.dcm")):
+            zf.write(f, f.name)
+    return buf.getvalue()
+
+
+def test_every_page_in_a_real_browser(app_url, browser_page, workspace_with_models):
+    page = browser_page
+    _goto(page, app_url, "CT Severity Studio")
+    assert page.get_by_text("Trained models").count() >= 1
+    _shot(page, "home")
+
+    # Compare: upload a zipped DICOM series, wait for the four verdicts and CAMs
+    _goto(page, f"{app_url}/compare", "Compare models")
+    page.get_by_role("radio", name="Upload").click() if page.get_by_role("radio", name="Upload").count() else \
+        page.get_by_text("Upload", exact=True).first.click()
+    _wait_idle(page)
+    data = _dicom_zip(workspace_with_models / "data" / "demo" / "dicom" / "PH0004")
+    page.locator('input[type="file"]').first.set_input_files(
+        files=[{"name": "series.zip", "mimeType": "application/zip", "buffer": data}])
+    page.get_by_text("Patient level").wait_for(timeout=120_000)
+    _wait_idle(page, 120)
+    imgs = page.locator('[data-testid="stImage"] img')
+    assert imgs.count() >= 5
+    for model in ("ghost", "pruned", "kd", "baseline"):
+        assert page.get_by_text(model, exact=True).count() >= 1
+    assert page.get_by_text(re.compile(r"P\(severe\) \d+%")).count() >= 4
+    _shot(page, "compare")
+
+    _goto(page, f"{app_url}/data_browser", "Data Browser")
+    assert page.locator('[data-testid="stImage"] img').count() >= 1
+    _shot(page, "data_browser")
+
+    # Training: start a tiny run, see it queued/running, cancel it
+    _goto(page, f"{app_url}/training", "Training")
+    page.get_by_label("Epochs").fill("20")
+    page.get_by_label("Image size (px)").fill("32")
+    page.get_by_label("Batch size").fill("8")
+    page.get_by_role("button", name="Start run").click()
+    page.get_by_text(re.compile("Queued")).first.wait_for()
+    page.get_by_role("tab", name="Runs").click()
+    page.get_by_role("button", name="Cancel").wait_for()
+    page.get_by_role("button", name="Cancel").click()
+    page.get_by_text("CANCELLED").first.wait_for(timeout=60_000)
+    _shot(page, "training")
+
+    # Efficiency: quick measurement of two models, one runtime, small input
+    _goto(page, f"{app_url}/efficiency", "Efficiency")
+    page.get_by_label("Timed repeats per model").press("Home")
+    page.get_by_role("button", name="Measure now").click()
+    page.get_by_text("Table I").first.wait_for(timeout=240_000)
+    _wait_idle(page, 240)
+    assert page.locator('[data-testid="stPlotlyChart"]').count() >= 1
+    _shot(page, "efficiency")

@@ -1,0 +1,206 @@
+"""A generated corpus of malformed inputs: mutated DICOM headers and pixel data, wrong transfer syntaxes,
+truncated NIfTI, mismatched dims, NaN/inf voxels, 16-bit and RGBA PNG, CMYK JPEG, decompression bombs,
+zip bombs, zip-slip paths, symlinks in zips, nested zips, 5 GB declared sizes (≥ 200 inputs)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import random
+import struct
+import zipfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+from PIL import Image
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian, JPEG2000, JPEGBaseline8Bit,
+    JPEGLossless, RLELossless,
+)
+
+
+def _dicom_bytes(ds: pydicom.Dataset) -> bytes:
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=False)
+    return out.getvalue()
+
+
+def _png(arr: np.ndarray, mode: str | None = None) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(arr, mode=mode).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _zip(members: list[tuple[str | zipfile.ZipInfo, bytes]]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members:
+            zf.writestr(name, data)
+    return out.getvalue()
+
+
+def _declared_size_zip(size: int) -> bytes:
+    """A zip whose central directory claims a huge uncompressed size for a small member."""
+    raw = bytearray(_zip([("big.dcm", b"\0" * 1000)]))
+    cd = raw.rfind(b"PK\x01\x02")
+    struct.pack_into("<I", raw, cd + 24, min(size, 0xFFFFFFFF))
+    lh = raw.find(b"PK\x03\x04")
+    struct.pack_into("<I", raw, lh + 22, min(size, 0xFFFFFFFF))
+    return bytes(raw)
+
+
+def _nifti(data: np.ndarray, dtype=np.int16) -> bytes:
+    return nib.Nifti1Image(data.astype(dtype), np.eye(4)).to_bytes()
+
+
+def build(seed_dicom: Path, seed_nifti: Path, seed_png: Path) -> list[tuple[str, bytes]]:
+    """(name, bytes) pairs; names carry the extension a user might give the file."""
+    rng = random.Random(1234)
+    ds0 = pydicom.dcmread(seed_dicom)
+    good = seed_dicom.read_bytes()
+    items: list[tuple[str, bytes]] = []
+
+    # --- DICOM: byte flips in the header and in the pixel data, truncations (80)
+    pix_at = good.rfind(b"\xe0\x7f\x10\x00")
+    for k in range(30):
+        b = bytearray(good)
+        for _ in range(rng.randint(1, 8)):
+            b[rng.randrange(132, min(pix_at, len(b)))] = rng.randrange(256)
+        items.append((f"hdrflip{k}.dcm", bytes(b)))
+    for k in range(20):
+        b = bytearray(good)
+        for _ in range(rng.randint(1, 50)):
+            b[rng.randrange(pix_at + 12, len(b))] = rng.randrange(256)
+        items.append((f"pixflip{k}.dcm", bytes(b)))
+    for k in range(30):
+        items.append((f"trunc{k}.dcm", good[: rng.randrange(0, len(good))]))
+
+    # --- DICOM: wrong transfer syntax for raw pixels, inconsistent image attributes (24)
+    for k, ts in enumerate([JPEGBaseline8Bit, JPEG2000, RLELossless, JPEGLossless, DeflatedExplicitVRLittleEndian,
+                            ExplicitVRBigEndian, ImplicitVRLittleEndian, "1.2.3.4.5.6"]):
+        ds = pydicom.dcmread(seed_dicom)
+        ds.file_meta.TransferSyntaxUID = ts
+        items.append((f"ts{k}.dcm", _dicom_bytes(ds)))
+    mutations = [
+        ("Rows", 65535), ("Columns", 65535), ("Rows", 0), ("Columns", 1), ("BitsAllocated", 32), ("BitsAllocated", 8),
+        ("BitsAllocated", 1), ("SamplesPerPixel", 3), ("NumberOfFrames", 100000), ("PixelRepresentation", 1),
+        ("RescaleSlope", "nan"), ("RescaleIntercept", "inf"), ("PhotometricInterpretation", "RGB"),
+        ("Modality", "MR"), ("Modality", "OT"), ("PixelSpacing", ["0", "0"]),
+    ]
+    for k, (tag, value) in enumerate(mutations):
+        ds = pydicom.dcmread(seed_dicom)
+        setattr(ds, tag, value)
+        items.append((f"attr{k}.dcm", _dicom_bytes(ds)))
+    ds = pydicom.dcmread(seed_dicom)
+    del ds.PixelData
+    items.append(("nopix.dcm", _dicom_bytes(ds)))
+
+    # --- NIfTI: truncations, mismatched dims, NaN/inf, 4-D, huge declared sizes (40)
+    nii = seed_nifti.read_bytes()
+    for k in range(12):
+        items.append((f"nii_trunc{k}.nii", nii[: rng.randrange(0, len(nii))]))
+    for k in range(6):
+        b = bytearray(nii)
+        struct.pack_into("<h", b, 42 + 2 * rng.randint(0, 2), rng.choice([0, -5, 32767, 1, 9999]))
+        items.append((f"nii_dims{k}.nii", bytes(b)))
+    for k, dims in enumerate([(2**15 - 1, 2**15 - 1, 2**15 - 1), (100000, 100000, 1), (1, 1, 1)]):
+        b = bytearray(nii)
+        struct.pack_into("<hhh", b, 42, *dims)
+        items.append((f"nii_declared{k}.nii", bytes(b)))
+    for k in range(6):
+        b = bytearray(nii)
+        b[rng.randrange(0, 348)] = rng.randrange(256)
+        items.append((f"nii_hdrflip{k}.nii", bytes(b)))
+    f32 = np.random.default_rng(0).normal(-500, 300, (32, 32, 8)).astype(np.float32)
+    for k, frac in enumerate([0.001, 0.5, 1.0]):
+        d = f32.copy()
+        d.flat[: int(frac * d.size)] = np.nan
+        items.append((f"nii_nan{k}.nii", _nifti(d, np.float32)))
+    d = f32.copy()
+    d[0, 0, 0] = np.inf
+    d[1, 1, 1] = -np.inf
+    items.append(("nii_inf.nii", _nifti(d, np.float32)))
+    items.append(("nii_4d.nii", _nifti(np.zeros((16, 16, 4, 3)))))
+    items.append(("nii_5d.nii", _nifti(np.zeros((8, 8, 2, 2, 2)))))
+    items.append(("nii_gz_trunc.nii.gz", gzip.compress(nii)[:-500]))
+    items.append(("nii_gz_bomb.nii.gz", gzip.compress(b"\0" * (50 * 2**20))))
+    items.append(("nii_1px.nii", _nifti(np.zeros((1, 1, 1)))))
+    items.append(("nii_line.nii", _nifti(np.zeros((1, 256, 1)))))
+    for k, dt in enumerate([np.uint8, np.float64, np.int32, np.complex64]):
+        items.append((f"nii_dtype{k}.nii", nib.Nifti1Image(np.zeros((16, 16, 4), dt), np.eye(4)).to_bytes()))
+
+    # --- raster: 16-bit, RGBA, palette, CMYK JPEG, bombs, truncations, CRC damage (36)
+    png = seed_png.read_bytes()
+    arr = np.asarray(Image.open(seed_png))
+    items.append(("sixteen.png", _png((arr.astype(np.uint16) * 257), "I;16")))
+    items.append(("rgba.png", _png(np.dstack([arr, arr, arr, np.full_like(arr, 128)]), "RGBA")))
+    items.append(("palette.png", _encode(Image.fromarray(arr).convert("P"), "PNG")))
+    items.append(("bilevel.png", _encode(Image.fromarray(arr).convert("1"), "PNG")))
+    items.append(("cmyk.jpg", _encode(Image.fromarray(np.dstack([arr] * 3)).convert("CMYK"), "JPEG")))
+    items.append(("gray.jpg", _encode(Image.fromarray(arr), "JPEG")))
+    items.append(("prog.jpg", _encode(Image.fromarray(arr), "JPEG", progressive=True)[:-200]))
+    items.append(("tiff16.tif", _encode(Image.fromarray(arr.astype(np.uint16) * 100, "I;16"), "TIFF")))
+    for k, side in enumerate([20000, 50000, 65535]):
+        items.append((f"bomb{k}.png", _encode(Image.new("1", (side, side)), "PNG")))
+    items.append(("bomb.gif", _encode(Image.new("P", (30000, 30000)), "GIF")))
+    for k in range(12):
+        items.append((f"png_trunc{k}.png", png[: rng.randrange(8, len(png))]))
+    for k in range(12):
+        b = bytearray(png)
+        for _ in range(rng.randint(1, 6)):
+            b[rng.randrange(8, len(b))] = rng.randrange(256)
+        items.append((f"png_flip{k}.png", bytes(b)))
+
+    # --- archives: bombs, zip-slip, symlinks, nested, declared 5 GB, empty, encrypted, mixed (24)
+    items.append(("bomb.zip", _zip([("a.dcm", b"\0" * (200 * 2**20))])))
+    items.append(("slip.zip", _zip([("../../etc/passwd.dcm", good)])))
+    items.append(("slip_abs.zip", _zip([("/tmp/x.dcm", good)])))
+    items.append(("slip_win.zip", _zip([("C:\\\\evil.dcm", good)])))
+    link = zipfile.ZipInfo("link.dcm")
+    link.external_attr = (0o120777 << 16)
+    items.append(("symlink.zip", _zip([(link, b"/etc/passwd")])))
+    inner = _zip([("a.dcm", good)])
+    items.append(("nested.zip", _zip([("inner.zip", inner)])))
+    items.append(("nested_deep.zip", _zip([("x.zip", _zip([("y.zip", inner)]))])))
+    items.append(("nested_renamed.zip", _zip([("inner.dcm", inner)])))
+    items.append(("declared5gb.zip", _declared_size_zip(5 * 2**30)))
+    items.append(("empty.zip", _zip([])))
+    items.append(("txt_only.zip", _zip([("readme.txt", b"hello")])))
+    items.append(("two_series.zip", _zip([("a.dcm", good), ("b.dcm", _second_series(seed_dicom))])))
+    items.append(("dicom_and_nifti.zip", _zip([("a.dcm", good), ("b.nii", nii)])))
+    items.append(("png_sizes.zip", _zip([("1.png", png), ("2.png", _png(np.zeros((40, 30), np.uint8)))])))
+    items.append(("zip_trunc.zip", _zip([("a.dcm", good)])[:-40]))
+    b = bytearray(_zip([("a.dcm", good)]))
+    b[8] = 0x63  # unknown compression method
+    items.append(("zip_method.zip", bytes(b)))
+    enc = bytearray(_zip([("a.dcm", good)]))
+    struct.pack_into("<H", enc, 6, 1)  # the 'encrypted' flag in the local header
+    cd = enc.rfind(b"PK\x01\x02")
+    struct.pack_into("<H", enc, cd + 8, 1)
+    items.append(("encrypted.zip", bytes(enc)))
+    many = _zip([(f"{i}.txt", b"x") for i in range(6000)])
+    items.append(("many.zip", many))
+    items.append(("garbage_named.zip", bytes(rng.randrange(256) for _ in range(5000))))
+    items.append(("pk_prefix.zip", b"PK\x03\x04" + bytes(2000)))
+
+    # --- anything else a user might send (14)
+    items += [("empty.dcm", b""), ("text.png", b"not a picture\n" * 20), ("html.dcm", b"<html><body>hi</body></html>"),
+              ("pdf.png", b"%PDF-1.4\n" + bytes(500)), ("exe.nii", b"MZ" + bytes(1000)), ("gz_text.nii.gz", gzip.compress(b"hello")),
+              ("random.bin", bytes(rng.randrange(256) for _ in range(3000))), ("dicm_only.dcm", bytes(128) + b"DICM"),
+              ("dicm_junk.dcm", bytes(128) + b"DICM" + bytes(rng.randrange(256) for _ in range(500))),
+              ("json.dcm", b'{"a": 1}'), ("noext", good), ("upper.DCM", good), ("good.png", png), ("good.nii", nii)]
+    return items
+
+
+def _encode(img: Image.Image, fmt: str, **kw) -> bytes:
+    out = io.BytesIO()
+    img.save(out, format=fmt, **kw)
+    return out.getvalue()
+
+
+def _second_series(seed: Path) -> bytes:
+    ds = pydicom.dcmread(seed)
+    ds.SeriesInstanceUID = pydicom.uid.generate_uid()
+    return _dicom_bytes(ds)
