@@ -42,7 +42,7 @@ STEPS: list[tuple[str, dict[str, Any]]] = [
     ("baseline", {"command": "train", "model": "baseline"}),
     ("ghost", {"command": "train", "model": "ghost", "optim": {"epochs": 10}}),
     ("pruned", {"command": "prune", "model": "baseline",
-                "prune": {"target_ratio": 0.55, "min_ratio": 0.35, "steps": 3, "finetune_epochs": 1},
+                "prune": {"target_ratio": 0.6, "min_ratio": 0.45, "steps": 3, "finetune_epochs": 1},
                 "optim": {"lr": 3e-4}}),
     ("kd", {"command": "distill", "model": "kd", "distill": {"temperature": 4.0, "alpha": 0.5},
             "optim": {"epochs": 8}}),

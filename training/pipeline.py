@@ -215,7 +215,7 @@ def _prune(cfg, pre, data, run, device, parents) -> tuple[torch.nn.Module, Model
             pruner.step()
             recalibrate_batchnorm(model, ctx)
             macs, params = count(model, pre.size)
-            epochs = p.finetune_epochs + (1 if k == p.steps - 1 else 0)  # one more epoch after the last cut
+            epochs = p.finetune_epochs + (2 if k == p.steps - 1 else 0)  # two more epochs after the last cut
             best, _ = fit(ctx, model, epochs=epochs, stage=f"prune-step{k + 1}", lr=cfg.optim.lr)
             model.load_state_dict(best.state_dict())  # keep the object the pruner tracks
             vloss, vacc = validate(model, ctx)
