@@ -29,13 +29,13 @@ PREPROCESS_VERSION = 3
 class Preprocessing:
     """Settings of the input pipeline; round-trips through a model card."""
 
-    size: int = 128
+    size: int = 64
     level: float = -600.0
     width: float = 1500.0
     roi_crop: bool = True
-    roi_pad: float = 0.08
-    roi_mode: str = "box"  # "box": the lungs' bounding box; "bilateral": each lung's box, side by side
-    lung_mask_input: bool = False
+    roi_pad: float = 0.02
+    roi_mode: str = "bilateral"  # "box": the lungs' bounding box; "bilateral": each lung's box, side by side
+    lung_mask_input: bool = True
     mask_fill: float = 0.327  # [0, 1] value outside the lungs: aerated lung (-860 HU) in the lung window
     clahe: bool = False
     mean: float = 0.5

@@ -55,11 +55,15 @@ vpreds = cache[pred_key]
 if vol.n_slices > 1:
     curves = np.array([[np.nan if v is None else v for v in vp.curve(vol.n_slices)] for vp in vpreds.values()])
     mean_curve = np.array([np.nan if np.isnan(c).all() else np.nanmean(c) for c in curves.T])
+    area = lung.sum(axis=(1, 2)) if lung is not None else np.ones(vol.n_slices)
+    # representative slices only: apex and base crescents (< 25 % of the largest lung section) are noisy
+    mean_curve[area < 0.25 * area.max()] = np.nan
     most = int(np.nanargmax(mean_curve)) if np.isfinite(mean_curve).any() else vol.n_slices // 2
     if st.button("Jump to most severe slice", key="cmp_jump"):
         st.session_state["cmp_slice"] = most
-    if "cmp_slice" not in st.session_state or st.session_state["cmp_slice"] >= vol.n_slices:
-        st.session_state["cmp_slice"] = most
+    if st.session_state.get("cmp_slice_for") != vol_key or st.session_state.get("cmp_slice", 0) >= vol.n_slices:
+        st.session_state["cmp_slice"] = int(np.argmax(area))  # open on the largest lung section
+        st.session_state["cmp_slice_for"] = vol_key
     idx = st.slider("Slice (0 = most superior)", 0, vol.n_slices - 1, key="cmp_slice")
 else:
     idx = 0
@@ -101,7 +105,8 @@ if vol.n_slices > 1:
     if analysis is not None:
         series["classical involvement %"] = list(analysis.result.per_slice)
     st.plotly_chart(figures.slice_curve(series, current=idx, threshold_pct=50.0,
-                                        title="Per-slice evidence: P(severe) % by model, classical involvement %"),
+                                        title="Per-slice evidence: P(severe) % by model, classical involvement %",
+                                        ytitle="%"),
                     key="cmp_curve")
 if len(comp.results) > 1:
     st.subheader("Where the models look")

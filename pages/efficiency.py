@@ -86,6 +86,13 @@ with tabs[0]:
                        "Paper 000 reports 62 ms vs 120 ms; this host does not reproduce that.", icon=":material/info:")
         else:
             st.success(f"Ghost runs at {r:.2f}× the baseline's CPU latency on this host.")
+    q8 = t1[t1["runtime"] == "ort_int8"].set_index("model")["p50_ms"]
+    f32 = t1[t1["runtime"] == "ort_fp32"].set_index("model")["p50_ms"]
+    slower = [m for m in q8.index if m in f32.index and q8[m] > f32[m]]
+    if slower:
+        st.info(f"int8 is slower than fp32 for {', '.join(slower)}: ONNX Runtime has no fast int8 kernels for "
+                "depthwise convolutions (Ghost's cheap operations) on this CPU, so it falls back to slow paths.",
+                icon=":material/info:")
 with tabs[1]:
     sizes = statics.melt(id_vars=["model"], value_vars=["size_mb", "onnx_fp32_mb", "onnx_int8_mb"],
                          var_name="format", value_name="MB").dropna()

@@ -14,6 +14,7 @@ from ctmodels.nets import MODEL_INFO, MODEL_KEYS
 from ctmodels.workspace import PathNotAllowedError, models_dir, resolve_under_roots, workspace_dir
 from training import jobs
 from training.config import ConfigError, RunConfig, merge
+from training.demo import COMMON as DEMO_RECIPE
 from training.presets import presets
 from training.runs import RunStore
 from ui import export, figures
@@ -35,7 +36,7 @@ with new_tab:
     recipes = presets()
     preset = st.selectbox("Preset", ["Custom"] + list(recipes), key="tr_preset",
                           help="Paper recipes fill the form; anything can still be changed.")
-    d = merge(RunConfig().to_dict(), recipes.get(preset, {}))
+    d = merge(merge(RunConfig().to_dict(), DEMO_RECIPE), recipes.get(preset, {}))
     with st.form("tr_form"):
         c1, c2, c3 = st.columns(3)
         command = c1.selectbox("What", ["train", "distill", "prune"], index=["train", "distill", "prune"].index(d["command"]),
@@ -65,11 +66,16 @@ with new_tab:
         bc = c4.number_input("Brightness/contrast ±", 0.0, 0.5, float(a["brightness"]), key=f"tr_bc_{preset}")
         hflip = c5.toggle("Flip L/R", a["hflip"], key=f"tr_hflip_{preset}")
         vflip = c6.toggle("Flip U/D", a["vflip"], key=f"tr_vflip_{preset}")
-        c1, c2, c3, c4 = st.columns(4)
-        roi = c1.toggle("Lung-ROI crop", d["preprocessing"]["roi_crop"], key=f"tr_roi_{preset}")
-        clahe = c2.toggle("CLAHE", d["preprocessing"].get("clahe", False), key=f"tr_clahe_{preset}")
-        seed = c3.number_input("Seed", 0, 10**6, int(d["seed"]), key=f"tr_seed_{preset}")
-        nprocs = c4.number_input("Processes (DDP)", 1, 8, 1, key=f"tr_nprocs_{preset}",
+        pp_ = d["preprocessing"]
+        c1, c2, c3, c4, c5, c6 = st.columns(6)
+        roi = c1.toggle("Lung-ROI crop", pp_["roi_crop"], key=f"tr_roi_{preset}")
+        bilateral = c2.toggle("Lungs side by side", pp_.get("roi_mode", "bilateral") == "bilateral",
+                              key=f"tr_bilat_{preset}", help="Each lung's box, side by side (else one box)")
+        masked = c3.toggle("Lung masking", pp_.get("lung_mask_input", True), key=f"tr_mask_{preset}",
+                           help="Pixels outside the lungs set to aerated-lung grey")
+        clahe = c4.toggle("CLAHE", pp_.get("clahe", False), key=f"tr_clahe_{preset}")
+        seed = c5.number_input("Seed", 0, 10**6, int(d["seed"]), key=f"tr_seed_{preset}")
+        nprocs = c6.number_input("Processes (DDP)", 1, 8, 1, key=f"tr_nprocs_{preset}",
                                  help="torchrun --nproc_per_node: gloo on CPU, nccl on GPUs")
         checkpoints = {p.name: str(p) for p in sorted(models_dir().glob("*")) if (p / "card.json").is_file()}
         with st.expander("Distillation and pruning", expanded=command != "train"):
@@ -102,7 +108,8 @@ with new_tab:
                 "optim": {"epochs": int(epochs), "batch_size": int(batch), "lr": float(lr), "optimizer": opt},
                 "augment": {"enabled": aug, "rotation_deg": rot, "zoom": zoom, "brightness": bc, "contrast": bc,
                             "hflip": hflip, "vflip": vflip},
-                "preprocessing": {"size": int(size), "roi_crop": roi, "clahe": clahe},
+                "preprocessing": {"size": int(size), "roi_crop": roi, "clahe": clahe, "lung_mask_input": masked,
+                                  "roi_mode": "bilateral" if bilateral else "box"},
             })
             if command == "distill":
                 cfg_d["distill"] = {"teacher": checkpoints.get(teacher, ""), "temperature": temp, "alpha": alpha}

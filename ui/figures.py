@@ -64,6 +64,7 @@ def slice_curve(
     current: int | None = None,
     threshold_pct: float | None = None,
     title: str = "Involvement by slice (0 = most superior)",
+    ytitle: str = "% of lung in slice",
 ) -> go.Figure:
     fig = go.Figure()
     for name, ys in series.items():
@@ -74,7 +75,7 @@ def slice_curve(
     if current is not None:
         fig.add_vline(x=current, line_color="#E6E9EF", line_width=1)
     fig.update_xaxes(title="slice")
-    fig.update_yaxes(title="% of lung in slice")
+    fig.update_yaxes(title=ytitle)
     fig.update_layout(legend=dict(orientation="h", y=-0.25))
     return _layout(fig, title, height=260)
 

@@ -48,7 +48,7 @@ def test_timing_and_stats(tmp_path):
         save(create(key), ModelCard(model_key=key, input_size=32), tmp_path / key)
     lms = [load_model(tmp_path / k) for k in ("baseline", "kd")]
     st = static_stats(lms[1], size=64)
-    assert st.params == st.nonzero_params and st.macs > 0 and st.size_mb > 40
+    assert 0.99 * st.params <= st.nonzero_params <= st.params and st.macs > 0 and st.size_mb > 40
     runners = {(lm.name, "eager_cpu"): make_runner(lm, "eager_cpu", tmp_path / "onnx", None, 1) for lm in lms}
     res = interleaved(runners, size=32, batch=1, warmup=1, repeats=3)
     t = res[("kd", "eager_cpu")]

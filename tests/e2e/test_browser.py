@@ -47,7 +47,7 @@ def _dicom_zip(folder) -> bytes:
 def test_every_page_in_a_real_browser(app_url, browser_page, workspace_with_models):
     page = browser_page
     _goto(page, app_url, "CT Severity Studio")
-    assert page.get_by_text("Trained models").count() >= 1
+    page.get_by_text("Trained models").first.wait_for()
     _shot(page, "home")
 
     # Compare: upload a zipped DICOM series, wait for the four verdicts and CAMs
@@ -68,20 +68,20 @@ def test_every_page_in_a_real_browser(app_url, browser_page, workspace_with_mode
     _shot(page, "compare")
 
     _goto(page, f"{app_url}/data_browser", "Data Browser")
-    assert page.locator('[data-testid="stImage"] img').count() >= 1
+    page.locator('[data-testid="stImage"] img').first.wait_for()
     _shot(page, "data_browser")
 
     # Training: start a tiny run, see it queued/running, cancel it
     _goto(page, f"{app_url}/training", "Training")
-    page.get_by_label("Epochs").fill("20")
-    page.get_by_label("Image size (px)").fill("32")
-    page.get_by_label("Batch size").fill("8")
+    page.get_by_label("Epochs", exact=True).fill("20")
+    page.get_by_label("Image size (px)", exact=True).fill("32")
+    page.get_by_label("Batch size", exact=True).fill("8")
     page.get_by_role("button", name="Start run").click()
     page.get_by_text(re.compile("Queued")).first.wait_for()
-    page.get_by_role("tab", name="Runs").click()
+    page.get_by_role("tab", name="Runs", exact=True).click()
     page.get_by_role("button", name="Cancel").wait_for()
     page.get_by_role("button", name="Cancel").click()
-    page.get_by_text("CANCELLED").first.wait_for(timeout=60_000)
+    page.get_by_text("CANCELLED", exact=True).first.wait_for(timeout=60_000)
     _shot(page, "training")
 
     # Efficiency: quick measurement of two models, one runtime, small input

@@ -21,15 +21,28 @@ from pydicom.uid import (
 )
 
 
-def _dicom_bytes(ds: pydicom.Dataset) -> bytes:
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=False)
+def _dicom_bytes(ds: pydicom.Dataset, transfer_syntax: str | None = None) -> bytes:
+    """Serialise ``ds`` as explicit little endian, optionally *claiming* another transfer syntax."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+
+    meta = ds.file_meta
+    if transfer_syntax is not None:
+        meta = pydicom.dataset.FileMetaDataset(ds.file_meta)
+        meta.TransferSyntaxUID = transfer_syntax
+    body = pydicom.Dataset(ds)
+    body.file_meta = pydicom.dataset.FileMetaDataset()
+    out = DicomBytesIO()
+    out.is_little_endian, out.is_implicit_VR = True, False
+    out.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(out, meta, enforce_standard=False)
+    write_dataset(out, body)
     return out.getvalue()
 
 
 def _png(arr: np.ndarray, mode: str | None = None) -> bytes:
     out = io.BytesIO()
-    Image.fromarray(arr, mode=mode).save(out, format="PNG")
+    Image.fromarray(arr).save(out, format="PNG")  # mode follows the dtype/shape (uint16 → I;16)
     return out.getvalue()
 
 
@@ -81,8 +94,7 @@ def build(seed_dicom: Path, seed_nifti: Path, seed_png: Path) -> list[tuple[str,
     for k, ts in enumerate([JPEGBaseline8Bit, JPEG2000, RLELossless, JPEGLossless, DeflatedExplicitVRLittleEndian,
                             ExplicitVRBigEndian, ImplicitVRLittleEndian, "1.2.3.4.5.6"]):
         ds = pydicom.dcmread(seed_dicom)
-        ds.file_meta.TransferSyntaxUID = ts
-        items.append((f"ts{k}.dcm", _dicom_bytes(ds)))
+        items.append((f"ts{k}.dcm", _dicom_bytes(ds, ts)))
     mutations = [
         ("Rows", 65535), ("Columns", 65535), ("Rows", 0), ("Columns", 1), ("BitsAllocated", 32), ("BitsAllocated", 8),
         ("BitsAllocated", 1), ("SamplesPerPixel", 3), ("NumberOfFrames", 100000), ("PixelRepresentation", 1),
@@ -103,9 +115,9 @@ def build(seed_dicom: Path, seed_nifti: Path, seed_png: Path) -> list[tuple[str,
         items.append((f"nii_trunc{k}.nii", nii[: rng.randrange(0, len(nii))]))
     for k in range(6):
         b = bytearray(nii)
-        struct.pack_into("<h", b, 42 + 2 * rng.randint(0, 2), rng.choice([0, -5, 32767, 1, 9999]))
+        struct.pack_into("<h", b, 42 + 2 * rng.randint(0, 2), rng.choice([0, -5, 32767, 1, 9999]))  # dim[1..3]
         items.append((f"nii_dims{k}.nii", bytes(b)))
-    for k, dims in enumerate([(2**15 - 1, 2**15 - 1, 2**15 - 1), (100000, 100000, 1), (1, 1, 1)]):
+    for k, dims in enumerate([(2**15 - 1, 2**15 - 1, 2**15 - 1), (30000, 30000, 1), (1, 1, 1)]):
         b = bytearray(nii)
         struct.pack_into("<hhh", b, 42, *dims)
         items.append((f"nii_declared{k}.nii", bytes(b)))
@@ -141,7 +153,7 @@ def build(seed_dicom: Path, seed_nifti: Path, seed_png: Path) -> list[tuple[str,
     items.append(("cmyk.jpg", _encode(Image.fromarray(np.dstack([arr] * 3)).convert("CMYK"), "JPEG")))
     items.append(("gray.jpg", _encode(Image.fromarray(arr), "JPEG")))
     items.append(("prog.jpg", _encode(Image.fromarray(arr), "JPEG", progressive=True)[:-200]))
-    items.append(("tiff16.tif", _encode(Image.fromarray(arr.astype(np.uint16) * 100, "I;16"), "TIFF")))
+    items.append(("tiff16.tif", _encode(Image.fromarray(arr.astype(np.uint16) * 100), "TIFF")))
     for k, side in enumerate([20000, 50000, 65535]):
         items.append((f"bomb{k}.png", _encode(Image.new("1", (side, side)), "PNG")))
     items.append(("bomb.gif", _encode(Image.new("P", (30000, 30000)), "GIF")))

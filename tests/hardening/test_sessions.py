@@ -24,10 +24,15 @@ def test_five_concurrent_sessions(workspace_with_models, monkeypatch):
     results: dict[int, str] = {}
     errors: list[str] = []
 
+    sessions = []
+    for _ in range(5):  # five browser sessions open the page (AppTest sets its page up in this thread)
+        at = open_page("pages/compare.py", timeout=300)
+        at.segmented_control(key="cmp_mode").set_value("Upload").run()
+        sessions.append(at)
+
     def session(k: int) -> None:
         try:
-            at = open_page("pages/compare.py", timeout=300)
-            at.segmented_control(key="cmp_mode").set_value("Upload").run()
+            at = sessions[k]
             at.file_uploader(key="cmp_upload").upload(f"scan{k}.nii.gz", gzip.compress(scans[k].read_bytes())).run()
             if at.exception:
                 errors.append(str(at.exception))

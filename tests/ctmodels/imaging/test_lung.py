@@ -46,6 +46,7 @@ def test_windows():
     assert to_uint8(np.array([12.4, 300.0]), None).tolist() == [12, 255]
 
 
+@pytest.mark.slow
 def test_real_covid_ct_md_cross_check(real_data):
     """The classical measure separates COVID-19 from normal and beats the README's reference AUC 0.85."""
     from sklearn.metrics import roc_auc_score
