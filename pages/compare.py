@@ -69,8 +69,9 @@ else:
     idx = 0
 
 comp = compare_slice(models, vol, idx, lung, method, explain)
-reasons = refer_reasons(vol, lung, comp.results, [vp.verdict for vp in vpreds.values()],
-                        [vp.patient_p for vp in vpreds.values()])
+volume = vol.n_slices > 1
+reasons = refer_reasons(vol, lung, comp.results, [vp.verdict for vp in vpreds.values()] if volume else None,
+                        [vp.patient_p for vp in vpreds.values()] if volume else None)
 if reasons:
     st.error("**Refer / out of scope** — do not rely on these outputs:\n\n" + "\n".join(f"- {r}" for r in reasons),
              icon=":material/report:")

@@ -11,7 +11,20 @@ from tests.ui.apptest import open_page, texts
 
 
 def test_five_concurrent_sessions(workspace_with_models, monkeypatch):
+    from streamlit.runtime.scriptrunner import script_cache
     from ui import models as ui_models
+
+    # A real server shares one ScriptCache (with a lock) between sessions; each AppTest makes its own,
+    # and CPython 3.11 can fail compiling in several threads at once ("AST constructor recursion depth
+    # mismatch"). Serialise compilation as the server does, so the test is about our code.
+    compile_lock = threading.Lock()
+    real_get = script_cache.ScriptCache.get_bytecode
+
+    def locked_get(self, path):
+        with compile_lock:
+            return real_get(self, path)
+
+    monkeypatch.setattr(script_cache.ScriptCache, "get_bytecode", locked_get)
 
     ui_models._load.clear()
     loads: list[str] = []
