@@ -15,7 +15,7 @@ import numpy as np
 
 from .explain import DEFAULT_METHOD, agreement, cam_batch, mass_inside, target_layer_name, to_slice
 from .imaging import Volume
-from .inference import LoadedModel, prepare_input, probabilities
+from .inference import LoadedModel, calibrated, prepare_input
 
 LOW_CONFIDENCE = (0.35, 0.65)
 MIN_LUNG_ML = 300.0  # a chest CT shows litres of lung; less means not a chest CT (or not the lungs)
@@ -54,11 +54,12 @@ def compare_slice(
         ts = time.perf_counter()
         with lm.lock:
             inp = prepare_input(lm, vol, [index], lung_mask)
-            p = float(probabilities(lm, inp.tensor)[0])
+            classes = None if explain == "predicted" else [list(lm.card.class_names).index(explain)]
+            maps, logits = cam_batch(lm, inp.tensor, classes, method)
+            p = float(calibrated(lm, logits)[0])
             verdict = "severe" if p >= 0.5 else "mild"
             target = verdict if explain == "predicted" else explain
-            cls = list(lm.card.class_names).index(target)
-            cam_small = cam_batch(lm, inp.tensor, [cls], method)[0]
+            cam_small = maps[0]
         cam = to_slice(cam_small, inp.boxes[0], shape)
         in_lung = mass_inside(cam, lung_mask[index]) if lung_mask is not None and lung_mask[index].any() else None
         results.append(SliceResult(lm.name, lm.key, p, verdict, time.perf_counter() - ts, cam, in_lung,

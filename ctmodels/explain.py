@@ -45,14 +45,22 @@ def target_layer_name(model: torch.nn.Module, input_size: int) -> str:
     return next(n for n, m in model.named_modules() if m is layer)
 
 
-def cam_batch(lm: LoadedModel, x: torch.Tensor, classes: list[int], method: str = DEFAULT_METHOD) -> np.ndarray:
-    """CAMs (n, S, S) in [0, 1] for a prepared batch, one target class per image."""
+def cam_batch(
+    lm: LoadedModel, x: torch.Tensor, classes: list[int] | None, method: str = DEFAULT_METHOD
+) -> tuple[np.ndarray, torch.Tensor]:
+    """CAMs (n, S, S) in [0, 1] and the logits of the same forward pass (one pass serves verdict and map).
+
+    ``classes``: the class each map explains; None explains each image's predicted (arg-max) class.
+    The input carries the gradient, so models with frozen weights still give gradient-based CAMs.
+    """
     if method not in METHODS:
         raise ValueError(f"unknown CAM method {method!r}; choose from {', '.join(METHODS)}")
     layer = target_layer(lm.model, x.shape[-1])
+    targets = None if classes is None else [ClassifierOutputTarget(c) for c in classes]
     with METHODS[method](model=lm.model, target_layers=[layer]) as cam:
-        maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(c) for c in classes])
-    return np.nan_to_num(np.asarray(maps, dtype=np.float32))
+        maps = cam(input_tensor=x.detach().clone().requires_grad_(True), targets=targets)
+        logits = cam.outputs.detach()
+    return np.nan_to_num(np.asarray(maps, dtype=np.float32)), logits
 
 
 def to_slice(cam: np.ndarray, tiles, shape: tuple[int, int]) -> np.ndarray:

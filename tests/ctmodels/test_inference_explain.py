@@ -13,7 +13,7 @@ from ctmodels.explain import METHODS, agreement, mass_inside, target_layer_name,
 from ctmodels.imaging import Volume
 from ctmodels.imaging.lung import segment_lungs
 from ctmodels.imaging.phantom import PhantomConfig, generate_patient
-from ctmodels.inference import load_model, predict_volume
+from ctmodels.inference import load_model, predict_volume, prepare_input, probabilities
 
 CFG = PhantomConfig(size=128, n_slices=12, pixel_mm=2.8, slice_mm=20.0)
 
@@ -53,6 +53,19 @@ def test_every_cam_method_maps_onto_the_slice(models, severe_case, method):
     # hooks are released: the model's modules carry no leftover forward hooks
     for m in models:
         assert all(not mod._forward_hooks for mod in m.model.modules())
+
+
+def test_one_pass_verdict_matches_plain_inference(models, severe_case):
+    """compare_slice reads P(severe) off the CAM's own forward pass; it must equal a separate no-grad pass."""
+    _, vol, lung = severe_case
+    idx = int(np.argmax(lung.sum(axis=(1, 2))))
+    predicted = compare_slice(models, vol, idx, lung)
+    asked = compare_slice(models, vol, idx, lung, explain="mild")
+    for lm, r, a in zip(models, predicted.results, asked.results):
+        p = float(probabilities(lm, prepare_input(lm, vol, [idx], lung).tensor)[0])
+        assert r.p_severe == pytest.approx(p, abs=1e-5) and r.explained == r.verdict
+        assert a.explained == "mild" and a.p_severe == pytest.approx(p, abs=1e-5)
+        assert not any(w.requires_grad for w in lm.model.parameters())  # inference models are frozen
 
 
 def test_target_layer_choice(models):
