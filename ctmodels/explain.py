@@ -5,7 +5,7 @@ Target layer: the last residual block of the deepest stage whose feature map is 
 224 px, ``layer1`` for the 64-px demo models. A CAM is only as sharp as its map: ``layer4`` would
 be 7×7 at 224 px and 2×2 at 64 px, too coarse to say *where* in a lung the evidence is (measured on
 severe phantoms, the share of CAM mass inside the lungs rises from 0.42 at 2×2 to 0.68 at 8×8 and
-0.78 at 16×16 for the demo baseline). Hooks are released after every call (``with``).
+0.77 at 16×16 for the demo baseline). Hooks are released after every call (``with``).
 """
 
 from __future__ import annotations
