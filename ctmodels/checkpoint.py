@@ -16,7 +16,8 @@ Renames within one directory are atomic, so after a crash at any point either th
 holds a complete checkpoint (old before step 1, new after step 2), or the destination is
 missing and ``.<name>.old-<token>`` holds the complete old one (crash between 1 and 2). In that
 last case :func:`load` renames the old folder back (a save that did not reach its commit point
-did not happen). Leftover temp folders are never read; :func:`load` removes stale ones.
+did not happen). Leftover temp folders are never read; :func:`load` removes those whose writer process is gone
+(or, on a shared disk, older than ten minutes).
 """
 
 from __future__ import annotations
@@ -462,10 +463,24 @@ def _recover(folder: Path) -> None:
     now = time.time()
     for p in _siblings(folder, _TMP_TAG):
         try:
-            if now - p.stat().st_mtime > STALE_TMP_SECONDS:
+            if _writer_is_dead(p.name) or now - p.stat().st_mtime > STALE_TMP_SECONDS:
                 shutil.rmtree(p, ignore_errors=True)
         except OSError:
             pass
+
+
+def _writer_is_dead(tmp_name: str) -> bool:
+    """True when the process named in a temp folder's token (``<pid>-<hex>``) no longer runs on this host."""
+    pid_text = tmp_name.rsplit(_TMP_TAG, 1)[-1].split("-", 1)[0]
+    if not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists but not ours (EPERM): alive
+        return False
+    return False
 
 
 def _checkpoint_folder(path: str | Path) -> Path:

@@ -1,9 +1,10 @@
 """On severe phantoms, where do the models' CAMs fall? Goal: ≥ 70 % of the Grad-CAM mass inside the lungs.
 
 Two tests. The slow one checks the goal on the published demo model set (``make demo-models``), which
-is what the Compare page shows. The default one trains a small demo-recipe set here (14 patients,
-a few epochs: too little data for sharp CAMs), so it guards the direction only — CAMs sit in the lungs
-more than a uniform map would (≈ 0.56 with the bilateral lung crop) — and prints the numbers.
+is what the Compare page shows. The default one trains a small demo-recipe set here (baseline, pruned, kd on
+14 patients, a few epochs: too little data for sharp CAMs; the Ghost net, trained from scratch, is
+left to the slow test), so it guards the direction only — CAMs sit in the lungs
+more than a uniform map over the two lung boxes would (0.52 on its 160-px phantoms, 0.56 at 256 px) — and prints the numbers.
 """
 
 from __future__ import annotations
@@ -67,7 +68,6 @@ def small_models(tmp_path_factory):
 
         out = {"baseline": run(model="baseline", optim={"epochs": 8})}
         teacher = str(out["baseline"].model_dir)
-        out["ghost"] = run(model="ghost", optim={"epochs": 8})
         out["kd"] = run(command="distill", model="kd", distill={"teacher": teacher}, optim={"epochs": 6})
         out["pruned"] = run(command="prune", prune={"checkpoint": teacher, "steps": 1, "sensitivity": False,
                                                     "target_ratio": 0.5, "finetune_epochs": 1}, optim={"lr": 3e-4})
@@ -79,9 +79,10 @@ def small_models(tmp_path_factory):
             os.environ.pop("CTSS_WORKSPACE", None)
         else:
             os.environ["CTSS_WORKSPACE"] = old
-    return [load_model(folder / k, k) for k in ("baseline", "ghost", "pruned", "kd")]
+    return [load_model(folder / k, k) for k in ("baseline", "pruned", "kd")]
 
 
 def test_small_models_look_inside_the_lungs_more_than_uniform(small_models):
     means = cam_mass_in_lungs(small_models, SMALL, cases=((101, 55.0), (102, 65.0), (103, 45.0)))
-    assert float(np.mean(list(means.values()))) >= 0.5 and min(means.values()) >= 0.4, means
+    uniform = 0.52  # a flat map over the two lung boxes scores this on these 160-px phantoms
+    assert float(np.mean(list(means.values()))) > uniform and min(means.values()) >= uniform - 0.06, means
