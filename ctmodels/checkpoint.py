@@ -71,6 +71,7 @@ _TMP_TAG = ".tmp-"
 _OLD_TAG = ".old-"
 #: Temp folders younger than this may belong to a save still running in another process.
 STALE_TMP_SECONDS = 600.0
+_HOST = "".join(c if c.isalnum() or c in "._" else "_" for c in platform.node()) or "host"
 
 _PICKLE_MESSAGE = (
     "pickled checkpoints are not loaded because they can run arbitrary code; convert to safetensors "
@@ -405,7 +406,7 @@ def save(model: nn.Module, card: ModelCard, folder: str | Path) -> Path:
 
     parent = folder.parent
     parent.mkdir(parents=True, exist_ok=True)
-    token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    token = f"{os.getpid()}@{_HOST}-{uuid.uuid4().hex[:8]}"
     tmp = parent / f".{folder.name}{_TMP_TAG}{token}"
     old = parent / f".{folder.name}{_OLD_TAG}{token}"
     tmp.mkdir()
@@ -470,9 +471,13 @@ def _recover(folder: Path) -> None:
 
 
 def _writer_is_dead(tmp_name: str) -> bool:
-    """True when the process named in a temp folder's token (``<pid>-<hex>``) no longer runs on this host."""
-    pid_text = tmp_name.rsplit(_TMP_TAG, 1)[-1].split("-", 1)[0]
-    if not pid_text.isdigit() or int(pid_text) == os.getpid():
+    """True when the temp folder's writer (token ``<pid>@<host>-<hex>``) was a process of this host that is gone.
+
+    Writers on other hosts (a shared workspace) are never judged here; the age rule clears theirs.
+    """
+    owner = tmp_name.rsplit(_TMP_TAG, 1)[-1].rsplit("-", 1)[0]
+    pid_text, _, host = owner.partition("@")
+    if host != _HOST or not pid_text.isdigit() or int(pid_text) == os.getpid():
         return False
     try:
         os.kill(int(pid_text), 0)

@@ -4,7 +4,11 @@
 - The supervisor (``python -m training.jobs``, detached in its own session) starts queued runs one
   at a time (``CTSS_MAX_JOBS`` to allow more), each as ``python -m training <cmd> --run-id ID`` — or
   under ``torchrun --nproc_per_node N`` — in its own process group, and exits when the queue is
-  empty. It survives app restarts; the app only reads the registry and the run folders.
+  empty. It survives app restarts; the app only reads the registry and the run folders. One
+  supervisor at a time (an exclusive lock on ``supervisor.lock``); one that is about to exit first
+  drops ``supervisor.pid`` and looks at the queue once more, so a run queued meanwhile is never
+  stranded: either that supervisor sees it, or ``ensure_supervisor`` starts a new one (which waits
+  for the lock).
 - ``cancel`` stops a run's whole process group (SIGTERM, then SIGKILL); ``resume`` re-queues a
   failed or cancelled run, which continues from its last saved epoch.
 - ``reconcile`` marks runs whose process died without reporting (kill -9, OOM, a deleted dataset
@@ -14,6 +18,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -30,6 +35,7 @@ from .runs import Run, RunStore
 
 log = logging.getLogger(__name__)
 SUPERVISOR_PID = "supervisor.pid"
+SUPERVISOR_LOCK = "supervisor.lock"
 POLL_S = 1.0
 
 
@@ -156,6 +162,22 @@ def reconcile(store: RunStore | None = None) -> list[str]:
 # ------------------------------------------------------------------ supervisor side
 def supervise(store: RunStore | None = None) -> None:
     store = store or RunStore()
+    pid_file = store.root / SUPERVISOR_PID
+    with open(store.root / SUPERVISOR_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # wait for a previous supervisor to finish exiting
+        pid_file.write_text(str(os.getpid()))
+        _supervise_locked(store, pid_file)
+
+
+def _drop_pid_file(pid_file: Path) -> None:
+    try:
+        if int(pid_file.read_text()) == os.getpid():
+            pid_file.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def _supervise_locked(store: RunStore, pid_file: Path) -> None:
     max_jobs = int(os.environ.get("CTSS_MAX_JOBS", "1"))
     children: dict[str, subprocess.Popen] = {}
     idle_since = time.time()
@@ -181,7 +203,11 @@ def supervise(store: RunStore | None = None) -> None:
         if children or queued:
             idle_since = time.time()
         elif time.time() - idle_since > 3.0:
-            return
+            _drop_pid_file(pid_file)  # from now on, ensure_supervisor starts a successor...
+            if not store.list(status="queued"):  # ...so a run queued before this line is seen here
+                return
+            pid_file.write_text(str(os.getpid()))
+            continue
         time.sleep(POLL_S)
 
 
