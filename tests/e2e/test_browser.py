@@ -84,11 +84,16 @@ def test_every_page_in_a_real_browser(app_url, browser_page, workspace_with_mode
     page.get_by_text("CANCELLED", exact=True).first.wait_for(timeout=60_000)
     _shot(page, "training")
 
-    # Efficiency: quick measurement of two models, one runtime, small input
+    # Efficiency: a quick measurement (smallest input, fewest repeats) of the four tiny models
     _goto(page, f"{app_url}/efficiency", "Efficiency")
-    page.get_by_label("Timed repeats per model").press("Home")
+    for label in ("Input size (px)", "Timed repeats per model"):
+        thumb = page.locator('[data-testid="stSlider"]').filter(has_text=label).get_by_role("slider")
+        thumb.focus()
+        thumb.press("Home")
+        _wait_idle(page)
     page.get_by_role("button", name="Measure now").click()
-    page.get_by_text("Table I").first.wait_for(timeout=240_000)
+    page.get_by_text("Table I").first.wait_for(timeout=420_000)
     _wait_idle(page, 240)
+    page.get_by_text("Latency at batch 1, 64×64", exact=False).first.wait_for(timeout=60_000)
     page.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=60_000)  # plotly renders after the run ends
     _shot(page, "efficiency")
