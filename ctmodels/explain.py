@@ -58,7 +58,7 @@ def cam_batch(
     layer = target_layer(lm.model, x.shape[-1])
     targets = None if classes is None else [ClassifierOutputTarget(c) for c in classes]
     with METHODS[method](model=lm.model, target_layers=[layer]) as cam:
-        maps = cam(input_tensor=x.detach().clone().requires_grad_(True), targets=targets)
+        maps = cam(input_tensor=x.detach().requires_grad_(True), targets=targets)
         logits = cam.outputs.detach()
     return np.nan_to_num(np.asarray(maps, dtype=np.float32)), logits
 

@@ -34,6 +34,7 @@ from ctmodels.workspace import REPO_ROOT, demo_data_dir, models_dir, workspace_d
 
 from .config import DataConfig
 from .data import Prepared, prepare
+from .fsutil import write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 ORDER = ("baseline", "ghost", "pruned", "kd", "sparse", "ghost_kd")
@@ -133,11 +134,15 @@ def run(size: int = 224, repeats: int = 20, sweep: tuple[int, ...] = (1, 8), out
     report["app"] = app_latency(app)
     report["seconds"] = round(time.time() - t0, 1)
     report["goals"] = goals(report)
-    out_dir = out_dir or (REPO_ROOT / "reports")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "bench.json").write_text(json.dumps(report, indent=1))
-    (out_dir / "bench.md").write_text(markdown(report))
+    write_report(report, out_dir)
     return report
+
+
+def write_report(report: dict, out_dir: Path | None = None) -> None:
+    """``bench.json`` and ``bench.md`` in ``out_dir`` (default ``reports/``), each written atomically."""
+    out_dir = out_dir or (REPO_ROOT / "reports")
+    write_json_atomic(out_dir / "bench.json", report)
+    write_text_atomic(out_dir / "bench.md", markdown(report))
 
 
 def goals(r: dict) -> dict[str, Any]:
@@ -195,16 +200,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None)
     ap.add_argument("--rerender", action="store_true", help="recompute goals and bench.md from bench.json")
     a = ap.parse_args(argv)
+    out = Path(a.out) if a.out else None
     if a.rerender:
-        out = Path(a.out) if a.out else REPO_ROOT / "reports"
-        rep = json.loads((out / "bench.json").read_text())
+        rep = json.loads(((out or REPO_ROOT / "reports") / "bench.json").read_text())
         rep["goals"] = goals(rep)
-        (out / "bench.json").write_text(json.dumps(rep, indent=1))
-        (out / "bench.md").write_text(markdown(rep))
+        write_report(rep, out)
         print(markdown(rep))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    rep = run(a.size, a.repeats, out_dir=Path(a.out) if a.out else None)
+    rep = run(a.size, a.repeats, out_dir=out)
     print(markdown(rep))
     return 0
 
