@@ -82,11 +82,25 @@ def tiny_models(tmp_path_factory, small_phantoms) -> Path:
     return out
 
 
-@pytest.fixture()
-def workspace_with_models(workspace, tiny_models) -> Path:
+def _link_or_copy(src: str, dst: str) -> None:
+    """Hard-link big files (weights are only ever replaced by rename, never written in place), copy the rest."""
     import shutil
 
-    shutil.copytree(tiny_models, workspace / "models")
+    if os.path.getsize(src) > 1 << 20:
+        try:
+            os.link(src, dst)
+            return
+        except OSError:
+            pass
+    shutil.copy2(src, dst)
+
+
+@pytest.fixture()
+def workspace_with_models(workspace, tiny_models) -> Path:
+    """The tiny model set in a fresh workspace; weights are hard links, so each test costs kilobytes of disk."""
+    import shutil
+
+    shutil.copytree(tiny_models, workspace / "models", copy_function=_link_or_copy)
     return workspace
 
 

@@ -132,6 +132,7 @@ def execute(cfg: RunConfig, *, store: RunStore | None = None, run: Run | None = 
             save_checkpoint(model.cpu(), card, run.model_dir)
             write_json_atomic(run.eval_path, test)
             store.update(run.id, status="completed", finished=time.time(), summary=summary, pid=None)
+            _drop_resume_state(run)
         log.info("run %s completed: %s", run.id, headline(test))
         del ctx
     except (RunCancelled, KeyboardInterrupt):
@@ -149,6 +150,15 @@ def execute(cfg: RunConfig, *, store: RunStore | None = None, run: Run | None = 
         logging.getLogger().removeHandler(handler)
         handler.close()
     return store.get(run.id)
+
+
+def _drop_resume_state(run: Run) -> None:
+    """A completed run cannot be resumed: its optimizer state and per-epoch best checkpoints (about
+    three model copies) only cost disk. The final model in ``model/`` is what everything else reads."""
+    import shutil
+
+    for d in [run.state_dir, run.best_dir, *run.dir.glob("state-*"), *run.dir.glob("best-*")]:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _stages(cfg, pre, data, run, device, parents, resume) -> tuple[torch.nn.Module, ModelCard]:

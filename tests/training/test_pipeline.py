@@ -30,6 +30,8 @@ def test_train_run_end_to_end(workspace, tiny):
         assert k in ev["slice"] and k in ev["patient"]
     assert (run.dir / "config.json").is_file() and "epoch 2/2" in run.log_path.read_text()
     assert RunStore().get(run.id).summary["test"]["n_slices"] == ev["slice"]["n"]
+    # a completed run cannot be resumed, so its optimizer state and per-epoch best copies are gone
+    assert not run.state_dir.exists() and not run.best_dir.exists()
 
 
 def test_distill_and_prune(workspace, tiny):
@@ -49,6 +51,9 @@ def test_distill_and_prune(workspace, tiny):
     sm, scard = load(sparse.model_dir)
     assert scard.model_key == "sparse" and scard.sparsity == pytest.approx(0.5, abs=0.03)
     assert "no dense speed-up" in scard.notes
+    leftovers = [p.name for r in (teacher, student, pruned, sparse) for p in r.dir.iterdir()
+                 if p.name.startswith(("state", "best"))]
+    assert leftovers == []
 
 
 def _runs(ws):
