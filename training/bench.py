@@ -37,6 +37,7 @@ from .data import Prepared, prepare
 from .fsutil import write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
+REPORTS_DIR = REPO_ROOT / "reports"
 ORDER = ("baseline", "ghost", "pruned", "kd", "sparse", "ghost_kd")
 APP_MODELS = ("ghost", "pruned", "kd", "baseline")
 
@@ -140,7 +141,7 @@ def run(size: int = 224, repeats: int = 20, sweep: tuple[int, ...] = (1, 8), out
 
 def write_report(report: dict, out_dir: Path | None = None) -> None:
     """``bench.json`` and ``bench.md`` in ``out_dir`` (default ``reports/``), each written atomically."""
-    out_dir = out_dir or (REPO_ROOT / "reports")
+    out_dir = out_dir or REPORTS_DIR
     write_json_atomic(out_dir / "bench.json", report)
     write_text_atomic(out_dir / "bench.md", markdown(report))
 
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     out = Path(a.out) if a.out else None
     if a.rerender:
-        rep = json.loads(((out or REPO_ROOT / "reports") / "bench.json").read_text())
+        rep = json.loads(((out or REPORTS_DIR) / "bench.json").read_text())
         rep["goals"] = goals(rep)
         write_report(rep, out)
         print(markdown(rep))

@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import signal
 import time
 import traceback
@@ -153,10 +154,11 @@ def execute(cfg: RunConfig, *, store: RunStore | None = None, run: Run | None = 
 
 
 def _drop_resume_state(run: Run) -> None:
-    """A completed run cannot be resumed: its optimizer state and per-epoch best checkpoints (about
-    three model copies) only cost disk. The final model in ``model/`` is what everything else reads."""
-    import shutil
+    """Remove a run's resume state (optimizer state and per-epoch best checkpoints of every stage).
 
+    A completed run cannot be resumed, so there they only cost disk (about three model copies); the
+    final model in ``model/`` is what everything else reads. A resumed pruning run restarts from scratch.
+    """
     for d in [run.state_dir, run.best_dir, *run.dir.glob("state-*"), *run.dir.glob("best-*")]:
         shutil.rmtree(d, ignore_errors=True)
 
@@ -179,11 +181,8 @@ def _stages(cfg, pre, data, run, device, parents, resume) -> tuple[torch.nn.Modu
                        resume=resume)
         return model, card
     if resume and dist.is_main():  # pruning restarts from its parent checkpoint: drop the partial history
-        import shutil
-
         run.metrics_path.unlink(missing_ok=True)
-        for d in list(run.dir.glob("state-*")) + list(run.dir.glob("best-*")):
-            shutil.rmtree(d, ignore_errors=True)
+        _drop_resume_state(run)
     return _prune(cfg, pre, data, run, device, parents)
 
 
