@@ -61,6 +61,7 @@ def test_every_page_in_a_real_browser(app_url, browser_page, workspace_with_mode
     page.get_by_text("Patient level").wait_for(timeout=120_000)
     _wait_idle(page, 120)
     imgs = page.locator('[data-testid="stImage"] img')
+    imgs.nth(4).wait_for(timeout=60_000)  # a rerun can still be replacing the images when the status widget is hidden
     assert imgs.count() >= 5
     for model in ("ghost", "pruned", "kd", "baseline"):
         assert page.get_by_text(model, exact=True).count() >= 1
