@@ -158,6 +158,11 @@ class ModelCard:
     preprocessing: dict[str, Any] = field(default_factory=lambda: {"clahe": False, "roi_crop": False})
     class_names: list[str] = field(default_factory=lambda: ["mild", "severe"])
     temperature: float = 1.0
+    #: The verdict's rule: threshold (% of lung involved), excluded band, and what was learned
+    #: ('label', or 'involvement' as soft targets; training.data.severe_targets).
+    label_rule: dict[str, Any] = field(default_factory=dict)
+    #: What the model learned from: source key, title, synthetic?, HU or 8-bit, slices and patients.
+    trained_on: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     data_fingerprint: str = ""
     parent_run: str | None = None

@@ -78,12 +78,26 @@ def refer_reasons(
     slice_results: list[SliceResult],
     patient_verdicts: list[str] | None = None,
     patient_p: list[float] | None = None,
+    models_know_8bit: bool = False,
+    outside_scope: list[str] | None = None,
 ) -> list[str]:
-    """Why a reader should not rely on these outputs ("refer / out of scope"); empty when none."""
+    """Why a reader should not rely on these outputs ("refer / out of scope"); empty when none.
+
+    ``models_know_8bit``: every model learned from 8-bit (pre-windowed) slices, so an 8-bit image is
+    in scope for them (only the HU involvement % is missing, which the page says).
+    ``outside_scope``: models for which this slice lies outside the slices they learned from.
+    """
     out = []
+    if outside_scope:
+        out.append("This slice is outside what " + ", ".join(outside_scope) + " learned from: its lung section is "
+                   "small (apex or base) and they were trained on mid-chest slices only; their slice verdicts here "
+                   "are not evidence, and their patient-level verdicts leave such slices out.")
     if not vol.is_hu:
-        out.append("8-bit image without Hounsfield units: the lung window, lung-ROI crop and involvement % "
-                   "are unavailable; models trained on CT values see a different input.")
+        if not models_know_8bit:
+            out.append("8-bit image without Hounsfield units: the lung window and involvement % are unavailable, "
+                       "and models trained on CT values see a different input.")
+        if lung_mask is None or not lung_mask.any():
+            out.append("No lung field found in this 8-bit image: it may not be an axial chest CT slice.")
     elif lung_mask is None or not lung_mask.any():
         out.append("No lungs found: this does not look like a chest CT (or the lungs are out of the field of view).")
     elif vol.spacing is not None and vol.n_slices > 1:
@@ -102,6 +116,3 @@ def refer_reasons(
         out.append(f"Low confidence (P(severe) between {lo:.0%} and {hi:.0%}): " + ", ".join(unsure) + ".")
     return out
 
-
-def all_pairs(names: list[str]) -> list[tuple[str, str]]:
-    return list(combinations(names, 2))

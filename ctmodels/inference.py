@@ -1,8 +1,9 @@
 """Inference from a checkpoint card: the card's preprocessing, calibrated probabilities, and a
 patient-level verdict for volumes.
 
-Patient-level verdict: the lung-area-weighted mean of calibrated P(severe) over lung slices
-(slices with ≥ 5 % of the largest lung cross-section), severe when ≥ 0.5; the same aggregation
+Patient-level verdict: the lung-area-weighted mean of calibrated P(severe) over the slices the model
+scores (lung section ≥ its card's ``min_lung_share`` of the largest: 5 % by default, 50 % for the
+real-CT set, which learned from mid-chest slices only), severe when ≥ 0.5; the same aggregation
 ``training.evaluate`` reports, so the app's verdict is the one the model was evaluated with.
 """
 
@@ -18,9 +19,7 @@ import torch
 
 from .checkpoint import ModelCard, checkpoint_id, load
 from .imaging import Volume
-from .preprocess import Preprocessing, normalize, prepare_slice
-
-LUNG_SLICE_FRACTION = 0.05
+from .preprocess import Preprocessing, lung_slices, normalize, prepare_slice
 
 
 @dataclass
@@ -87,15 +86,6 @@ def probabilities(lm: LoadedModel, x: torch.Tensor, batch: int = 64) -> np.ndarr
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def lung_slices(lung_mask: np.ndarray | None, n: int) -> list[int]:
-    if lung_mask is None:
-        return list(range(n))
-    area = lung_mask.sum(axis=(1, 2))
-    if area.max() == 0:
-        return []
-    return [int(i) for i in np.nonzero(area >= LUNG_SLICE_FRACTION * area.max())[0]]
-
-
 @dataclass
 class VolumePrediction:
     """Per-slice evidence and the patient-level verdict of one model on one scan."""
@@ -117,9 +107,15 @@ class VolumePrediction:
         return out
 
 
+def in_scope(lm: LoadedModel, lung_mask: np.ndarray | None, index: int) -> bool:
+    """Whether slice ``index`` is one this model learned to read (see ``Preprocessing.min_lung_share``)."""
+    return lung_mask is None or index in lung_slices(lung_mask, lm.pre.min_lung_share)
+
+
 def predict_volume(lm: LoadedModel, vol: Volume, lung_mask: np.ndarray | None) -> VolumePrediction:
+    """Every slice in the model's scope scored; the patient verdict aggregates them (module docstring)."""
     t0 = time.perf_counter()
-    slices = lung_slices(lung_mask, vol.n_slices) or list(range(vol.n_slices))
+    slices = lung_slices(lung_mask, lm.pre.min_lung_share) or list(range(vol.n_slices))
     p = probabilities(lm, prepare_input(lm, vol, slices, lung_mask).tensor)
     if lung_mask is not None:
         w = lung_mask[slices].sum(axis=(1, 2)).astype(float)

@@ -32,7 +32,13 @@ def real_data_dir() -> Path:
 
 
 def models_dir() -> Path:
+    """The phantom (demo) model set; other sets live in sub-folders (see ``real_models_dir``)."""
     return workspace_dir() / "models"
+
+
+def real_models_dir() -> Path:
+    """The model set trained on the real sample data (``make real-models``)."""
+    return models_dir() / "real"
 
 
 def runs_dir() -> Path:

@@ -2,7 +2,7 @@
 
 from .layouts import detect_layout, open_dataset, phantom_layouts
 from .loading import CaseMasks, involvement_from_masks, load_case, load_masks
-from .model import DEFAULT_THRESHOLD_PCT, LABELS, Case, Dataset, DatasetError, LabelRule
+from .model import DEFAULT_THRESHOLD_PCT, LABELS, Case, Dataset, DatasetError, LabelRule, combine
 from .sources import PHANTOM_LAYOUT_TITLES, Source, builtin_sources
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "PHANTOM_LAYOUT_TITLES",
     "Source",
     "builtin_sources",
+    "combine",
     "detect_layout",
     "involvement_from_masks",
     "load_case",

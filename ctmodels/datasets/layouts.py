@@ -209,33 +209,49 @@ def _folder_per_class(root: Path, rule: LabelRule) -> Dataset:
     )
 
 
-# ---------------------------------------------------------------- Inf-Net COVID-SemiSeg (real)
+# ---------------------------------------------------------------- Inf-Net-style 2-D slices (real)
 def _infnet(root: Path, rule: LabelRule) -> Dataset:
-    derived = {Path(r["file"]).name: r for r in _read_csv(root / "derived_severity.csv")} if (
-        root / "derived_severity.csv"
-    ).is_file() else {}
+    """Inf-Net ``Imgs/`` + ``GT/`` folders: the doctor-labelled COVID-SemiSeg slices, or the COVID-19-CT-Seg
+    slices with model-made masks, whose ``derived_severity.csv`` names each slice's patient and series."""
+    rows = _read_csv(root / "derived_severity.csv") if (root / "derived_severity.csv").is_file() else []
+    derived = {Path(r["file"]).name: r for r in rows}
+    with_patients = bool(rows) and all((r.get("patient") or "").strip() for r in rows)
+    pseudo = any("pseudo" in (r.get("label_basis") or "").lower() for r in rows)
+    source = ("derived from a model-made infection mask (heuristic lung estimate)" if pseudo
+              else "derived from masks (heuristic lung estimate)")
     cases = []
     for f in sorted((p for p in (root / "Imgs").iterdir() if p.suffix.lower() in IMAGE_EXT), key=lambda p: _natural_key(p.name)):
         gt = root / "GT" / f"{f.stem}.png"
         r = derived.get(f.name)
         inv = float(r["infection_lung_ratio_est"]) * 100.0 if r and r.get("infection_lung_ratio_est") else None
+        extra: dict = {"width": int(r["width"]), "height": int(r["height"])} if r else {}
+        if r and with_patients:
+            extra.update({"series": r.get("series") or r["patient"], "slice": int(r["slice"]) if r.get("slice") else None})
         cases.append(
             Case(
-                case_id=f.stem, patient_id=f"slice-{f.stem}", image=f, label=rule.label(inv),
-                label_source="derived from masks (heuristic lung estimate)" if inv is not None else "none",
-                involvement_pct=inv, lesion_mask=gt if gt.is_file() else None, n_slices=1,
-                extra={"width": int(r["width"]), "height": int(r["height"])} if r else {},
+                case_id=f.stem, patient_id=r["patient"] if r and with_patients else f"slice-{f.stem}", image=f,
+                label=rule.label(inv), label_source=source if inv is not None else "none",
+                involvement_pct=inv, lesion_mask=gt if gt.is_file() else None, n_slices=1, extra=extra,
             )
         )
-    notes = [
-        "Real data (Inf-Net / MedSeg), 8-bit JPEG slices already windowed and rotated 90°: not HU.",
-        "Labels are DERIVED from the infection mask and an estimated lung area, not a radiologist's grade.",
-        "No patient IDs: several slices may come from one patient, so splits cannot be patient-level.",
-    ]
-    return Dataset(
-        name="Inf-Net COVID-SemiSeg slices (real)", root=root, layout="infnet", cases=cases,
-        rule=rule, notes=notes, slice_level=True,
-    )
+    if with_patients:
+        n_patients = len({c.patient_id for c in cases})
+        name = "COVID-19-CT-Seg slices (real)"
+        notes = [
+            f"Real data (COVID-19-CT-Seg via Inf-Net), {n_patients} patients: 8-bit JPEG slices already windowed "
+            "and rotated 90°, not HU.",
+            "Infection masks were made by a model (Semi-Inf-Net), not a doctor; labels are DERIVED from them and "
+            "an estimated lung area, not a radiologist's grade.",
+            "Patient IDs are known: splits are by patient.",
+        ]
+    else:
+        name = "Inf-Net COVID-SemiSeg slices (real)"
+        notes = [
+            "Real data (Inf-Net / MedSeg), 8-bit JPEG slices already windowed and rotated 90°: not HU.",
+            "Labels are DERIVED from the infection mask and an estimated lung area, not a radiologist's grade.",
+            "No patient IDs: several slices may come from one patient, so each slice is its own group in splits.",
+        ]
+    return Dataset(name=name, root=root, layout="infnet", cases=cases, rule=rule, notes=notes, slice_level=True)
 
 
 # ---------------------------------------------------------------- COVID-CT-MD (real)

@@ -124,3 +124,22 @@ class Dataset:
                     }
                 )
         return pd.DataFrame(rows)
+
+
+def combine(name: str, root: Path, parts: list[Dataset], notes: list[str] | None = None) -> Dataset:
+    """One dataset made of several (e.g. every real 8-bit slice we have); case ids stay unique."""
+    if not parts:
+        raise DatasetError(f"{name}: none of its parts is present")
+    ids: set[str] = set()
+    cases: list[Case] = []
+    for ds in parts:
+        for c in ds.cases:
+            if c.case_id in ids:
+                c = Case(**{**c.__dict__, "case_id": f"{ds.root.name}/{c.case_id}"})
+            ids.add(c.case_id)
+            cases.append(c)
+    return Dataset(
+        name=name, root=root, layout="+".join(sorted({d.layout for d in parts})), cases=cases,
+        synthetic=all(d.synthetic for d in parts), rule=parts[0].rule,
+        notes=(notes or []) + [n for d in parts for n in d.notes], slice_level=all(d.slice_level for d in parts),
+    )

@@ -37,4 +37,7 @@ def builtin_sources() -> list[Source]:
         out.append(Source("real-covid-ct-md", "COVID-CT-MD sample (real DICOM series)", real / "covid-ct-md", False))
     if (real / "infnet-semiseg").is_dir():
         out.append(Source("real-infnet", "Inf-Net COVID-SemiSeg slices (real JPEG)", real / "infnet-semiseg", False))
+    if (real / "covid-ct-seg-slices").is_dir():
+        out.append(Source("real-covid-ct-seg", "COVID-19-CT-Seg slices, 14 patients (real JPEG)",
+                          real / "covid-ct-seg-slices", False))
     return out
