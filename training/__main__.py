@@ -1,4 +1,4 @@
-"""CLI: ``python -m training {train,distill,prune,evaluate,demo,runs} …`` (see --help of each)."""
+"""CLI: ``python -m training {train,distill,prune,cv,evaluate,demo,real,runs} …`` (see --help of each)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ EXIT_BAD_INPUT, EXIT_FAILED, EXIT_CANCELLED = 2, 1, 130
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML/JSON run config (e.g. training/configs/paper000_baseline.yaml)")
     p.add_argument("--model", help="model key: baseline, ghost, kd, ghost_kd, …")
-    p.add_argument("--data", help="'demo', 'real-infnet', or a dataset folder")
+    p.add_argument("--data", help="a named source (demo, real, real-infnet, real-covid-ct-seg) or a dataset folder")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -29,6 +29,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clahe", action="store_true", default=None, help="CLAHE contrast enhancement (paper 001)")
     p.add_argument("--no-augment", action="store_true", help="switch augmentation off")
     p.add_argument("--threshold", type=float, help="severe when lung involvement ≥ this %%")
+    p.add_argument("--target", choices=["label", "involvement"],
+                   help="learn the mild/severe label, or the involvement as soft labels (see training.data)")
     p.add_argument("--split", help="train,val,test fractions by patient, e.g. 0.5,0.2,0.3")
     p.add_argument("--max-slices", type=int, help="at most this many lung slices per scan")
     p.add_argument("--patience", type=int, help="early stopping patience (epochs; 0 off)")
@@ -55,6 +57,8 @@ def _overrides(a: argparse.Namespace, command: str) -> dict[str, Any]:
         data["split"] = [float(v) for v in a.split.split(",")]
     if a.max_slices is not None:
         data["max_slices_per_case"] = a.max_slices
+    if a.target:
+        data["target"] = a.target
     if data:
         o["data"] = data
     optim = {k: v for k, v in (("epochs", a.epochs), ("batch_size", a.batch_size), ("lr", a.lr),
@@ -123,6 +127,56 @@ def _run(cfg_or_none: RunConfig | None, a: argparse.Namespace) -> int:
         print(f"failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     print(json.dumps({"run": done.id, "status": done.status, "model": str(done.model_dir), **done.summary.get("test", {})}))
+    return 0
+
+
+def cmd_cv(a: argparse.Namespace) -> int:
+    from .cv import run as run_cv
+    from .fsutil import write_json_atomic
+    from .pipeline import RunCancelled, cv_job
+
+    from .runs import RunStore
+
+    store = RunStore()
+    if a.run_id or a.resume:
+        try:
+            run = store.find(a.run_id or a.resume)
+        except KeyError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    else:
+        settings = {k: v for k, v in (("recipe", a.recipe), ("folds", a.folds), ("repeats", a.repeats),
+                                      ("seed", a.seed)) if v is not None}
+        if a.models:
+            settings["models"] = [m.strip() for m in a.models.split(",") if m.strip()]
+        if a.quick:
+            settings["quick"] = True
+        if a.no_cam:
+            settings["cam"] = False
+        try:
+            cfg = RunConfig.from_dict({"command": "cv", "model": "cv", "name": a.name, "cv": settings})
+            cfg.validate()
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        run = store.create(cfg, status="running")
+    try:
+        report = cv_job(run, store, run_cv)
+    except (ConfigError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (RunCancelled, KeyboardInterrupt):
+        print("cancelled", file=sys.stderr)
+        return EXIT_CANCELLED
+    except Exception as exc:
+        print(f"failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if a.out:
+        out = Path(a.out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "real_cv.json" if report["recipe"] == "real" else out / "cv.json", report)
+        (out / ("real_cv.md" if report["recipe"] == "real" else "cv.md")).write_text((run.dir / "report.md").read_text())
+    print((run.dir / "report.md").read_text())
     return 0
 
 
@@ -202,6 +256,21 @@ def main(argv: list[str] | None = None) -> int:
     dm = sub.add_parser("demo", help="build the demo model set on the demo phantoms")
     dm.add_argument("--force", action="store_true", help="retrain models that already exist")
     dm.add_argument("--quick", action="store_true", help="tiny settings (for tests)")
+    rl = sub.add_parser("real", help="build the real-CT model set on ../shared/data/real (make real-models)")
+    rl.add_argument("--force", action="store_true", help="retrain models that already exist")
+    rl.add_argument("--quick", action="store_true", help="tiny settings (for tests)")
+    cv = sub.add_parser("cv", help="patient-grouped k-fold cross-validation of a model-set recipe")
+    cv.add_argument("--recipe", choices=["real", "demo"], help="whose recipe every fold trains (default real)")
+    cv.add_argument("--folds", type=int, help="number of folds (default 5)")
+    cv.add_argument("--repeats", type=int, help="repeats with reshuffled folds (default 1)")
+    cv.add_argument("--seed", type=int, help="seed of the first repeat")
+    cv.add_argument("--models", help="comma-separated model keys (default: all six)")
+    cv.add_argument("--quick", action="store_true", help="tiny settings (for tests)")
+    cv.add_argument("--no-cam", action="store_true", help="skip the Grad-CAM check on held-out severe slices")
+    cv.add_argument("--name", help="a name for the run")
+    cv.add_argument("--out", help="also write the report (JSON + markdown) into this folder, e.g. docs/measurements")
+    cv.add_argument("--resume", metavar="RUN", help="continue a cancelled or failed cross-validation")
+    cv.add_argument("--run-id", help=argparse.SUPPRESS)
     r = sub.add_parser("runs", help="list runs")
     r.add_argument("--status")
     a = ap.parse_args(argv)
@@ -214,6 +283,12 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import main as demo_main
 
         return demo_main(force=a.force, quick=a.quick)
+    if a.cmd == "real":
+        from .real import main as real_main
+
+        return real_main(force=a.force, quick=a.quick)
+    if a.cmd == "cv":
+        return cmd_cv(a)
     extra: dict[str, Any] = {}
     if a.cmd == "distill":
         dd = {k: v for k, v in (("teacher", a.teacher), ("temperature", a.temperature), ("alpha", a.alpha)) if v is not None}

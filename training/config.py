@@ -16,7 +16,8 @@ import yaml
 from ctmodels.nets import MODEL_KEYS
 from ctmodels.preprocess import Preprocessing
 
-COMMANDS = ("train", "distill", "prune")
+COMMANDS = ("train", "distill", "prune", "cv")
+TARGETS = ("label", "involvement")
 OPTIMIZERS = ("adamw", "adam", "rmsprop", "sgd")
 
 
@@ -26,13 +27,22 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    source: str = "demo"  # 'demo', 'real-infnet', or a dataset folder
+    source: str = "demo"  # a named source ('demo', 'real', 'real-infnet', …; see training.data) or a folder
     threshold_pct: float = 25.0
     excluded_band: list[float] | None = None  # e.g. [20, 30]: slices/cases inside get no label
     label_level: str = "slice"  # 'slice' uses per-slice labels where the dataset has them
     lung_slices_only: bool = True
     split: list[float] = field(default_factory=lambda: [0.5, 0.2, 0.3])  # train/val/test, by patient
     max_slices_per_case: int | None = None
+    max_cases: int | None = None  # evenly spaced subset of the cases (quick runs and tests)
+    # What the network learns: 'label' (mild/severe) or 'involvement': the slice's involvement as soft
+    # labels (odds against the threshold's; training.data.severe_targets), which keeps how far a slice is
+    # from the cut.
+    target: str = "label"
+    # Patient-grouped cross-validation: cv_folds > 0 makes fold ``cv_fold`` the test split.
+    cv_folds: int = 0
+    cv_fold: int = 0
+    cv_seed: int = 0
 
 
 @dataclass
@@ -45,6 +55,9 @@ class AugmentConfig:
     contrast: float = 0.10
     hflip: bool = True
     vflip: bool = False
+    # Show a training slice masked with probability mask_prob, when the preprocessing masks HU inputs
+    # only: 8-bit slices are then also seen with the look HU inputs have (training.data.Prepared).
+    mask_prob: float = 0.0
 
 
 @dataclass
@@ -79,6 +92,22 @@ class PruneConfig:
     unstructured: bool = False
     sparsity: float = 0.5  # unstructured: final fraction of zero weights
     power: float = 3.0  # polynomial decay exponent of the sparsity schedule
+    # Fine-tune against the unpruned model's outputs (KD, T=4) as well as the targets: the pruned net
+    # then keeps what its parent does on inputs unlike the training slices (HU scans for the real set).
+    distill: bool = False
+
+
+@dataclass
+class CVConfig:
+    """Patient-grouped k-fold cross-validation of a model-set recipe (see ``training.cv``)."""
+
+    recipe: str = "real"  # 'real' or 'demo': which set's recipe every fold trains
+    folds: int = 5
+    repeats: int = 1  # each repeat reshuffles the patients into new folds (seed + repeat)
+    seed: int = 0
+    models: list[str] = field(default_factory=lambda: ["baseline", "ghost", "pruned", "kd", "sparse", "ghost_kd"])
+    quick: bool = False  # the recipe's tiny settings (tests)
+    cam: bool = True  # measure where each model's Grad-CAM peaks on held-out severe slices
 
 
 @dataclass
@@ -91,6 +120,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     distill: DistillConfig | None = None
     prune: PruneConfig | None = None
+    cv: CVConfig | None = None
     preprocessing: dict[str, Any] = field(default_factory=lambda: Preprocessing().to_dict())
     seed: int = 0
     device: str = "auto"  # 'auto', 'cpu', 'cuda'
@@ -129,10 +159,16 @@ class RunConfig:
             raise ConfigError(f"config file {p.name} must hold a mapping of settings")
         return RunConfig.from_dict(d)
 
+    def _validate_cv(self) -> None:
+        _validate_cv_settings(self.cv)
+
     def validate(self) -> None:
         """Cheap checks that need no data (data checks happen in ``training.data``)."""
         if self.command not in COMMANDS:
             raise ConfigError(f"unknown command {self.command!r}; choose from {', '.join(COMMANDS)}")
+        if self.command == "cv":
+            self._validate_cv()
+            return
         if self.model not in MODEL_KEYS:
             raise ConfigError(f"unknown model key {self.model!r}; valid keys are: {', '.join(MODEL_KEYS)}")
         o = self.optim
@@ -151,6 +187,12 @@ class RunConfig:
             raise ConfigError("threshold must be between 0 and 100 % of lung")
         if self.data.label_level not in ("slice", "patient"):
             raise ConfigError("label_level must be 'slice' or 'patient'")
+        if self.data.target not in TARGETS:
+            raise ConfigError(f"unknown target {self.data.target!r}; choose from {', '.join(TARGETS)}")
+        if self.data.cv_folds and not (2 <= self.data.cv_folds <= 20 and 0 <= self.data.cv_fold < self.data.cv_folds):
+            raise ConfigError("cross-validation needs 2–20 folds and a fold index below that number")
+        if self.data.max_cases is not None and self.data.max_cases < 2:
+            raise ConfigError("max_cases must be at least 2")
         pre = self.pre
         if not (32 <= pre.size <= 512):
             raise ConfigError(f"image size {pre.size} must be between 32 and 512 pixels")
@@ -169,6 +211,20 @@ class RunConfig:
                 raise ConfigError("sparsity must be within (0, 1)")
             if p.steps < 1:
                 raise ConfigError("pruning needs at least one step")
+
+
+def _validate_cv_settings(cv: CVConfig | None) -> None:
+    if cv is None:
+        raise ConfigError("cross-validation needs its settings (folds, repeats, models)")
+    if cv.recipe not in ("real", "demo"):
+        raise ConfigError(f"unknown recipe {cv.recipe!r}; choose 'real' or 'demo'")
+    if not (2 <= cv.folds <= 20):
+        raise ConfigError("cross-validation needs 2–20 folds")
+    if not (1 <= cv.repeats <= 20):
+        raise ConfigError("repeats must be within 1–20")
+    unknown = [m for m in cv.models if m not in MODEL_KEYS]
+    if unknown or not cv.models:
+        raise ConfigError(f"pick models among {', '.join(MODEL_KEYS)}" + (f" (unknown: {unknown})" if unknown else ""))
 
 
 def _from_dict(cls: type, d: dict[str, Any]) -> Any:
@@ -195,6 +251,7 @@ _NESTED = {
     ("RunConfig", "optim"): OptimConfig,
     ("RunConfig", "distill"): DistillConfig,
     ("RunConfig", "prune"): PruneConfig,
+    ("RunConfig", "cv"): CVConfig,
 }
 
 

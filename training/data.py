@@ -22,18 +22,18 @@ import torch
 from torch.utils.data import Dataset as TorchDataset
 from torchvision.transforms import v2
 
-from ctmodels.datasets import Dataset, DatasetError, LabelRule, load_masks, open_dataset
+from ctmodels.datasets import Dataset, DatasetError, LabelRule, combine, load_masks, open_dataset
 from ctmodels.datasets.loading import involvement_from_masks
 from ctmodels.imaging import ImageReadError, read_any
-from ctmodels.imaging.lung import segment_lungs
-from ctmodels.preprocess import PREPROCESS_VERSION, Preprocessing, normalize, prepare_slice
+from ctmodels.imaging.lung_field import lung_field
+from ctmodels.preprocess import PREPROCESS_VERSION, Preprocessing, lung_slices, normalize, prepare_slice
 from ctmodels.workspace import demo_data_dir, real_data_dir, workspace_dir
 
+from .classical import lung_features
 from .config import AugmentConfig, DataConfig
 
 log = logging.getLogger(__name__)
 CLASS_NAMES = ["mild", "severe"]
-LUNG_SLICE_FRACTION = 0.05
 Progress = Callable[[str, int, int], None]
 
 
@@ -41,14 +41,43 @@ class DataError(ValueError):
     """The data cannot support this run (missing, one class, empty split, ...), explained."""
 
 
+@dataclass(frozen=True)
+class NamedSource:
+    """A dataset picked by name on the CLI and the Training page."""
+
+    key: str
+    title: str
+    folders: tuple[str, ...]  # under the real data folder (or the demo folder for 'demo')
+    train: bool = True  # False: for evaluation only (never trained on)
+
+
+NAMED_SOURCES: dict[str, NamedSource] = {s.key: s for s in (
+    NamedSource("demo", "Demo phantoms (synthetic, HU, with masks)", ("kaggle",)),
+    NamedSource("real", "All real 8-bit slices: Inf-Net COVID-SemiSeg + COVID-19-CT-Seg (14 patients)",
+                ("infnet-semiseg", "covid-ct-seg-slices")),
+    NamedSource("real-infnet", "Inf-Net COVID-SemiSeg slices (real, 50, doctor's masks)", ("infnet-semiseg",)),
+    NamedSource("real-covid-ct-seg", "COVID-19-CT-Seg slices (real, 14 patients, model-made masks)",
+                ("covid-ct-seg-slices",)),
+    NamedSource("real-covid-ct-md", "COVID-CT-MD series (real DICOM in HU; evaluation only)", ("covid-ct-md",),
+                train=False),
+)}
+
+
+def named_sources(trainable: bool = True) -> list[NamedSource]:
+    """The named sources whose data is present on this machine."""
+    return [s for s in NAMED_SOURCES.values() if (s.train or not trainable) and all(p.is_dir() for p in _folders(s))]
+
+
+def _folders(s: NamedSource) -> list[Path]:
+    base = demo_data_dir() if s.key == "demo" else real_data_dir()
+    return [base / f for f in s.folders]
+
+
 def resolve_source(source: str) -> Path:
-    """'demo' → the demo phantoms (Kaggle layout, with masks); 'real-infnet' → the Inf-Net slices."""
-    if source == "demo":
-        return demo_data_dir() / "kaggle"
-    if source == "real-infnet":
-        return real_data_dir() / "infnet-semiseg"
-    if source == "real-covid-ct-md":
-        return real_data_dir() / "covid-ct-md"
+    """The folder of a named source ('real' → the real data folder that holds its parts) or a path."""
+    if source in NAMED_SOURCES:
+        folders = _folders(NAMED_SOURCES[source])
+        return folders[0] if len(folders) == 1 else real_data_dir()
     return Path(source).expanduser().resolve()
 
 
@@ -58,6 +87,9 @@ class Prepared:
 
     images: np.ndarray  # uint8 (N, S, S), the [0, 1] network input before normalisation, quantised
     labels: np.ndarray  # int64 (N,): 0 mild, 1 severe
+    involvement: np.ndarray  # float32 (N,): % of the slice's lung involved (NaN where unknown)
+    features: np.ndarray  # float32 (N, F): intensity features of the lung field (classical reference)
+    targets: np.ndarray  # float32 (N,): the P(severe) each slice is trained towards (see severe_targets)
     patients: np.ndarray  # str (N,)
     cases: np.ndarray  # str (N,)
     slice_index: np.ndarray  # int (N,)
@@ -68,9 +100,22 @@ class Prepared:
     dataset_name: str
     synthetic: bool
     label_sources: list[str]
+    hu: bool = True  # the slices held CT values (HU); False: 8-bit intensities
+    # The same slices masked with a lung field that includes their lesions (the estimate plus the
+    # infection mask, which only training has): what a HU input looks like to a model that masks HU
+    # inputs only. None unless the preprocessing asks for it (``lung_mask_input`` without ``mask_8bit``).
+    images_masked: np.ndarray | None = None
 
     def subset(self, part: int) -> np.ndarray:
         return np.nonzero(self.split == part)[0]
+
+    def provenance(self, source: str) -> dict:
+        """What a model trained on this data learned from (written into its card)."""
+        labelled = self.labels >= 0
+        return {"source": source, "title": self.dataset_name, "synthetic": self.synthetic,
+                "values": "HU" if self.hu else "8-bit intensities (pre-windowed)",
+                "slices": int(labelled.sum()), "patients": int(len(set(self.patients[labelled].tolist()))),
+                "label_sources": self.label_sources}
 
     def summary(self) -> dict:
         out = {"dataset": self.dataset_name, "synthetic": self.synthetic, "fingerprint": self.fingerprint,
@@ -103,29 +148,38 @@ def fingerprint(ds: Dataset, pre: Preprocessing, cfg: DataConfig) -> str:
     payload = {
         "root": str(ds.root), "layout": ds.layout, "files": _files_signature(ds), "pre": pre.to_dict(),
         "rule": [cfg.threshold_pct, cfg.excluded_band, cfg.label_level, cfg.lung_slices_only,
-                 cfg.max_slices_per_case], "v": 2, "pre_version": PREPROCESS_VERSION,
+                 cfg.max_slices_per_case], "v": 3, "pre_version": PREPROCESS_VERSION,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _slice_labels(case, vol, rule: LabelRule, cfg: DataConfig) -> list[int]:
-    """Per-slice integer labels (-1: none) following the config's label level."""
+def _slice_truth(case, vol, rule: LabelRule, cfg: DataConfig) -> tuple[list[int], np.ndarray]:
+    """Per-slice integer labels (-1: none) following the config's label level, and per-slice involvement %."""
     n = vol.n_slices
     case_label = CLASS_NAMES.index(case.label) if case.label in CLASS_NAMES else -1
+    inv = np.full(n, np.nan, np.float32)
+    if n == 1 and case.involvement_pct is not None:
+        inv[0] = case.involvement_pct
+    if n > 1 and case.slice_involvement is not None and len(case.slice_involvement) == n:
+        inv = np.array([np.nan if v is None else v for v in case.slice_involvement], np.float32)
+    elif n > 1 and case.lung_mask is not None and case.lesion_mask is not None:
+        got = involvement_from_masks(load_masks(case, vol))
+        if got is not None:
+            inv = got[1].astype(np.float32)
     if cfg.label_level == "slice" and n > 1:
         if case.slice_labels is not None and len(case.slice_labels) == n:
-            return [CLASS_NAMES.index(v) if v in CLASS_NAMES else -1 for v in case.slice_labels]
-        if case.lung_mask is not None and case.lesion_mask is not None:
-            got = involvement_from_masks(load_masks(case, vol))
-            if got is not None:
-                return [CLASS_NAMES.index(lab) if (lab := rule.label(None if np.isnan(v) else float(v))) else -1
-                        for v in got[1]]
-    return [case_label] * n
+            return [CLASS_NAMES.index(v) if v in CLASS_NAMES else -1 for v in case.slice_labels], inv
+        if not np.isnan(inv).all():
+            return [CLASS_NAMES.index(lab) if (lab := rule.label(None if np.isnan(v) else float(v))) else -1
+                    for v in inv], inv
+    return [case_label] * n, inv
 
 
 def _prepare_arrays(ds: Dataset, pre: Preprocessing, cfg: DataConfig, progress: Progress | None) -> dict:
     rule = ds.rule
-    images, labels, patients, cases, slices, areas, case_labels = [], [], [], [], [], [], {}
+    images, labels, invs, feats, patients, cases, slices, areas, case_labels = [], [], [], [], [], [], [], [], {}
+    hu, images_masked = [], []
+    both_looks = pre.lung_mask_input and not pre.mask_8bit
     for k, case in enumerate(ds.cases):
         if progress:
             progress("preparing slices", k, len(ds.cases))
@@ -134,33 +188,55 @@ def _prepare_arrays(ds: Dataset, pre: Preprocessing, cfg: DataConfig, progress: 
         except ImageReadError as exc:
             log.warning("skipping case %s: %s", case.case_id, exc)
             continue
-        lung = segment_lungs(vol) if vol.is_hu else None
-        area = lung.sum(axis=(1, 2)).astype(float) if lung is not None else np.full(vol.n_slices, float(vol.shape[1] * vol.shape[2]))
+        lung = lung_field(vol)  # HU segmentation, or the 8-bit estimate: the field the app uses too
+        area = lung.sum(axis=(1, 2)).astype(float)
         chosen = list(range(vol.n_slices))
-        if cfg.lung_slices_only and lung is not None and area.max() > 0:
-            chosen = [i for i in chosen if area[i] >= LUNG_SLICE_FRACTION * area.max()]
+        if cfg.lung_slices_only and area.max() > 0:
+            chosen = lung_slices(lung, pre.min_lung_share)
         if cfg.max_slices_per_case and len(chosen) > cfg.max_slices_per_case:
             pick = np.linspace(0, len(chosen) - 1, cfg.max_slices_per_case).round().astype(int)
             chosen = [chosen[i] for i in pick]
-        lab = _slice_labels(case, vol, rule, cfg)
+        lab, inv = _slice_truth(case, vol, rule, cfg)
+        hu.append(vol.is_hu)
         case_labels[case.case_id] = CLASS_NAMES.index(case.label) if case.label in CLASS_NAMES else -1
+        lesion = _lesions(case, vol) if both_looks and not vol.is_hu else None
         for i in chosen:
-            img, _ = prepare_slice(vol.array[i], vol.is_hu, pre, None if lung is None else lung[i])
+            img, _ = prepare_slice(vol.array[i], vol.is_hu, pre, lung[i])
             images.append(np.rint(img * 255).astype(np.uint8))
+            if both_looks:
+                field = lung[i] if lesion is None else lung[i] | lesion[i]
+                masked, _ = prepare_slice(vol.array[i], vol.is_hu, pre, field, mask=True)
+                images_masked.append(np.rint(masked * 255).astype(np.uint8))
             labels.append(lab[i])
+            invs.append(inv[i])
+            feats.append(lung_features(vol.array[i], vol.is_hu, lung[i]))
             patients.append(case.patient_id)
             cases.append(case.case_id)
             slices.append(i)
-            areas.append(area[i])
+            areas.append(area[i] if area[i] > 0 else float(vol.shape[1] * vol.shape[2]))
     if progress:
         progress("preparing slices", len(ds.cases), len(ds.cases))
     if not images:
         raise DataError(f"no readable slices in {ds.name}")
     return {
-        "images": np.stack(images), "labels": np.array(labels, dtype=np.int64), "patients": np.array(patients),
-        "cases": np.array(cases), "slice_index": np.array(slices), "lung_area": np.array(areas),
-        "case_ids": np.array(list(case_labels)), "case_label_values": np.array(list(case_labels.values())),
+        "images": np.stack(images), "labels": np.array(labels, dtype=np.int64),
+        "involvement": np.array(invs, dtype=np.float32), "features": np.stack(feats).astype(np.float32),
+        "patients": np.array(patients), "cases": np.array(cases), "slice_index": np.array(slices),
+        "lung_area": np.array(areas), "case_ids": np.array(list(case_labels)),
+        "case_label_values": np.array(list(case_labels.values())), "hu": np.array(all(hu)),
+        **({"images_masked": np.stack(images_masked)} if both_looks else {}),
     }
+
+
+def _lesions(case, vol) -> np.ndarray | None:
+    """The case's infection mask (bool, like the volume), when it has one of the right shape."""
+    if case.lesion_mask is None:
+        return None
+    try:
+        les = load_masks(case, vol).lesion
+    except ImageReadError:
+        return None
+    return None if les is None else les > 0
 
 
 def _cache_path(fp: str) -> Path:
@@ -207,16 +283,81 @@ def split_patients(patient_label: dict[str, int], fractions: list[float], seed: 
     return out
 
 
+def cv_test_patients(patient_label: dict[str, int], folds: int, fold: int, seed: int) -> set[str]:
+    """The patients of fold ``fold`` in a patient-grouped, label-stratified ``folds``-fold partition."""
+    from sklearn.model_selection import StratifiedKFold
+
+    ids = sorted(patient_label)
+    y = np.array([patient_label[p] for p in ids])
+    n_splits = min(folds, len(ids))
+    if n_splits < 2:
+        raise DataError(f"{len(ids)} labelled patient(s) cannot be cross-validated")
+    # Stratify only when every class can reach every fold; otherwise plain shuffled folds.
+    strat = y if np.bincount(y, minlength=2).min() >= n_splits else np.zeros_like(y)
+    parts = list(StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(ids, strat))
+    if fold >= len(parts):
+        raise DataError(f"fold {fold} does not exist: only {len(parts)} folds for {len(ids)} patients")
+    return {ids[i] for i in parts[fold][1]}
+
+
 def load_dataset(cfg: DataConfig) -> Dataset:
     root = resolve_source(cfg.source)
-    if not root.is_dir():
-        hint = " Build the demo phantoms with `make demo-data`." if cfg.source == "demo" else ""
-        raise DataError(f"dataset {cfg.source!r} not found at {root}.{hint}")
+    named = NAMED_SOURCES.get(cfg.source)
+    folders = _folders(named) if named else [root]
+    missing = [f for f in folders if not f.is_dir()]
+    if missing:
+        hint = (" Build the demo phantoms with `make demo-data`." if cfg.source == "demo" else
+                " The real sample data lives in ../shared/data/real (see README, 'Real CT')." if named else "")
+        raise DataError(f"dataset {cfg.source!r} not found at {missing[0]}.{hint}")
     band = tuple(cfg.excluded_band) if cfg.excluded_band else None
+    rule = LabelRule(cfg.threshold_pct, band)
     try:
-        return open_dataset(root, LabelRule(cfg.threshold_pct, band))
+        if len(folders) > 1:
+            ds = combine(named.title, root, [open_dataset(f, rule) for f in folders])
+        else:
+            ds = open_dataset(folders[0], rule)
     except DatasetError as exc:
         raise DataError(str(exc)) from exc
+    if cfg.max_cases and len(ds.cases) > cfg.max_cases:
+        pick = np.unique(np.linspace(0, len(ds.cases) - 1, cfg.max_cases).round().astype(int))
+        ds.cases = [ds.cases[i] for i in pick]
+    return ds
+
+
+def severe_targets(labels: np.ndarray, involvement: np.ndarray, cfg: DataConfig) -> np.ndarray:
+    """The P(severe) each slice is trained towards.
+
+    'label': the hard label. 'involvement': the slice's involvement as odds against the threshold's,
+    P = r(1-t) / (r(1-t) + t(1-r)) (r the involved share, clipped to 0.2–99.8 %; t the threshold), i.e.
+    logit P = logit r - logit t. A slice at the threshold gets 0.5; at 5 % 0.14, at 1 % 0.03, at 60 %
+    0.82: a slice at 5 % and one at 24 % are both mild, but not equally far from severe, and learning
+    that transfers across patients far better than the label alone (with one severe patient in 14,
+    most folds hold no severe slice like the ones trained on). The log-odds scale also keeps small
+    involvements apart (COVID-CT-MD's infected slices mostly hold a few per cent). Slices without a
+    known involvement keep their hard label.
+    """
+    t = labels.astype(np.float32).clip(0, 1)
+    if cfg.target == "involvement":
+        known = ~np.isnan(involvement)
+        r = np.clip(involvement[known] / 100.0, 0.002, 0.998)
+        cut = cfg.threshold_pct / 100.0
+        t[known] = 1.0 / (1.0 + np.exp(-(np.log(r / (1 - r)) - np.log(cut / (1 - cut)))))
+    return t
+
+
+def _patient_labels(arrays: dict, labelled: np.ndarray, case_label: dict[str, int]) -> dict[str, int]:
+    """One label per patient for stratified splits: its case label (volumes) or its worst slice (2-D slices)."""
+    counts: dict[str, int] = {}
+    for c in arrays["cases"]:
+        counts[str(c)] = counts.get(str(c), 0) + 1
+    out: dict[str, int] = {}
+    for p, c, lab in zip(arrays["patients"][labelled], arrays["cases"][labelled], arrays["labels"][labelled]):
+        p, v = str(p), case_label.get(c, -1)
+        if counts[str(c)] == 1 and v == lab:  # a single 2-D slice: the patient is as severe as its worst slice
+            out[p] = max(out.get(p, 0), int(lab))
+        else:
+            out.setdefault(p, int(v if v >= 0 else lab))
+    return out
 
 
 def prepare(cfg: DataConfig, pre: Preprocessing, seed: int, progress: Progress | None = None) -> Prepared:
@@ -231,46 +372,59 @@ def prepare(cfg: DataConfig, pre: Preprocessing, seed: int, progress: Progress |
         only = CLASS_NAMES[present.pop()]
         raise DataError(f"{ds.name} has only one class ({only}) among its labelled slices; need mild and severe")
     case_label = dict(zip(arrays["case_ids"].tolist(), arrays["case_label_values"].tolist()))
-    patient_label: dict[str, int] = {}
-    for p, c, lab in zip(arrays["patients"][labelled], arrays["cases"][labelled], arrays["labels"][labelled]):
-        v = case_label.get(c, -1)
-        patient_label.setdefault(str(p), int(v if v >= 0 else lab))
-    parts = split_patients(patient_label, cfg.split, seed)
+    patient_label = _patient_labels(arrays, labelled, case_label)
+    if cfg.cv_folds:
+        test = cv_test_patients(patient_label, cfg.cv_folds, cfg.cv_fold, cfg.cv_seed)
+        rest = {p: v for p, v in patient_label.items() if p not in test}
+        kept = cfg.split[0] + cfg.split[1]
+        parts = split_patients(rest, [cfg.split[0] / kept, cfg.split[1] / kept, 0.0], seed)
+        parts.update({p: 2 for p in test})
+    else:
+        parts = split_patients(patient_label, cfg.split, seed)
     split = np.array([parts.get(str(p), -1) for p in arrays["patients"]], dtype=np.int8)
     split[~labelled] = -1
     for part, name in enumerate(("train", "val", "test")):
-        if cfg.split[part] > 0 and not (split == part).any():
+        wanted = cfg.split[part] > 0 or (part == 2 and cfg.cv_folds)
+        if wanted and not (split == part).any():
             raise DataError(
                 f"the {name} split is empty: {len(patient_label)} labelled patients cannot be split "
                 f"{cfg.split}; use more data or change the split"
             )
     return Prepared(
-        images=arrays["images"], labels=arrays["labels"], patients=arrays["patients"], cases=arrays["cases"],
+        images=arrays["images"], labels=arrays["labels"], involvement=arrays["involvement"],
+        features=arrays["features"], targets=severe_targets(arrays["labels"], arrays["involvement"], cfg),
+        patients=arrays["patients"], cases=arrays["cases"],
         slice_index=arrays["slice_index"], lung_area=arrays["lung_area"], split=split, case_labels=case_label,
         fingerprint=fp, dataset_name=ds.name, synthetic=ds.synthetic,
-        label_sources=sorted({c.label_source for c in ds.cases}),
+        label_sources=sorted({c.label_source for c in ds.cases}), hu=bool(arrays["hu"]),
+        images_masked=arrays.get("images_masked"),
     )
 
 
 class SliceDataset(TorchDataset):
-    """Prepared slices as normalised tensors; augmentation (train split only) with transforms v2."""
+    """Prepared slices as (normalised tensor, label, target P(severe)); augmentation with transforms v2."""
 
     def __init__(self, data: Prepared, indices: np.ndarray, pre: Preprocessing, augment: AugmentConfig | None):
         self.images = data.images
         self.labels = data.labels
+        self.targets = data.targets
         self.indices = np.asarray(indices)
         self.pre = pre
         self.transform = _augmentation(augment) if augment and augment.enabled else None
+        # training only: show a slice masked (the look HU inputs have) with this probability
+        self.masked = data.images_masked if self.transform is not None and augment.mask_prob > 0 else None
+        self.mask_prob = augment.mask_prob if self.masked is not None else 0.0
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, float]:
         j = self.indices[i]
-        x = torch.from_numpy(self.images[j]).float().div_(255.0)[None]
+        source = self.masked if self.masked is not None and torch.rand(()) < self.mask_prob else self.images
+        x = torch.from_numpy(source[j]).float().div_(255.0)[None]
         if self.transform is not None:
             x = self.transform(x).clamp_(0, 1)
-        return normalize(x, self.pre), int(self.labels[j])
+        return normalize(x, self.pre), int(self.labels[j]), float(self.targets[j])
 
 
 def _augmentation(a: AugmentConfig) -> v2.Compose:
@@ -291,3 +445,18 @@ def class_weights(labels: np.ndarray) -> np.ndarray:
     counts = np.bincount(labels, minlength=2).astype(float)
     counts[counts == 0] = 1.0
     return (1.0 / counts)[labels]
+
+
+INVOLVEMENT_BINS = (5.0, 10.0, 15.0, 20.0, 25.0, 35.0)
+
+
+def sample_weights(data: Prepared, indices: np.ndarray, target: str) -> np.ndarray:
+    """Weights for balanced sampling: by class for label targets; for involvement targets, by involvement
+    band with 1/√count, so the few heavily involved slices are seen more often without being repeated
+    a dozen times per epoch (a label-balanced sampler would, with 5 % severe slices)."""
+    inv = data.involvement[indices]
+    if target != "involvement" or np.isnan(inv).all():
+        return class_weights(data.labels[indices])
+    bins = np.digitize(np.nan_to_num(inv, nan=-1.0), INVOLVEMENT_BINS)
+    counts = np.bincount(bins, minlength=len(INVOLVEMENT_BINS) + 1).astype(float)
+    return 1.0 / np.sqrt(np.maximum(counts[bins], 1.0))

@@ -4,27 +4,19 @@ baseline → ghost (from scratch) → pruned (structured L1 of the baseline) →
 the baseline) → sparse (unstructured magnitude pruning of the baseline) → ghost_kd (Ghost-ResNet18
 student). Each finished model is published to ``workspace/models/<key>`` (what the app's pages
 offer by default); existing ones are kept unless ``--force``. A report lands in
-``workspace/models/demo_report.{json,md}``.
+``workspace/models/demo_report.{json,md}``. The recipe runs through ``training.model_set``, like the real set.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 import sys
-import time
-from pathlib import Path
 from typing import Any
 
-from ctmodels.checkpoint import read_card
 from ctmodels.imaging.phantom import build_dataset
 from ctmodels.workspace import demo_data_dir, models_dir
 
-from .config import RunConfig, merge
-from .fsutil import write_json_atomic, write_text_atomic
-from .pipeline import execute
-from .runs import RunStore
+from .model_set import Recipe, bar, build
 
 log = logging.getLogger(__name__)
 DEMO_PATIENTS = 60
@@ -58,83 +50,17 @@ QUICK: dict[str, Any] = {
 }
 
 
-def publish(run_model_dir: Path, key: str) -> Path:
-    """Copy a run's final checkpoint to ``workspace/models/<key>`` atomically."""
-    dest = models_dir() / key
-    tmp = dest.with_name(f".{key}.publishing")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(run_model_dir, tmp)
-    old = dest.with_name(f".{key}.old")
-    if dest.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        dest.rename(old)
-    tmp.rename(dest)
-    shutil.rmtree(old, ignore_errors=True)
-    return dest
-
-
-def config_for(key: str, step: dict[str, Any], quick: bool) -> RunConfig:
-    d = merge(RunConfig().to_dict(), COMMON)
-    d = merge(d, step)
-    if quick:
-        d = merge(d, QUICK)
-    baseline = str(models_dir() / "baseline")
-    if d["command"] == "distill":
-        d["distill"]["teacher"] = baseline
-    if d["command"] == "prune":
-        d["prune"]["checkpoint"] = baseline
-        if quick:
-            d["prune"].update({"steps": 1, "finetune_epochs": 1, "sensitivity": False})
-    d["name"] = f"demo-{key}"
-    return RunConfig.from_dict(d)
-
-
-def _bar(done: int, total: int, width: int = 24) -> str:
-    return "[" + "#" * int(width * done / total) + "-" * (width - int(width * done / total)) + "]"
+DEMO = Recipe(
+    name="demo", title="Demo set (synthetic phantoms, HU)", common=COMMON, steps=STEPS, quick=QUICK, folder=models_dir,
+    notes="Trained on synthetic phantoms: a demonstration of the pipeline, not a classifier for real scans.",
+)
 
 
 def main(force: bool = False, quick: bool = False) -> int:
-    t0 = time.time()
     if not (demo_data_dir() / "manifest.json").is_file():
         print(f"building {DEMO_PATIENTS} demo phantoms into {demo_data_dir()} …", file=sys.stderr)
         build_dataset(demo_data_dir(), n_patients=DEMO_PATIENTS, seed=0,
-                      progress=lambda d, n: print(f"\r  {_bar(d, n)} {d}/{n} patients", end="", file=sys.stderr))
+                      progress=lambda d, n: print(f"\r  {bar(d, n)} {d}/{n} patients", end="", file=sys.stderr))
         print(file=sys.stderr)
-    store = RunStore()
-    rows = []
-    for i, (key, step) in enumerate(STEPS, 1):
-        dest = models_dir() / key
-        head = f"{_bar(i - 1, len(STEPS))} step {i}/{len(STEPS)}: {key}"
-        if (dest / "card.json").is_file() and not force:
-            print(f"{head} — already built, kept (use --force to retrain)", file=sys.stderr)
-            rows.append(_row(key, dest, None))
-            continue
-        print(f"{head} — {time.time() - t0:.0f}s elapsed", file=sys.stderr, flush=True)
-        ts = time.time()
-        run = execute(config_for(key, step, quick), store=store)
-        publish(run.model_dir, key)
-        rows.append(_row(key, dest, time.time() - ts, run.id))
-    total = time.time() - t0
-    report = {"total_seconds": round(total, 1), "quick": quick, "models": rows}
-    write_json_atomic(models_dir() / "demo_report.json", report)
-    write_text_atomic(models_dir() / "demo_report.md", _markdown(report))
-    print(f"{_bar(1, 1)} demo model set ready in {total / 60:.1f} min\n" + _markdown(report), file=sys.stderr)
-    print(json.dumps(report))
+    build(DEMO, force=force, quick=quick)
     return 0
-
-
-def _row(key: str, folder: Path, seconds: float | None, run_id: str | None = None) -> dict[str, Any]:
-    card = read_card(folder)
-    m = card.metrics or {}
-    return {"model": key, "run": run_id or card.parent_run, "seconds": None if seconds is None else round(seconds, 1),
-            "slice_accuracy": m.get("slice_accuracy"), "patient_accuracy": m.get("patient_accuracy"),
-            "slice_auc": m.get("slice_auc"), "n_test_slices": m.get("n_slices"), "n_test_patients": m.get("n_patients")}
-
-
-def _markdown(report: dict[str, Any]) -> str:
-    lines = ["| model | slice acc | patient acc | slice AUC | train time (s) |", "|---|---|---|---|---|"]
-    for r in report["models"]:
-        lines.append(f"| {r['model']} | {r['slice_accuracy']} | {r['patient_accuracy']} | {r['slice_auc']} | "
-                     f"{r['seconds'] if r['seconds'] is not None else 'kept'} |")
-    lines.append(f"\nTotal: {report['total_seconds'] / 60:.1f} min (held-out test split: patients never seen in training).")
-    return "\n".join(lines) + "\n"

@@ -31,7 +31,7 @@ def predict_logits(
     model.eval()
     loader = DataLoader(SliceDataset(data, indices, pre, None), batch_size=batch_size, shuffle=False)
     out = []
-    for x, _ in loader:
+    for x, *_ in loader:
         x = x.to(device)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -39,12 +39,19 @@ def predict_logits(
     return torch.cat(out).numpy() if out else np.zeros((0, 2), np.float32)
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Temperature scaling (Guo et al. 2017) on validation logits: one scalar, NLL minimised."""
-    if len(labels) < 4 or len(set(labels.tolist())) < 2:
+def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
+    """Temperature scaling (Guo et al. 2017) on validation logits: one scalar, NLL minimised.
+
+    ``targets``: P(severe) the model was trained towards (the 0/1 labels, or soft involvement
+    targets). Fitting soft-target models against hard labels would sharpen them until every mild
+    slice reads 0 % and the involvement they learned is lost.
+    """
+    hard = np.round(targets)
+    if len(targets) < 4 or len(set(hard.tolist())) < 2 and np.allclose(targets, hard):
         return 1.0
     z = torch.tensor(logits, dtype=torch.float64)
-    y = torch.tensor(labels, dtype=torch.long)
+    t = torch.tensor(np.asarray(targets, dtype=np.float64))
+    y = torch.stack([1 - t, t], dim=1)
     log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100)
 
@@ -146,6 +153,12 @@ def evaluate(
     res["patients"] = [{"patient": i, "label": int(lab), "p_severe": round(float(s), 4)}
                        for i, lab, s in zip(pids, pl, ps)]
     res["aggregation"] = "lung-area-weighted mean of calibrated P(severe) over lung slices; severe if >= 0.5"
+    inv = data.involvement[idx]
+    res["predictions"] = {  # per slice, for pooling out-of-fold scores across cross-validation folds
+        "case": data.cases[idx].tolist(), "patient": data.patients[idx].tolist(), "label": y.tolist(),
+        "involvement": [None if np.isnan(v) else round(float(v), 3) for v in inv],
+        "p_severe": [round(float(v), 6) for v in p],
+    }
     return res
 
 

@@ -13,7 +13,7 @@
   failed or cancelled run, which continues from its last saved epoch.
 - ``reconcile`` marks runs whose process died without reporting (kill -9, OOM, a deleted dataset
   that crashed the loader) as failed, with the tail of their log.
-- ``launch_demo`` builds the demo model set in the background (used by the Compare page).
+- ``launch_demo`` / ``launch_real`` build the demo or real-CT model set in the background (the Compare page).
 """
 
 from __future__ import annotations
@@ -211,38 +211,59 @@ def _supervise_locked(store: RunStore, pid_file: Path) -> None:
         time.sleep(POLL_S)
 
 
-# ------------------------------------------------------------------ demo model set
-DEMO_JOB = "demo-job.json"
+# ------------------------------------------------------------------ model sets (demo, real CT)
+SET_STEPS = 6
 
 
-def launch_demo() -> dict:
-    """Start ``python -m training demo`` detached (unless one is running); returns its job record."""
-    current = demo_status()
+def _job_file(name: str) -> Path:
+    return models_dir() / f"{name}-job.json"
+
+
+def launch_set(name: str) -> dict:
+    """Start ``python -m training <name>`` ('demo' or 'real') detached unless it runs; returns its job record."""
+    current = set_status(name)
     if current and current.get("running"):
         return current
     folder = models_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    log_path = folder / "demo-build.log"
+    log_path = folder / f"{name}-build.log"
     with open(log_path, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "training", "demo"], cwd=REPO_ROOT, env=_env(), stdout=out,
+        proc = subprocess.Popen([sys.executable, "-m", "training", name], cwd=REPO_ROOT, env=_env(), stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     job = {"pid": proc.pid, "log": str(log_path), "started": time.time()}
-    (folder / DEMO_JOB).write_text(json.dumps(job))
+    _job_file(name).write_text(json.dumps(job))
     return {**job, "running": True}
 
 
-def demo_status() -> dict | None:
-    """The background demo build: running?, the step line, and the log tail."""
-    path = models_dir() / DEMO_JOB
+def set_status(name: str) -> dict | None:
+    """A background set build: running?, the step line, and the log tail."""
     try:
-        job = json.loads(path.read_text())
+        job = json.loads(_job_file(name).read_text())
     except (OSError, ValueError):
         return None
     tail = log_tail(Path(job["log"]), 200)
-    steps = [l for l in tail.splitlines() if "step " in l and "/6" in l]
+    steps = [line for line in tail.splitlines() if "step " in line and f"/{SET_STEPS}" in line]
     job.update({"running": _alive(job["pid"]), "step": steps[-1].strip() if steps else "preparing",
-                "tail": "\n".join(tail.splitlines()[-12:]), "finished_ok": "demo model set ready" in tail})
+                "tail": "\n".join(tail.splitlines()[-12:]), "finished_ok": f"{name} model set ready" in tail})
     return job
+
+
+def launch_demo() -> dict:
+    """Build the demo model set in the background (the Compare page's offer when no model exists)."""
+    return launch_set("demo")
+
+
+def demo_status() -> dict | None:
+    return set_status("demo")
+
+
+def launch_real() -> dict:
+    """Build the real-CT model set in the background (the Compare page's offer when real data is present)."""
+    return launch_set("real")
+
+
+def real_status() -> dict | None:
+    return set_status("real")
 
 
 if __name__ == "__main__":

@@ -27,12 +27,13 @@ from ctmodels.preprocess import Preprocessing
 
 from . import distributed as dist
 from .config import OptimConfig, RunConfig
-from .data import Prepared, SliceDataset, class_weights
+from .data import Prepared, SliceDataset, sample_weights
 from .fsutil import write_json_atomic, write_text_atomic
 from .runs import Run
 from .state import TrainState, has_state, load_state_model, restore_state, save_state
 
 log = logging.getLogger(__name__)
+#: loss(logits, inputs, target P(severe)) → scalar; the target is the hard label unless the data says soft.
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -113,7 +114,7 @@ def _loader(ctx: Context, indices: np.ndarray, train: bool, batch_size: int, see
         sampler = dist.sampler(ds, seed)
         return DataLoader(ds, batch_size=batch_size, sampler=sampler, drop_last=True)
     if train and ctx.cfg.optim.balanced_sampling:
-        w = torch.as_tensor(class_weights(ctx.data.labels[indices]), dtype=torch.double)
+        w = torch.as_tensor(sample_weights(ctx.data, indices, ctx.cfg.data.target), dtype=torch.double)
         sampler = WeightedRandomSampler(w, num_samples=len(indices), replacement=True, generator=g)
         return DataLoader(ds, batch_size=batch_size, sampler=sampler, drop_last=len(indices) > batch_size)
     return DataLoader(ds, batch_size=batch_size, shuffle=train, generator=g, drop_last=train and len(indices) > batch_size)
@@ -134,7 +135,7 @@ def recalibrate_batchnorm(model: nn.Module, ctx: Context, batches: int = 25) -> 
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average over the recalibration batches
     model.train()
-    for b, (x, _) in enumerate(_loader(ctx, ctx.data.subset(0), True, ctx.cfg.optim.batch_size, ctx.cfg.seed)):
+    for b, (x, *_) in enumerate(_loader(ctx, ctx.data.subset(0), True, ctx.cfg.optim.batch_size, ctx.cfg.seed)):
         x = x.to(ctx.device)
         if ctx.cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -146,27 +147,33 @@ def recalibrate_batchnorm(model: nn.Module, ctx: Context, batches: int = 25) -> 
     model.eval()
 
 
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy of mild/severe logits against a target P(severe); equals the usual loss for 0/1 targets."""
+    t = target.to(logits.dtype)
+    return F.cross_entropy(logits, torch.stack([1 - t, t], dim=1), label_smoothing=label_smoothing)
+
+
 def ce_loss(label_smoothing: float = 0.0) -> LossFn:
-    def loss(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+    def loss(logits: torch.Tensor, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return soft_cross_entropy(logits, target, label_smoothing)
     return loss
 
 
 @torch.no_grad()
 def validate(model: nn.Module, ctx: Context, loss_fn: LossFn | None = None) -> tuple[float, float]:
-    """(cross-entropy loss, accuracy) on the validation split."""
+    """(cross-entropy against the training targets, accuracy against the labels) on the validation split."""
     idx = ctx.data.subset(1)
     if len(idx) == 0:
         return float("nan"), float("nan")
     model.eval()
     total, correct, n = 0.0, 0, 0
-    for x, y in _loader(ctx, idx, False, 64, 0):
-        x, y = x.to(ctx.device), y.to(ctx.device)
+    for x, y, t in _loader(ctx, idx, False, 64, 0):
+        x, y, t = x.to(ctx.device), y.to(ctx.device), t.to(ctx.device)
         if ctx.cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(ctx.device.type, dtype=ctx.amp_dtype(), enabled=ctx.amp_dtype() is not None):
             logits = model(x)
-        total += F.cross_entropy(logits.float(), y, reduction="sum").item()
+        total += soft_cross_entropy(logits.float(), t).item() * len(y)
         correct += (logits.argmax(1) == y).sum().item()
         n += len(y)
     return total / n, correct / n
@@ -227,13 +234,13 @@ def fit(
         net.train()
         t0, seen, loss_sum, correct = time.time(), 0, 0.0, 0
         nb = len(loader)
-        for b, (x, y) in enumerate(loader):
-            x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+        for b, (x, y, t) in enumerate(loader):
+            x, y, t = (v.to(ctx.device, non_blocking=True) for v in (x, y, t))
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(ctx.device.type, dtype=ctx.amp_dtype(), enabled=ctx.amp_dtype() is not None):
                 logits = net(x)
-                loss = loss_fn(logits.float(), x, y)
+                loss = loss_fn(logits.float(), x, t)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()

@@ -30,7 +30,7 @@ from .distill import kd_loss
 from .evaluate import evaluate, fit_temperature, headline, predict_logits
 from .fsutil import write_json_atomic
 from .loop import Context, fit, pick_device, recalibrate_batchnorm, set_threads, validate
-from .prune import STAGES, MagnitudeMasks, StructuredPruner, count, stage_ratios, stage_sensitivity
+from .prune import MagnitudeMasks, StructuredPruner, count, stage_ratios, stage_sensitivity
 from .runs import Run, RunStore
 
 log = logging.getLogger(__name__)
@@ -88,10 +88,15 @@ def plan(cfg: RunConfig) -> tuple[RunConfig, Preprocessing, dict[str, Any]]:
 
 def _card(cfg: RunConfig, pre: Preprocessing, data: Prepared, key: str, arch: dict, run: Run,
           parent_ckpt: str | None) -> ModelCard:
+    d = cfg.data
+    rule = {"threshold_pct": d.threshold_pct, "excluded_band": d.excluded_band, "target": d.target,
+            "verdict": "severe when calibrated P(severe) >= 0.5"}
+    if d.target == "involvement":
+        rule["soft_target"] = "logit P(severe) = logit(involvement) - logit(threshold)"
     return ModelCard(
         model_key=key, arch=dict(arch), class_names=list(CLASS_NAMES), training=cfg.to_dict(),
         data_fingerprint=data.fingerprint, parent_run=run.id, parent_checkpoint=parent_ckpt,
-        notes=cfg.notes, **pre.card_fields(),
+        notes=cfg.notes, label_rule=rule, trained_on=data.provenance(d.source), **pre.card_fields(),
     )
 
 
@@ -121,7 +126,7 @@ def execute(cfg: RunConfig, *, store: RunStore | None = None, run: Run | None = 
         temperature = 1.0
         if len(val_idx):
             logits = predict_logits(model, data, val_idx, pre, device)
-            temperature = fit_temperature(logits, data.labels[val_idx])
+            temperature = fit_temperature(logits, data.targets[val_idx])
         test = evaluate(model, data, pre, device, temperature, split="test" if len(data.subset(2)) else "val")
         summary = {"test": headline(test), "temperature": round(temperature, 4), "data": data.summary()}
         if cfg.command == "prune":
@@ -151,6 +156,34 @@ def execute(cfg: RunConfig, *, store: RunStore | None = None, run: Run | None = 
         logging.getLogger().removeHandler(handler)
         handler.close()
     return store.get(run.id)
+
+
+def cv_job(run: Run, store: RunStore, run_cv) -> dict[str, Any]:
+    """Run a cross-validation as a registered run: status, log, live progress, cancel, resume."""
+    from .config import RunConfig
+
+    cfg = RunConfig.from_dict(run.config)
+    cfg.validate()
+    handler = _log_to(run)
+    _install_signal_handlers()
+    store.update(run.id, status="running", started=time.time(), pid=os.getpid(), error=None, finished=None)
+    try:
+        report = run_cv(cfg.cv, run.dir, lambda p: write_json_atomic(run.progress_path, p))
+        summary = {"cv": {k: {"roc_auc": v["roc_auc"]["mean"]} for k, v in report["rows"].items()},
+                   "repeats_done": report["repeats_done"]}
+        store.update(run.id, status="completed", finished=time.time(), summary=summary, pid=None)
+        log.info("cross-validation %s completed", run.id)
+        return report
+    except (RunCancelled, KeyboardInterrupt):
+        store.update(run.id, status="cancelled", finished=time.time(), pid=None, error="cancelled by the user")
+        raise
+    except BaseException as exc:
+        store.update(run.id, status="failed", finished=time.time(), pid=None, error=_tail(exc))
+        log.error("cross-validation %s failed: %s", run.id, exc)
+        raise
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
 
 
 def _drop_resume_state(run: Run) -> None:
@@ -190,6 +223,10 @@ def _prune(cfg, pre, data, run, device, parents) -> tuple[torch.nn.Module, Model
     p = cfg.prune
     model, pcard = parents["model"]
     model.to(device)
+    loss = None
+    if p.distill:  # the parent as it was, before pruning changes ``model`` in place
+        teacher, _ = _load_parent(p.checkpoint, "model to prune")
+        loss = kd_loss(teacher.to(device), 4.0, 0.5)
     macs0, params0 = count(model, pre.size)
     report: dict[str, Any] = {"before": {"params": params0, "macs": macs0}, "steps": []}
     if p.unstructured:
@@ -199,6 +236,7 @@ def _prune(cfg, pre, data, run, device, parents) -> tuple[torch.nn.Module, Model
         schedule_epochs = max(1, math.ceil(p.finetune_epochs * 2 / 3))
         masks = MagnitudeMasks(model, p.sparsity, schedule_epochs * steps_per_epoch, p.power)
         model, _ = fit(ctx, model, epochs=p.finetune_epochs, stage="sparse", after_step=masks.hook(steps_per_epoch),
+                       loss_fn=loss,
                        masks=lambda: masks.masks, select_best=False)
         masks.apply()
         recalibrate_batchnorm(model, ctx)
@@ -225,7 +263,7 @@ def _prune(cfg, pre, data, run, device, parents) -> tuple[torch.nn.Module, Model
             recalibrate_batchnorm(model, ctx)
             macs, params = count(model, pre.size)
             epochs = p.finetune_epochs + (2 if k == p.steps - 1 else 0)  # two more epochs after the last cut
-            best, _ = fit(ctx, model, epochs=epochs, stage=f"prune-step{k + 1}", lr=cfg.optim.lr)
+            best, _ = fit(ctx, model, epochs=epochs, stage=f"prune-step{k + 1}", lr=cfg.optim.lr, loss_fn=loss)
             model.load_state_dict(best.state_dict())  # keep the object the pruner tracks
             vloss, vacc = validate(model, ctx)
             report["steps"].append({"step": k + 1, "params": params, "macs": macs, "val_loss": vloss, "val_acc": vacc})

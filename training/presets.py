@@ -9,9 +9,15 @@ import yaml
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
+REAL_CT_PRESET = "Real CT — the make real-models recipe (baseline)"
+
+
 def presets() -> dict[str, dict]:
-    """Title → config dict, read from ``training/configs/*.yaml`` (the file's ``title`` key)."""
-    out = {}
+    """Title → config dict: the real-CT set's own recipe, then ``training/configs/*.yaml`` (their ``title`` key)."""
+    from .config import merge
+    from .real import REAL
+
+    out = {REAL_CT_PRESET: merge(REAL.common, REAL.step("baseline"))}
     for f in sorted(CONFIG_DIR.glob("*.yaml")):
         d = yaml.safe_load(f.read_text()) or {}
         title = d.pop("title", f.stem)

@@ -117,6 +117,13 @@ class Run:
         except (OSError, ValueError):
             return None
 
+    def cv_report(self) -> dict[str, Any] | None:
+        """A cross-validation run's report (``report.json``), once written."""
+        try:
+            return json.loads((self.dir / "report.json").read_text())
+        except (OSError, ValueError):
+            return None
+
 
 class RunStore:
     """The SQLite index of runs in a workspace."""

@@ -1,0 +1,105 @@
+"""Evaluate models on the COVID-CT-MD series in HU, through the app's upload path (evaluation only).
+
+P002 (COVID-19) carries the radiologists' per-slice infection labels; normal001 is normal by
+diagnosis (all its slices count as uninfected). Each series is zipped in memory and read like an
+upload, its lungs segmented, and every model scores it with ``predict_volume``, exactly as on the
+Compare page. A slice the model does not score (outside its scope: lung section under its card's
+``min_lung_share`` of the largest) gets score 0; the AUC over the scored slices alone is reported too. Reported beside the models: the classical
+HU involvement rule and the lung-area prior (mid-chest slices hold the most lung and are most
+often infected), the two references in ../shared/data/real/README.md.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from ctmodels.datasets import open_dataset
+from ctmodels.imaging import read_any
+from ctmodels.imaging.lung import involvement, segment_lungs
+from ctmodels.inference import LoadedModel, load_model, predict_volume
+from ctmodels.workspace import real_data_dir
+
+SERIES = ("P002", "normal001")
+
+
+def _as_upload(folder: Path):
+    """The series as the browser would send it: one zip of its DICOM files, read from memory."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for f in sorted(folder.glob("*.dcm")):
+            zf.write(f, f.name)
+    return read_any(buf.getvalue(), name=f"{folder.name}.zip")
+
+
+def _auc(labels: list[int], scores: list[float]) -> float | None:
+    return float(roc_auc_score(labels, scores)) if len(set(labels)) == 2 else None
+
+
+def evaluate_models(models: dict[str, Path], root: Path | None = None) -> dict[str, Any]:
+    """Per-slice AUCs (P002 alone, and P002 + normal001 pooled) and patient scores for each model."""
+    root = root or real_data_dir() / "covid-ct-md"
+    ds = open_dataset(root)
+    loaded: dict[str, LoadedModel] = {name: load_model(path, name) for name, path in models.items()}
+    per: dict[str, dict[str, Any]] = {}
+    for case in ds.cases:
+        if case.case_id not in SERIES:
+            continue
+        vol = _as_upload(Path(case.image))
+        lung = segment_lungs(vol)
+        labels = [int(v or 0) for v in case.slice_infection] if case.slice_infection else [0] * vol.n_slices
+        area = lung.sum(axis=(1, 2)).astype(float)
+        scores: dict[str, list[float]] = {"HU involvement rule": list(np.nan_to_num(involvement(vol, lung).per_slice)),
+                                          "lung-area prior": list(area)}
+        patient: dict[str, float] = {}
+        scored: dict[str, list[int]] = {}
+        for name, lm in loaded.items():
+            vp = predict_volume(lm, vol, lung)
+            scores[name] = [0.0 if v is None else v for v in vp.curve(vol.n_slices)]
+            patient[name] = vp.patient_p
+            scored[name] = list(vp.slices)
+        per[case.case_id] = {"labels": labels, "scores": scores, "patient_p": patient, "scored": scored,
+                             "n_slices": vol.n_slices}
+    missing = [s for s in SERIES if s not in per]
+    if missing:
+        raise FileNotFoundError(f"COVID-CT-MD series {', '.join(missing)} not found under {root}")
+    out: dict[str, Any] = {"models": {}, "references": {}, "definition": __doc__.split("\n\n")[1].replace("\n", " ")}
+    p2, n1 = per["P002"], per["normal001"]
+    for name in p2["scores"]:
+        row = {
+            "slice_auc_p002": _auc(p2["labels"], p2["scores"][name]),
+            "slice_auc_pooled": _auc(p2["labels"] + n1["labels"], p2["scores"][name] + n1["scores"][name]),
+        }
+        if name in loaded:
+            s2, s1 = p2["scored"][name], n1["scored"][name]
+            row.update({"patient_p_p002": p2["patient_p"][name], "patient_p_normal001": n1["patient_p"][name],
+                        "verdict_p002": "severe" if p2["patient_p"][name] >= 0.5 else "mild",
+                        "verdict_normal001": "severe" if n1["patient_p"][name] >= 0.5 else "mild",
+                        "slices_scored": len(s2) + len(s1),
+                        "slice_auc_scored_only": _auc([p2["labels"][i] for i in s2] + [n1["labels"][i] for i in s1],
+                                                      [p2["scores"][name][i] for i in s2]
+                                                      + [n1["scores"][name][i] for i in s1])})
+            out["models"][name] = row
+        else:
+            out["references"][name] = row
+    return out
+
+
+def markdown(res: dict[str, Any]) -> str:
+    def f(v: float | None) -> str:
+        return "–" if v is None else f"{v:.3f}"
+
+    lines = ["| model | per-slice AUC, P002 + normal001 (287) | per-slice AUC, P002 (133) | AUC on scored slices "
+             "(n) | patient P(severe) P002 | normal001 | normal001 verdict |", "|---|---|---|---|---|---|---|"]
+    for name, r in res["models"].items():
+        lines.append(f"| {name} | {f(r['slice_auc_pooled'])} | {f(r['slice_auc_p002'])} | "
+                     f"{f(r['slice_auc_scored_only'])} ({r['slices_scored']}) | {f(r['patient_p_p002'])} | "
+                     f"{f(r['patient_p_normal001'])} | {r['verdict_normal001']} |")
+    for name, r in res["references"].items():
+        lines.append(f"| *{name}* (reference) | {f(r['slice_auc_pooled'])} | {f(r['slice_auc_p002'])} | | | | |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,129 @@
+"""A model set: baseline → ghost → pruned → kd → sparse → ghost_kd trained with one recipe, published together.
+
+Two sets exist: the demo set on the synthetic phantoms (``training.demo``) and the real set on the
+real 8-bit slices (``training.real``). Both are built the same way: each finished model is
+published to the set's folder (what the Compare page offers), existing ones are kept unless
+``force``, and a report lands beside them. Cross-validation (``training.cv``) runs the very same
+steps on each fold, with the fold's own baseline as teacher and pruning parent.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ctmodels.checkpoint import read_card
+
+from .config import RunConfig, merge
+from .fsutil import write_json_atomic, write_text_atomic
+from .pipeline import execute
+from .runs import Run, RunStore
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How every model of a set is trained: shared settings, the ordered steps, and tiny test settings."""
+
+    name: str
+    title: str
+    common: dict[str, Any]
+    steps: list[tuple[str, dict[str, Any]]]
+    quick: dict[str, Any]
+    folder: Callable[[], Path]  # where the set is published
+    notes: str = ""
+    quick_prune: dict[str, Any] = field(default_factory=lambda: {"steps": 1, "finetune_epochs": 1, "sensitivity": False})
+
+    @property
+    def keys(self) -> list[str]:
+        return [k for k, _ in self.steps]
+
+    def step(self, key: str) -> dict[str, Any]:
+        return dict(self.steps)[key]
+
+
+def config_for(recipe: Recipe, key: str, quick: bool, baseline: Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """The run config of one step; distillation and pruning start from ``baseline`` (a checkpoint folder)."""
+    d = merge(RunConfig().to_dict(), recipe.common)
+    d = merge(d, recipe.step(key))
+    if quick:
+        d = merge(d, recipe.quick)
+    if overrides:
+        d = merge(d, overrides)
+    if d["command"] == "distill":
+        d["distill"]["teacher"] = str(baseline)
+    if d["command"] == "prune":
+        d["prune"]["checkpoint"] = str(baseline)
+        if quick:
+            d["prune"].update(recipe.quick_prune)
+    d["name"] = d.get("name") or f"{recipe.name}-{key}"
+    return RunConfig.from_dict(d)
+
+
+def publish(run_model_dir: Path, dest: Path) -> Path:
+    """Copy a run's final checkpoint to ``dest`` atomically (a reader sees the old or the new one)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.publishing")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(run_model_dir, tmp)
+    old = dest.with_name(f".{dest.name}.old")
+    if dest.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        dest.rename(old)
+    tmp.rename(dest)
+    shutil.rmtree(old, ignore_errors=True)
+    return dest
+
+
+def bar(done: int, total: int, width: int = 24) -> str:
+    return "[" + "#" * int(width * done / total) + "-" * (width - int(width * done / total)) + "]"
+
+
+def build(recipe: Recipe, force: bool = False, quick: bool = False, store: RunStore | None = None) -> dict[str, Any]:
+    """Train and publish every model of the set; returns the report (also written beside the models)."""
+    t0 = time.time()
+    store = store or RunStore()
+    folder = recipe.folder()
+    rows = []
+    for i, key in enumerate(recipe.keys, 1):
+        dest = folder / key
+        head = f"{bar(i - 1, len(recipe.keys))} step {i}/{len(recipe.keys)}: {key}"
+        if (dest / "card.json").is_file() and not force:
+            print(f"{head} — already built, kept (use --force to retrain)", file=sys.stderr)
+            rows.append(_row(key, dest, None))
+            continue
+        print(f"{head} — {time.time() - t0:.0f}s elapsed", file=sys.stderr, flush=True)
+        ts = time.time()
+        run: Run = execute(config_for(recipe, key, quick, folder / "baseline"), store=store)
+        publish(run.model_dir, dest)
+        rows.append(_row(key, dest, time.time() - ts, run.id))
+    total = time.time() - t0
+    report = {"set": recipe.name, "title": recipe.title, "total_seconds": round(total, 1), "quick": quick,
+              "models": rows, "notes": recipe.notes}
+    write_json_atomic(folder / f"{recipe.name}_report.json", report)
+    write_text_atomic(folder / f"{recipe.name}_report.md", markdown(report))
+    print(f"{bar(1, 1)} {recipe.name} model set ready in {total / 60:.1f} min\n" + markdown(report), file=sys.stderr)
+    print(json.dumps(report))
+    return report
+
+
+def _row(key: str, folder: Path, seconds: float | None, run_id: str | None = None) -> dict[str, Any]:
+    card = read_card(folder)
+    m = card.metrics or {}
+    return {"model": key, "run": run_id or card.parent_run, "seconds": None if seconds is None else round(seconds, 1),
+            "slice_accuracy": m.get("slice_accuracy"), "patient_accuracy": m.get("patient_accuracy"),
+            "slice_auc": m.get("slice_auc"), "n_test_slices": m.get("n_slices"), "n_test_patients": m.get("n_patients"),
+            "split": m.get("split")}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = ["| model | slice acc | patient acc | slice AUC | evaluated on | train time (s) |", "|---|---|---|---|---|---|"]
+    for r in report["models"]:
+        lines.append(f"| {r['model']} | {r['slice_accuracy']} | {r['patient_accuracy']} | {r['slice_auc']} | "
+                     f"{r.get('split') or 'test'} split | {r['seconds'] if r['seconds'] is not None else 'kept'} |")
+    lines.append(f"\nTotal: {report['total_seconds'] / 60:.1f} min (evaluated on patients never seen in training).")
+    return "\n".join(lines) + "\n"

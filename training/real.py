@@ -1,0 +1,86 @@
+"""``python -m training real`` (``make real-models``): the model set trained on real CT.
+
+The same six steps as the demo set (baseline → ghost → pruned → kd → sparse → ghost_kd), trained on
+every real 8-bit slice in ../shared/data/real (Inf-Net COVID-SemiSeg + COVID-19-CT-Seg: 1285 slices,
+14 patients plus 50 slices without patient IDs), published to ``workspace/models/real/<key>``.
+
+Recipe, and why (measured under patient-grouped 5-fold CV and on COVID-CT-MD in HU; docs/measurements):
+- Input: each lung's box side by side, turned so the lungs lie side by side, intensities mapped by
+  landmarks (aerated lung, soft tissue) onto the lung window, pixels outside the lung field set to
+  aerated-lung grey. Without the mask the liver and spleen domes inside the lung boxes of basal
+  slices read as consolidation on HU scans (normal001 scored as high as P002); a margin around the
+  field lets the same domes back in.
+- Target: the slice's involvement as a soft label (see ``training.data.severe_targets``), not
+  only the mild/severe cut: 48 of the 49 severe COVID-19-CT-Seg slices belong to one patient.
+- Evaluation-only data (COVID-CT-MD P002, normal001) is never trained on; after the build every
+  model is scored on it through the upload path (``training.ctmd``) and the report says how it did.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from ctmodels.workspace import real_data_dir, real_models_dir
+
+from .fsutil import write_json_atomic, write_text_atomic
+from .model_set import Recipe, build
+
+log = logging.getLogger(__name__)
+
+COMMON: dict[str, Any] = {
+    "data": {"source": "real", "split": [0.85, 0.15, 0.0], "target": "involvement"},
+    "optim": {"optimizer": "adamw", "lr": 2e-3, "batch_size": 32, "epochs": 12},
+    "preprocessing": {"size": 64, "roi_crop": True, "roi_mode": "bilateral", "roi_pad": 0.05, "lung_mask_input": True,
+                      "mask_8bit": False, "intensity": "landmarks", "orient": True, "min_lung_share": 0.3},
+    "augment": {"enabled": True, "rotation_deg": 10.0, "zoom": 0.1, "translate": 0.05, "brightness": 0.1,
+                "contrast": 0.1, "hflip": True, "vflip": True, "mask_prob": 0.5},
+    "seed": 0,
+}
+STEPS: list[tuple[str, dict[str, Any]]] = [
+    ("baseline", {"command": "train", "model": "baseline"}),
+    ("ghost", {"command": "train", "model": "ghost", "optim": {"epochs": 14}}),
+    ("pruned", {"command": "prune", "model": "baseline",  # 40 % of filters (25 % in sensitive stages): at the
+                "prune": {"target_ratio": 0.4, "min_ratio": 0.25, "steps": 3, "finetune_epochs": 2},  # demo's 60 %
+                "optim": {"lr": 5e-4}}),  # it lost 10 points of per-slice AUC on COVID-CT-MD (docs/real_ct.md)
+    ("kd", {"command": "distill", "model": "kd", "distill": {"temperature": 4.0, "alpha": 0.5}}),
+    ("sparse", {"command": "prune", "model": "baseline",
+                "prune": {"unstructured": True, "sparsity": 0.5, "finetune_epochs": 3},
+                "optim": {"optimizer": "rmsprop", "lr": 1e-4}}),
+    ("ghost_kd", {"command": "distill", "model": "ghost_kd", "distill": {"temperature": 4.0, "alpha": 0.5}}),
+]
+QUICK: dict[str, Any] = {
+    "data": {"max_cases": 120}, "optim": {"epochs": 1, "batch_size": 8},
+    "preprocessing": {"size": 32}, "augment": {"enabled": False},
+}
+REAL = Recipe(
+    name="real", title="Real-CT set (real 8-bit slices: Inf-Net + COVID-19-CT-Seg)", common=COMMON, steps=STEPS,
+    quick=QUICK, folder=real_models_dir,
+    notes="Trained on 1285 real 8-bit slices (14 patients + 50 single slices) with labels DERIVED from infection "
+          "masks (mostly model-made); evaluated on COVID-CT-MD in HU, which it never saw.",
+)
+
+
+def have_real_data() -> bool:
+    return all((real_data_dir() / f).is_dir() for f in ("infnet-semiseg", "covid-ct-seg-slices"))
+
+
+def main(force: bool = False, quick: bool = False) -> int:
+    if not have_real_data():
+        print(f"error: the real sample data is not at {real_data_dir()} (expected infnet-semiseg/ and "
+              "covid-ct-seg-slices/ there; set CTSS_REAL_DATA to point elsewhere)", file=sys.stderr)
+        return 2
+    report = build(REAL, force=force, quick=quick)
+    if (real_data_dir() / "covid-ct-md").is_dir():
+        from .ctmd import evaluate_models, markdown
+
+        print("scoring COVID-CT-MD (P002, normal001) in HU through the upload path …", file=sys.stderr, flush=True)
+        folder = real_models_dir()
+        res = evaluate_models({k: folder / k for k in REAL.keys})
+        write_json_atomic(folder / "ctmd_eval.json", res)
+        write_text_atomic(folder / "ctmd_eval.md", markdown(res))
+        report["covid_ct_md"] = res
+        write_json_atomic(folder / "real_report.json", report)
+        print(markdown(res), file=sys.stderr)
+    return 0
