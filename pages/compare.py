@@ -9,11 +9,13 @@ import streamlit as st
 from ctmodels.compare import compare_slice, refer_reasons
 from ctmodels.explain import METHODS
 from ctmodels.imaging.window import LUNG
-from ctmodels.inference import predict_volume
-from training.jobs import demo_status, launch_demo
+from ctmodels.inference import in_scope, predict_volume
+from training.jobs import demo_status, launch_demo, launch_real, real_status
+from training.real import have_real_data
 from ui import export, figures, render
-from ui.compare_view import agreement_table, demo_builder, pick_scan, result_grid
-from ui.models import available_models, default_selection, loaded
+from ui.compare_view import agreement_table, demo_builder, pick_scan, result_grid, set_builder
+from ui.models import (PHANTOM, REAL, SET_TITLES, available_models, default_selection, loaded, set_for_scan,
+                       sets_present)
 from ui.widgets import burned_in, burned_in_warning
 
 st.title("Compare models")
@@ -24,9 +26,24 @@ if not choices:
     demo_builder(launch_demo, demo_status)
     st.stop()
 
+picked = pick_scan("cmp")
+if picked is None:
+    st.stop()
+vol, lung, analysis = picked.volume, picked.lung, picked.analysis
+matching = set_for_scan(choices, picked.synthetic)
+
 with st.expander("Models and explanation", expanded=False):
-    names = [c.name for c in choices]
-    selected = st.multiselect("Models", names, default=default_selection(choices), key="cmp_models")
+    present = sets_present(choices)
+    options = ["Match the scan"] + [SET_TITLES[s] for s in present] + ["Custom"]
+    set_choice = st.segmented_control("Model set", options, default="Match the scan", key="cmp_set") or "Match the scan"
+    if set_choice == "Custom":
+        selected = st.multiselect("Models", [c.name for c in choices], default=default_selection(choices, matching),
+                                  key="cmp_models")
+    else:
+        model_set = matching if set_choice == "Match the scan" else next(s for s in present if SET_TITLES[s] == set_choice)
+        selected = default_selection(choices, model_set)
+        st.caption(f"{SET_TITLES[model_set]}: " + ", ".join(selected) + ". Trained on: "
+                   + next(c.trained_on for c in choices if c.name == selected[0]) + ".")
     c1, c2 = st.columns(2)
     method = c1.selectbox("Explanation method", list(METHODS), key="cmp_method")
     explain = c2.segmented_control("CAM explains", ["predicted", "severe", "mild"], default="predicted",
@@ -35,17 +52,12 @@ if not selected:
     st.warning("Pick at least one model.")
     st.stop()
 
-picked = pick_scan("cmp")
-if picked is None:
-    st.stop()
-vol, vol_key, analysis, synthetic_input = picked
-lung = analysis.mask if analysis is not None else None
 by_name = {c.name: c for c in choices}
 chosen = [by_name[n] for n in selected]
 models = [loaded(c) for c in chosen]
 
 cache = st.session_state.setdefault("cmp_volume_preds", {})
-pred_key = (vol_key, tuple(m.ckpt_id for m in models))
+pred_key = (picked.key, tuple(m.ckpt_id for m in models))
 if pred_key not in cache:
     with st.spinner("Scoring every lung slice…"):
         cache.clear()
@@ -61,9 +73,9 @@ if vol.n_slices > 1:
     most = int(np.nanargmax(mean_curve)) if np.isfinite(mean_curve).any() else vol.n_slices // 2
     if st.button("Jump to most severe slice", key="cmp_jump"):
         st.session_state["cmp_slice"] = most
-    if st.session_state.get("cmp_slice_for") != vol_key or st.session_state.get("cmp_slice", 0) >= vol.n_slices:
+    if st.session_state.get("cmp_slice_for") != picked.key or st.session_state.get("cmp_slice", 0) >= vol.n_slices:
         st.session_state["cmp_slice"] = int(np.argmax(area))  # open on the largest lung section
-        st.session_state["cmp_slice_for"] = vol_key
+        st.session_state["cmp_slice_for"] = picked.key
     idx = st.slider("Slice (0 = most superior)", 0, vol.n_slices - 1, key="cmp_slice")
 else:
     idx = 0
@@ -71,16 +83,32 @@ else:
 comp = compare_slice(models, vol, idx, lung, method, explain)
 volume = vol.n_slices > 1
 reasons = refer_reasons(vol, lung, comp.results, [vp.verdict for vp in vpreds.values()] if volume else None,
-                        [vp.patient_p for vp in vpreds.values()] if volume else None)
+                        [vp.patient_p for vp in vpreds.values()] if volume else None,
+                        models_know_8bit=all(c.eight_bit for c in chosen),
+                        outside_scope=[m.name for m in models if not in_scope(m, lung, idx)])
 if reasons:
     st.error("**Refer / out of scope** — do not rely on these outputs:\n\n" + "\n".join(f"- {r}" for r in reasons),
              icon=":material/report:")
 else:
     st.success(f"All {len(models)} models agree: **{comp.results[0].verdict}** on this slice.", icon=":material/check:")
 burned_in_warning(vol.meta)
-if any(c.synthetic for c in chosen) and not synthetic_input:
+if not vol.is_hu and all(c.eight_bit for c in chosen):
+    st.caption("8-bit image (display intensities, not HU): the lung field is estimated from intensities and the "
+               "classical HU involvement % is unavailable.")
+if any(c.synthetic for c in chosen) and not picked.synthetic:
     st.warning("These models were trained on synthetic phantoms; on real scans they are a demonstration, "
                "not a validated classifier.", icon=":material/science:")
+    if REAL not in sets_present(choices):
+        if have_real_data():
+            set_builder("real-CT model set", "Real CT deserves models trained on real CT: build the real-CT set "
+                        "(the same six models, trained on the real 8-bit slices in ../shared/data/real).",
+                        "25 minutes", launch_real, real_status, "cmp_build_real", "Build the real-CT model set")
+        else:
+            st.caption("Real-CT models come from `make real-models`, which trains on the real sample data in "
+                       "`../shared/data/real` (absent on this machine).")
+if picked.synthetic and all(c.set == REAL for c in chosen):
+    st.warning("These models learned from real 8-bit CT slices; this scan is a synthetic phantom. Pick the "
+               f"{SET_TITLES[PHANTOM].lower()} to compare like with like.", icon=":material/science:")
 
 inv_txt = None
 if analysis is not None:
@@ -97,7 +125,7 @@ for r in comp.results:
                  "slice verdict": r.verdict, "patient P(severe)": round(vp.patient_p, 4) if vol.n_slices > 1 else None,
                  "patient verdict": vp.verdict if vol.n_slices > 1 else None,
                  "CAM mass in lungs": None if r.cam_in_lung is None else round(r.cam_in_lung, 3),
-                 "inference ms": round(r.seconds * 1000, 1)})
+                 "inference ms": round(r.seconds * 1000, 1), "trained on": by_name[r.model].trained_on})
 if vol.n_slices > 1:
     st.subheader("Patient level")
     st.caption(next(iter(vpreds.values())).aggregation)

@@ -24,7 +24,8 @@ if not choices:
 
 names = [c.name for c in choices]
 c1, c2 = st.columns(2)
-selected = c1.multiselect("Models", names, default=names, key="eff_models")
+first_set = [c.name for c in choices if c.set == choices[0].set]  # one set by default (phantom, else real CT)
+selected = c1.multiselect("Models", names, default=first_set, key="eff_models")
 runtimes = c2.multiselect("Runtimes", available_runtimes(), default=available_runtimes(),
                           format_func=lambda r: RUNTIME_TITLES[r], key="eff_runtimes")
 c3, c4, c5 = st.columns(3)

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from ctmodels.workspace import workspace_dir
-from ui.workspace_summary import data_summaries, model_cards
+from ui.workspace_summary import data_summaries, model_cards, trained_on
 
 st.title("CT Severity Studio")
 st.markdown(
@@ -31,16 +31,22 @@ if summaries:
 else:
     st.info("No datasets yet: `make run` builds the demo phantoms.", icon=":material/info:")
 cards = model_cards()
-c1, c2 = st.columns(2)
+c1, c2, c3 = st.columns(3)
 c1.metric("Datasets", len(summaries))
 c2.metric("Trained models", len(cards))
+c3.metric("Model sets", len({c["_set"] for c in cards}))
 if cards:
     st.dataframe(
-        pd.DataFrame([{"model": c["_folder"], "kind": c.get("model_key"), "input": c.get("input_size")} for c in cards]),
+        pd.DataFrame([{"set": c["_set"], "model": c["_folder"], "kind": c.get("model_key"),
+                       "input": c.get("input_size"), "trained on": trained_on(c),
+                       "held-out AUC": (c.get("metrics") or {}).get("slice_auc")} for c in cards]),
         hide_index=True, width="stretch",
     )
 else:
     st.caption("No trained models yet.")
+if not any(c["_set"] == "real CT" for c in cards):
+    st.caption("No real-CT model set yet: `make real-models` (or the Compare page's button, when the real sample "
+               "data is in `../shared/data/real`) trains the six models on real CT slices.")
 
 st.subheader("Where to start")
 left, right = st.columns(2)

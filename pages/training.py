@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 import torch
 
-from ctmodels.datasets import builtin_sources
 from ctmodels.nets import MODEL_INFO, MODEL_KEYS
 from ctmodels.workspace import PathNotAllowedError, models_dir, resolve_under_roots, workspace_dir
 from training import jobs
 from training.config import ConfigError, RunConfig, merge
+from training.data import named_sources
 from training.demo import COMMON as DEMO_RECIPE
 from training.presets import presets
+from training.real import have_real_data
 from training.runs import RunStore
 from ui import export, figures
 from ui.models import EXTRA_KEY
-from ui.training_view import STATUS_COLOR, curves, evaluation_block, history_csv, progress_block, runs_table
+from ui.training_view import measured_cv_report
+from ui.training_view import (STATUS_COLOR, curves, cv_report_view, evaluation_block, history_csv, progress_block,
+                              runs_table)
 from ui.uploads import save_dataset_zip
 
 st.title("Training")
@@ -29,7 +31,7 @@ st.caption(f"Device: **{gpu}** (AMP + channels_last)" if gpu else
            "Runs execute in separate processes: closing the browser or restarting the app does not stop them.")
 store = RunStore()
 jobs.reconcile(store)
-new_tab, runs_tab, compare_tab = st.tabs(["New run", "Runs", "Compare runs"])
+new_tab, runs_tab, compare_tab, cv_tab = st.tabs(["New run", "Runs", "Compare runs", "Cross-validation"])
 
 # ------------------------------------------------------------------ new run
 with new_tab:
@@ -44,10 +46,17 @@ with new_tab:
         model = c2.selectbox("Model", MODEL_KEYS, index=MODEL_KEYS.index(d["model"]) if d["model"] in MODEL_KEYS else 0,
                              format_func=lambda k: f"{k} — {MODEL_INFO[k].title}", key=f"tr_model_{preset}")
         name = c3.text_input("Run name", value="", key=f"tr_name_{preset}")
-        sources = {s.title: s.key for s in builtin_sources() if s.key in ("demo-kaggle", "real-infnet")}
-        c1, c2 = st.columns(2)
-        data_choice = c1.selectbox("Dataset", list(sources) + ["Local folder", "Uploaded zip"], key=f"tr_data_{preset}")
+        sources = {s.title: s.key for s in named_sources()}
+        data_options = list(sources) + ["Local folder", "Uploaded zip"]
+        wanted = next((t for t, k in sources.items() if k == d["data"]["source"]), data_options[0])
+        c1, c2, c3 = st.columns([2, 2, 1])
+        data_choice = c1.selectbox("Dataset", data_options, index=data_options.index(wanted), key=f"tr_data_{preset}")
         folder = c2.text_input("Folder (for 'Local folder')", key=f"tr_folder_{preset}")
+        targets = {"label": "mild/severe label", "involvement": "involvement (soft labels)"}
+        target = c3.selectbox("Learn", list(targets), index=list(targets).index(d["data"].get("target", "label")),
+                              format_func=targets.get, key=f"tr_target_{preset}",
+                              help="The label is a cut on involvement; learning the involvement itself keeps how "
+                                   "far each slice is from the cut (see README, Real CT).")
         upload = st.file_uploader("Dataset zip (for 'Uploaded zip'; any layout the Data Browser reads)", type=["zip"],
                                   key=f"tr_zip_{preset}")
         o = d["optim"]
@@ -69,7 +78,7 @@ with new_tab:
         pp_ = d["preprocessing"]
         c1, c2, c3, c4, c5, c6 = st.columns(6)
         roi = c1.toggle("Lung-ROI crop", pp_["roi_crop"], key=f"tr_roi_{preset}")
-        bilateral = c2.toggle("Lungs side by side", pp_.get("roi_mode", "bilateral") == "bilateral",
+        bilateral = c2.toggle("One box per lung", pp_.get("roi_mode", "bilateral") == "bilateral",
                               key=f"tr_bilat_{preset}", help="Each lung's box, side by side (else one box)")
         masked = c3.toggle("Lung masking", pp_.get("lung_mask_input", True), key=f"tr_mask_{preset}",
                            help="Pixels outside the lungs set to aerated-lung grey")
@@ -77,6 +86,13 @@ with new_tab:
         seed = c5.number_input("Seed", 0, 10**6, int(d["seed"]), key=f"tr_seed_{preset}")
         nprocs = c6.number_input("Processes (DDP)", 1, 8, 1, key=f"tr_nprocs_{preset}",
                                  help="torchrun --nproc_per_node: gloo on CPU, nccl on GPUs")
+        c1, c2, _ = st.columns([1, 1, 4])
+        landmarks = c1.toggle("Intensity landmarks", pp_.get("intensity", "window") == "landmarks",
+                              key=f"tr_landmarks_{preset}",
+                              help="Map aerated lung and soft tissue to fixed values: 8-bit slices with any window "
+                                   "and HU scans then look alike")
+        orient = c2.toggle("Lungs side by side", pp_.get("orient", False), key=f"tr_orient_{preset}",
+                           help="Turn rotated slices (Inf-Net style) so the lungs lie side by side")
         checkpoints = {p.name: str(p) for p in sorted(models_dir().glob("*")) if (p / "card.json").is_file()}
         with st.expander("Distillation and pruning", expanded=command != "train"):
             dd, pp = d.get("distill") or {}, d.get("prune") or {}
@@ -101,15 +117,16 @@ with new_tab:
                     raise ConfigError("choose a dataset zip to upload")
                 source = str(save_dataset_zip(upload, workspace_dir() / "uploads"))
             else:
-                source = {"demo-kaggle": "demo", "real-infnet": "real-infnet"}[sources[data_choice]]
+                source = sources[data_choice]
             cfg_d = merge(d, {
                 "command": command, "model": model, "name": name or None, "seed": int(seed),
-                "data": {"source": source},
+                "data": {"source": source, "target": target},
                 "optim": {"epochs": int(epochs), "batch_size": int(batch), "lr": float(lr), "optimizer": opt},
                 "augment": {"enabled": aug, "rotation_deg": rot, "zoom": zoom, "brightness": bc, "contrast": bc,
                             "hflip": hflip, "vflip": vflip},
                 "preprocessing": {"size": int(size), "roi_crop": roi, "clahe": clahe, "lung_mask_input": masked,
-                                  "roi_mode": "bilateral" if bilateral else "box"},
+                                  "roi_mode": "bilateral" if bilateral else "box",
+                                  "intensity": "landmarks" if landmarks else "window", "orient": orient},
             })
             if command == "distill":
                 cfg_d["distill"] = {"teacher": checkpoints.get(teacher, ""), "temperature": temp, "alpha": alpha}
@@ -133,7 +150,7 @@ with runs_tab:
     else:
         c1, c2 = st.columns(2)
         status_f = c1.multiselect("Status", list(STATUS_COLOR), key="tr_status_filter")
-        cmd_f = c2.multiselect("Command", ["train", "distill", "prune"], key="tr_cmd_filter")
+        cmd_f = c2.multiselect("Command", ["train", "distill", "prune", "cv"], key="tr_cmd_filter")
         shown = [r for r in runs if (not status_f or r.status in status_f) and (not cmd_f or r.command in cmd_f)]
         table = runs_table(shown)
         st.dataframe(table, hide_index=True, width="stretch")
@@ -152,7 +169,10 @@ with runs_tab:
                     progress_block(run)
                 if run.error:
                     st.error(run.error.split("\n")[0])
-                curves({run.name or run.id: run.metrics()}, f"tr_live_{run.id}")
+                if run.command == "cv":
+                    st.caption("A cross-validation: its results are in the Cross-validation tab.")
+                else:
+                    curves({run.name or run.id: run.metrics()}, f"tr_live_{run.id}")
                 with st.expander("Log (last lines)", expanded=run.status == "failed"):
                     st.code(jobs.log_tail(run.log_path, 25) or "(empty)")
 
@@ -204,3 +224,44 @@ with compare_tab:
                                  config=figures.PLOTLY_CONFIG, key=f"tr_cmp_cm_{n}")
         st.plotly_chart(figures.roc({n: ev["slice"].get("roc") for n, ev in evs.items() if ev}, "ROC (slices)"),
                         config=figures.PLOTLY_CONFIG, key="tr_cmp_roc")
+
+# ------------------------------------------------------------------ cross-validation
+with cv_tab:
+    st.markdown("Patient-grouped k-fold cross-validation of a whole model set: every fold trains the set's six "
+                "steps on the other folds' patients and scores the held-out patients; the classical reference "
+                "is fitted on the same folds. With 14 patients, one split is noise.")
+    with st.form("cv_form"):
+        real_ok = have_real_data()
+        c1, c2, c3, c4 = st.columns(4)
+        recipe = c1.selectbox("Recipe", ["real", "demo"] if real_ok else ["demo"], key="cv_recipe",
+                              format_func={"real": "Real CT (make real-models)", "demo": "Demo phantoms"}.get)
+        folds = c2.number_input("Folds", 2, 10, 5, key="cv_folds")
+        repeats = c3.number_input("Repeats", 1, 10, 1, key="cv_repeats", help="each repeat reshuffles the folds")
+        cv_seed = c4.number_input("Seed", 0, 10**6, 0, key="cv_seed")
+        cv_models = st.multiselect("Models", MODEL_KEYS, default=list(MODEL_KEYS), key="cv_models",
+                                   help="the baseline is trained too when a model starts from it")
+        c1, c2 = st.columns(2)
+        cam = c1.toggle("Grad-CAM check on held-out severe slices", True, key="cv_cam")
+        quick = c2.toggle("Quick smoke test (tiny models, minutes)", False, key="cv_quick")
+        st.caption("The full real-CT cross-validation trains 5 × 6 models: about two hours per repeat on 2 CPU cores.")
+        go = st.form_submit_button("Start cross-validation", type="primary")
+    if go:
+        try:
+            cfg = RunConfig.from_dict({"command": "cv", "model": "cv", "name": f"cv-{recipe}", "cv": {
+                "recipe": recipe, "folds": int(folds), "repeats": int(repeats), "seed": int(cv_seed),
+                "models": cv_models, "cam": cam, "quick": quick}})
+            run = jobs.enqueue(cfg, store=store)
+        except (ConfigError, ValueError) as exc:
+            st.error(f"**Cannot start this cross-validation:** {exc}", icon=":material/error:")
+        else:
+            st.session_state["tr_selected"] = run.id
+            st.success(f"Queued **{run.id}**. Follow it in the Runs tab; results appear here.", icon=":material/play_arrow:")
+    cv_runs = [r for r in store.list(command="cv") if r.cv_report()]
+    shipped = measured_cv_report()
+    options = [r.id for r in cv_runs] + (["measured by the developers (docs/measurements)"] if shipped else [])
+    if not options:
+        st.info("No cross-validation results yet.")
+    else:
+        pick = st.selectbox("Results", options, key="cv_pick")
+        report = shipped if pick not in [r.id for r in cv_runs] else store.get(pick).cv_report()
+        cv_report_view(report, "cv_view")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -20,8 +21,25 @@ from .widgets import show_read_error
 VERDICT_COLOR = {"mild": "blue", "severe": "red"}
 
 
-def pick_scan(key: str) -> tuple[Volume, str, "loaders.LungAnalysis | None", bool] | None:
-    """A sample case or an upload → (volume, cache key, classical lung analysis, synthetic?)."""
+@dataclass(frozen=True)
+class PickedScan:
+    """The scan on the Compare page and what goes with it."""
+
+    volume: Volume
+    key: str  # cache key of this scan (uploads: per file; sample cases: path + mtime)
+    analysis: "loaders.LungAnalysis | None"  # classical HU lung analysis (None for 8-bit images)
+    lung: np.ndarray | None  # the lung field the models crop to: the HU segmentation, or the 8-bit estimate
+    synthetic: bool
+
+
+def _field(vol: Volume, key: str, analysis) -> np.ndarray | None:
+    if analysis is not None:
+        return analysis.mask
+    return loaders.estimated_field(vol, key)
+
+
+def pick_scan(key: str) -> PickedScan | None:
+    """A sample case or an upload, read, with its lung field (classical analysis for HU scans)."""
     mode = st.segmented_control("Scan", ["Sample case", "Upload"], default="Sample case", key=f"{key}_mode") or "Sample case"
     if mode == "Upload":
         up = st.file_uploader("DICOM file, zipped DICOM series, NIfTI, PNG/JPG", key=f"{key}_upload",
@@ -39,7 +57,8 @@ def pick_scan(key: str) -> tuple[Volume, str, "loaders.LungAnalysis | None", boo
         if vol.is_hu:
             with st.spinner("Segmenting lungs…"):
                 analysis = loaders.analyse_upload(vol, up)
-        return vol, f"upload:{up.file_id}", analysis, False
+        scan_key = f"upload:{up.file_id}"
+        return PickedScan(vol, scan_key, analysis, _field(vol, scan_key, analysis), False)
     sources = [s for s in builtin_sources() if s.key != "demo-png"]
     if not sources:
         st.info("No sample data in the workspace yet (`make run` builds the demo phantoms).")
@@ -64,29 +83,36 @@ def pick_scan(key: str) -> tuple[Volume, str, "loaders.LungAnalysis | None", boo
     if vol.is_hu:
         with st.spinner("Segmenting lungs…"):
             analysis = loaders.classical_lung(str(case.image), loaders.stamp(case.image))
-    return vol, f"case:{case.image}:{loaders.stamp(case.image)}", analysis, ds.synthetic
+    scan_key = f"case:{case.image}:{loaders.stamp(case.image)}"
+    return PickedScan(vol, scan_key, analysis, _field(vol, scan_key, analysis), ds.synthetic)
+
+
+def set_builder(title: str, what: str, minutes: str, launch, status, key: str, start_label: str) -> None:
+    """Offer to build a model set in the background and show its progress (demo and real-CT sets)."""
+    job = status()
+    if job and job.get("running"):
+        st.progress(_step_fraction(job["step"]), text=f"Building the {title}: {job['step']}")
+        with st.expander("Build log"):
+            st.code(job["tail"] or "starting…")
+        if st.button("Refresh", key=f"{key}_refresh"):
+            st.rerun()
+        return
+    st.info(f"{what} About {minutes} on a 2-core CPU, in the background — you can keep using the app.",
+            icon=":material/model_training:")
+    if job and not job.get("running") and not job.get("finished_ok"):
+        st.error(f"The last build of the {title} stopped before finishing. Its log:")
+        st.code(job["tail"])
+    if st.button(start_label, type="primary", key=key):
+        launch()
+        time.sleep(0.5)
+        st.rerun()
 
 
 def demo_builder(launch, status) -> None:
     """Offer to build the demo models in the background and show its progress."""
-    st.info("No trained models in the workspace yet. Build the demo model set (baseline, ghost, pruned, kd, "
-            "sparse, ghost_kd) on the demo phantoms: about 15 minutes on a 2-core CPU, in the background — "
-            "you can keep using the app.", icon=":material/model_training:")
-    job = status()
-    if job and job.get("running"):
-        st.progress(_step_fraction(job["step"]), text=f"Building: {job['step']}")
-        with st.expander("Build log"):
-            st.code(job["tail"] or "starting…")
-        if st.button("Refresh", key="cmp_demo_refresh"):
-            st.rerun()
-        return
-    if job and not job.get("running") and not job.get("finished_ok"):
-        st.error("The last demo build stopped before finishing. Its log:")
-        st.code(job["tail"])
-    if st.button("Build the demo model set", type="primary", key="cmp_build_demo"):
-        launch()
-        time.sleep(0.5)
-        st.rerun()
+    st.info("No trained models in the workspace yet.", icon=":material/info:")
+    set_builder("demo model set", "Build the demo model set (baseline, ghost, pruned, kd, sparse, ghost_kd) on the "
+                "demo phantoms.", "15 minutes", launch, status, "cmp_build_demo", "Build the demo model set")
 
 
 def _step_fraction(line: str) -> float:

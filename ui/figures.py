@@ -149,3 +149,18 @@ def roc(curves: dict[str, dict], title: str) -> go.Figure:
     fig.update_xaxes(title="1 - specificity", range=[0, 1])
     fig.update_yaxes(title="sensitivity", range=[0, 1.02])
     return _layout(fig, title, height=320)
+
+
+def cv_bars(df: pd.DataFrame, best_classical: float | None) -> go.Figure:
+    """Pooled out-of-fold ROC-AUC per model (± sd over repeats), classical references greyed, best one as a line."""
+    classical = df["model"].str.startswith("classical")
+    fig = go.Figure(go.Bar(
+        x=df["model"], y=df["ROC-AUC"], error_y=dict(type="data", array=df["± sd"].fillna(0)),
+        marker_color=["#8A8F98" if c else "#4FB3BF" for c in classical],
+        text=[f"{v:.3f}" if v is not None else "" for v in df["ROC-AUC"]], textposition="outside"))
+    if best_classical is not None:
+        fig.add_hline(y=best_classical, line_dash="dash", line_color="#D9534F",
+                      annotation_text=f"best classical {best_classical:.3f}", annotation_position="bottom right")
+    lo = max(0.0, min([v for v in df["ROC-AUC"] if v is not None] + [1.0]) - 0.1)
+    fig.update_yaxes(title="pooled out-of-fold ROC-AUC", range=[lo, 1.02])
+    return _layout(fig, "Cross-validated ROC-AUC (mild vs severe)", height=340)

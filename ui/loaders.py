@@ -16,6 +16,7 @@ from ctmodels.datasets import Dataset, LabelRule, load_masks, open_dataset
 from ctmodels.datasets.model import Case
 from ctmodels.imaging import ImageReadError, Volume, read_any
 from ctmodels.imaging.lung import Involvement, involvement, segment_lungs
+from ctmodels.imaging.lung_field import lung_field
 
 
 def stamp(path: Path | str) -> float:
@@ -60,6 +61,15 @@ def analyse_volume(vol: Volume) -> LungAnalysis:
     """Uncached classical analysis (for uploads, which stay in the session)."""
     mask = segment_lungs(vol)
     return LungAnalysis(mask=mask, result=involvement(vol, mask))
+
+
+def estimated_field(vol: Volume, key: str) -> np.ndarray:
+    """The 8-bit lung-field estimate of a volume, memoised in this session (uploads never leave it)."""
+    cache = st.session_state.setdefault("field_cache", {})
+    if key not in cache:
+        cache.clear()
+        cache[key] = lung_field(vol)
+    return cache[key]
 
 
 UPLOAD_KEY = "upload_cache"

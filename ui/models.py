@@ -1,11 +1,17 @@
 """Trained models for the pages: discovered in the workspace, loaded once per process.
 
+Two published sets: the phantom (demo) set in ``workspace/models/<key>`` and the real-CT set in
+``workspace/models/real/<key>``, plus checkpoints a user adds from the Training page. The Compare
+page serves the set that matches the scan: real scans (8-bit or HU) get the real-CT set when it
+exists, phantoms the phantom set.
+
 ``st.cache_resource`` keyed by checkpoint folder + card mtime: every browser session shares one
 copy of each model (the per-model lock in ``LoadedModel`` keeps CAM hooks from crossing sessions).
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,12 +20,15 @@ import streamlit as st
 from ctmodels.checkpoint import read_card
 from ctmodels.inference import LoadedModel, load_model
 from ctmodels.nets import MODEL_INFO
-from ctmodels.workspace import models_dir
+from ctmodels.workspace import models_dir, real_models_dir
 
 from .loaders import stamp
 
 DEFAULT_ORDER = ("ghost", "pruned", "kd", "baseline")
 EXTRA_KEY = "extra_checkpoints"  # folders added from the Training page ("use on Compare")
+PHANTOM, REAL, RUNS = "phantom", "real", "runs"
+SET_TITLES = {PHANTOM: "Phantom set (synthetic)", REAL: "Real-CT set", RUNS: "Added from Training"}
+REAL_SUFFIX = " (real CT)"
 
 
 @dataclass(frozen=True)
@@ -28,49 +37,73 @@ class ModelChoice:
     folder: str
     key: str
     title: str
-    trained_on: str
-    synthetic: bool
+    trained_on: str  # the training data, in words
+    synthetic: bool  # learned from synthetic phantoms
+    eight_bit: bool  # learned from 8-bit (pre-windowed) slices rather than HU
+    set: str  # PHANTOM, REAL or RUNS
 
 
-def _choice(folder: Path, name: str) -> ModelChoice | None:
+def _choice(folder: Path, name: str, model_set: str) -> ModelChoice | None:
     try:
         card = read_card(folder)
     except Exception:  # an unreadable card is simply not offered
         return None
-    source = (card.training.get("data") or {}).get("source", "?") if card.training else "?"
+    data = (card.training or {}).get("data") or {}
+    source = str(data.get("source", "?"))
     info = MODEL_INFO.get(card.model_key)
-    return ModelChoice(name, str(folder), card.model_key, info.title if info else card.model_key, str(source),
-                       source == "demo")
+    trained = card.trained_on or {}
+    words = trained.get("title") or source
+    if trained.get("slices"):
+        words += f" · {trained['slices']} slices, {trained['patients']} patients"
+    return ModelChoice(name, str(folder), card.model_key, info.title if info else card.model_key, words,
+                       bool(trained.get("synthetic", source == "demo")),
+                       str(trained.get("values", "HU")).startswith("8-bit"), model_set)
+
+
+def _published(root: Path, model_set: str, suffix: str = "") -> list[ModelChoice]:
+    if not root.is_dir():
+        return []
+    folders = sorted(p for p in root.iterdir() if (p / "card.json").is_file() and not p.name.startswith("."))
+    return [c for f in folders if (c := _choice(f, f.name + suffix, model_set))]
 
 
 def available_models() -> list[ModelChoice]:
-    """Published models (``workspace/models/<key>``) first, then checkpoints added this session."""
-    out: list[ModelChoice] = []
-    root = models_dir()
-    if root.is_dir():
-        for f in sorted(p for p in root.iterdir() if (p / "card.json").is_file() and not p.name.startswith(".")):
-            c = _choice(f, f.name)
-            if c:
-                out.append(c)
+    """The phantom set, the real-CT set, then checkpoints added this session."""
+    out = _published(models_dir(), PHANTOM) + _published(real_models_dir(), REAL, REAL_SUFFIX)
     for name, folder in st.session_state.get(EXTRA_KEY, {}).items():
-        c = _choice(Path(folder), name)
+        c = _choice(Path(folder), name, RUNS)
         if c and all(o.folder != c.folder for o in out):
             out.append(c)
     return out
 
 
-def default_selection(choices: list[ModelChoice]) -> list[str]:
-    names = [c.name for c in choices]
-    picked = [n for n in DEFAULT_ORDER if n in names]
-    return picked or names[:4]
+def sets_present(choices: list[ModelChoice]) -> list[str]:
+    return [s for s in (PHANTOM, REAL, RUNS) if any(c.set == s for c in choices)]
 
 
-@st.cache_resource(show_spinner=False, max_entries=16)
+def set_for_scan(choices: list[ModelChoice], synthetic_scan: bool) -> str:
+    """The set that matches a scan: phantoms → phantom set; real scans → real-CT set when it exists."""
+    present = sets_present(choices)
+    if not synthetic_scan and REAL in present:
+        return REAL
+    return PHANTOM if PHANTOM in present else (present[0] if present else PHANTOM)
+
+
+def default_selection(choices: list[ModelChoice], model_set: str | None = None) -> list[str]:
+    """The ghost, pruned, kd and baseline models of one set (the phantom set unless said otherwise)."""
+    pool = [c for c in choices if c.set == (model_set or set_for_scan(choices, True))] or choices
+    by_key = {c.key: c.name for c in pool}
+    picked = [by_key[k] for k in DEFAULT_ORDER if k in by_key]
+    return picked or [c.name for c in pool[:4]]
+
+
+@st.cache_resource(show_spinner=False, max_entries=24)
 def _load(folder: str, _stamp: float) -> LoadedModel:
     return load_model(folder, Path(folder).name)
 
 
 def loaded(choice: ModelChoice) -> LoadedModel:
-    lm = _load(choice.folder, stamp(Path(choice.folder) / "card.json"))
+    """The shared model under this session's display name (a shallow copy: the cached object is never renamed)."""
+    lm = copy.copy(_load(choice.folder, stamp(Path(choice.folder) / "card.json")))
     lm.name = choice.name
     return lm

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pandas as pd
 import streamlit as st
 
+from ctmodels.workspace import REPO_ROOT
 from training.runs import Run
 
 from . import figures
@@ -77,3 +79,54 @@ def evaluation_block(run: Run, key: str) -> None:
 
 def history_csv(run: Run) -> bytes:
     return pd.DataFrame(run.metrics()).to_csv(index=False).encode()
+
+
+MEASURED_CV = REPO_ROOT / "docs" / "measurements" / "real_cv.json"
+
+
+def measured_cv_report() -> dict | None:
+    """The real-CT cross-validation the developers ran (``python -m training cv --out docs/measurements``)."""
+    try:
+        return json.loads(MEASURED_CV.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def cv_table(report: dict) -> pd.DataFrame:
+    """One row per learned model, then the classical references: pooled out-of-fold metrics."""
+    def ms(d):
+        if not d or d.get("mean") is None:
+            return None
+        return round(d["mean"], 3)
+
+    rows = []
+    for name in report["models"] + report["classical"]:
+        row = report["rows"].get(name)
+        if not row:
+            continue
+        cam = row.get("cam") or {}
+        rows.append({
+            "model": name if row["kind"] == "learned" else f"classical: {name}",
+            "ROC-AUC": ms(row["roc_auc"]), "± sd": None if row["roc_auc"].get("sd") is None else round(row["roc_auc"]["sd"], 3),
+            "Δ vs baseline": None if "delta_vs_baseline" not in row else round(row["delta_vs_baseline"], 3),
+            "accuracy": ms(row.get("accuracy")), "sensitivity": ms(row.get("sensitivity")),
+            "specificity": ms(row.get("specificity")), "Spearman ρ": ms(row.get("spearman_involvement")),
+            "CAM peak in infection": None if not cam else round(cam["peak_in_infection"], 2),
+            "uniform map": None if not cam else round(cam["uniform_peak"], 2),
+        })
+    return pd.DataFrame(rows)
+
+
+def cv_report_view(report: dict, key: str) -> None:
+    """A cross-validation report: the table, AUCs as bars against the best classical reference, CSV."""
+    if report.get("repeats_done", 0) == 0:
+        st.info("No repeat has finished all its folds yet.")
+        return
+    st.caption(f"Patient-grouped {report['folds']}-fold CV, {report['repeats_done']} repeat(s), recipe "
+               f"'{report['recipe']}'" + (f", measured {report['measured']}" if report.get("measured") else "")
+               + ". " + report.get("definition", ""))
+    df = cv_table(report)
+    st.dataframe(df, hide_index=True, width="stretch")
+    st.plotly_chart(figures.cv_bars(df, report.get("best_classical_auc")), config=figures.PLOTLY_CONFIG, key=f"{key}_bars")
+    st.download_button("Cross-validation (CSV)", df.to_csv(index=False).encode(), "cross_validation.csv", "text/csv",
+                       key=f"{key}_csv")

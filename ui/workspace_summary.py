@@ -9,7 +9,7 @@ import streamlit as st
 
 from ctmodels.datasets import builtin_sources, open_dataset
 from ctmodels.datasets.model import DatasetError
-from ctmodels.workspace import models_dir
+from ctmodels.workspace import models_dir, real_models_dir
 
 from .loaders import stamp
 
@@ -43,16 +43,28 @@ def _summaries(key: tuple) -> list[DataSummary]:
 
 
 def model_cards() -> list[dict]:
-    """Cards of the checkpoints saved in the workspace (read as JSON only: nothing is loaded)."""
-    root = models_dir()
+    """Cards of the published model sets (phantom, real CT), read as JSON only: nothing is loaded."""
     cards = []
-    if root.is_dir():
+    for model_set, root in (("phantom (synthetic)", models_dir()), ("real CT", real_models_dir())):
+        if not root.is_dir():
+            continue
         for card in sorted(root.glob("*/card.json")):
             try:
                 data = json.loads(card.read_text())
             except (OSError, ValueError):
                 continue
             data["_folder"] = card.parent.name
+            data["_set"] = model_set
             data["_stamp"] = stamp(card)
             cards.append(data)
     return cards
+
+
+def trained_on(card: dict) -> str:
+    """What a card says its model learned from, in words."""
+    t = card.get("trained_on") or {}
+    if t.get("title"):
+        extra = f" · {t['slices']} slices, {t['patients']} patients" if t.get("slices") else ""
+        return f"{t['title']} ({t.get('values', 'HU')}){extra}"
+    source = ((card.get("training") or {}).get("data") or {}).get("source", "?")
+    return "demo phantoms (synthetic, HU)" if source == "demo" else str(source)
