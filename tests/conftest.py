@@ -104,6 +104,71 @@ def workspace_with_models(workspace, tiny_models) -> Path:
     return workspace
 
 
+@pytest.fixture(scope="session")
+def tiny_real_models(tmp_path_factory) -> Path:
+    """A tiny real-CT set (baseline, ghost, pruned, kd) trained through the make real-models path.
+
+    The real recipe's quick settings: 120 of the real 8-bit slices, 32 px, one epoch. Skips without
+    ../shared. Not accurate; it exercises the real-CT input path and the Compare page's set choice.
+    """
+    if not (REAL_DATA / "README.md").is_file():
+        pytest.skip(f"real sample data not found at {REAL_DATA} (../shared is absent on this machine)")
+    import shutil
+
+    from training.model_set import config_for
+    from training.pipeline import execute
+    from training.real import REAL
+
+    ws = tmp_path_factory.mktemp("real-models-ws") / "workspace"
+    ws.mkdir(parents=True)
+    old = os.environ.get("CTSS_WORKSPACE")
+    os.environ["CTSS_WORKSPACE"] = str(ws)
+    try:
+        out = ws / "models" / "real"
+        runs = {"baseline": execute(config_for(REAL, "baseline", True, out / "baseline"))}
+        shutil.copytree(runs["baseline"].model_dir, out / "baseline")
+        for key in ("ghost", "pruned", "kd"):
+            runs[key] = execute(config_for(REAL, key, True, out / "baseline"))
+            shutil.copytree(runs[key].model_dir, out / key)
+    finally:
+        if old is None:
+            os.environ.pop("CTSS_WORKSPACE", None)
+        else:
+            os.environ["CTSS_WORKSPACE"] = old
+    return out
+
+
+@pytest.fixture(scope="session")
+def quick_cv(tmp_path_factory) -> Path:
+    """A quick real-CT cross-validation (2 folds, baseline only, tiny settings) run once: its folder."""
+    if not (REAL_DATA / "README.md").is_file():
+        pytest.skip(f"real sample data not found at {REAL_DATA} (../shared is absent on this machine)")
+    from training.config import CVConfig
+    from training.cv import run as run_cv
+
+    ws = tmp_path_factory.mktemp("cv-ws") / "workspace"
+    ws.mkdir(parents=True)
+    old = os.environ.get("CTSS_WORKSPACE")
+    os.environ["CTSS_WORKSPACE"] = str(ws)
+    try:
+        run_cv(CVConfig(recipe="real", folds=2, repeats=1, models=["baseline"], quick=True), ws / "cv")
+    finally:
+        if old is None:
+            os.environ.pop("CTSS_WORKSPACE", None)
+        else:
+            os.environ["CTSS_WORKSPACE"] = old
+    return ws / "cv"
+
+
+@pytest.fixture()
+def workspace_with_both_sets(workspace_with_models, tiny_real_models) -> Path:
+    """The tiny phantom set and the tiny real-CT set in one fresh workspace (weights hard-linked)."""
+    import shutil
+
+    shutil.copytree(tiny_real_models, workspace_with_models / "models" / "real", copy_function=_link_or_copy)
+    return workspace_with_models
+
+
 # Tiny training settings: 32-px inputs on the 6-patient phantom set, so a run takes seconds.
 TINY = {
     "data": {"source": "demo", "split": [0.5, 0.17, 0.33], "max_slices_per_case": 4},

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -24,11 +24,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture()
-def app_url(workspace_with_models):
+@contextlib.contextmanager
+def _serve(ws: Path):
+    """``streamlit run app.py`` on a free port with ``ws`` as its workspace, until the block ends."""
     port = _free_port()
-    env = {**os.environ, "CTSS_WORKSPACE": str(workspace_with_models), "CTSS_THREADS": "1", "PYTHONPATH": str(REPO)}
-    log = open(workspace_with_models / "server.log", "w")
+    env = {**os.environ, "CTSS_WORKSPACE": str(ws), "CTSS_THREADS": "1", "PYTHONPATH": str(REPO)}
+    log = open(ws / "server.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
          "127.0.0.1", "--server.headless", "true"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -42,7 +43,7 @@ def app_url(workspace_with_models):
             except OSError:
                 time.sleep(0.3)
         else:
-            raise RuntimeError("the app did not start: " + (workspace_with_models / "server.log").read_text()[-2000:])
+            raise RuntimeError("the app did not start: " + (ws / "server.log").read_text()[-2000:])
         yield url
     finally:
         proc.terminate()
@@ -51,6 +52,19 @@ def app_url(workspace_with_models):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture()
+def app_url(workspace_with_models):
+    with _serve(workspace_with_models) as url:
+        yield url
+
+
+@pytest.fixture()
+def app_url_both_sets(workspace_with_both_sets):
+    """The app with the phantom set and a tiny real-CT set (skips without ../shared)."""
+    with _serve(workspace_with_both_sets) as url:
+        yield url
 
 
 @pytest.fixture()

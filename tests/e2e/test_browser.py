@@ -98,3 +98,24 @@ def test_every_page_in_a_real_browser(app_url, browser_page, workspace_with_mode
     page.get_by_text("Latency at batch 1, 64×64", exact=False).first.wait_for(timeout=60_000)
     page.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=60_000)  # plotly renders after the run ends
     _shot(page, "efficiency")
+
+
+def test_a_real_upload_gets_the_real_ct_set(app_url_both_sets, browser_page, real_data):
+    """An Inf-Net JPG (a real 8-bit slice) on Compare: the real-CT set's verdicts and CAMs, no phantom warning."""
+    page = browser_page
+    _goto(page, f"{app_url_both_sets}/compare", "Compare models")
+    page.get_by_role("radio", name="Upload").click() if page.get_by_role("radio", name="Upload").count() else \
+        page.get_by_text("Upload", exact=True).first.click()
+    _wait_idle(page)
+    jpg = (real_data / "infnet-semiseg" / "Imgs" / "3.jpg").read_bytes()
+    page.locator('input[type="file"]').first.set_input_files(
+        files=[{"name": "infnet-3.jpg", "mimeType": "image/jpeg", "buffer": jpg}])
+    page.get_by_text(re.compile(r"All \d verdicts and CAMs computed")).wait_for(timeout=120_000)
+    _wait_idle(page, 120)
+    imgs = page.locator('[data-testid="stImage"] img')
+    imgs.nth(4).wait_for(timeout=60_000)
+    for model in ("ghost", "pruned", "kd", "baseline"):
+        assert page.get_by_text(f"{model} (real CT)", exact=True).filter(visible=True).count() >= 1
+    assert page.get_by_text(re.compile(r"P\(severe\) \d+%")).count() >= 4
+    assert page.get_by_text("trained on synthetic phantoms").count() == 0
+    _shot(page, "compare_real")

@@ -70,8 +70,8 @@ def test_prepare_demo(workspace, tiny):
     again = prepare(cfg.data, cfg.pre, seed=0)  # from the cache
     assert np.array_equal(again.images, data.images) and again.fingerprint == data.fingerprint
     ds = SliceDataset(data, data.subset(0), cfg.pre, AugmentConfig())
-    x, y = ds[0]
-    assert x.shape == (1, 32, 32) and y in (0, 1)
+    x, y, target = ds[0]
+    assert x.shape == (1, 32, 32) and y in (0, 1) and float(target) == float(y)  # label target: the label itself
     w = class_weights(data.labels[data.subset(0)])
     assert np.isclose(w[data.labels[data.subset(0)] == 0].sum(), w[data.labels[data.subset(0)] == 1].sum())
 

@@ -6,9 +6,7 @@ import gzip
 import io
 import zipfile
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from tests.ctmodels.imaging.test_bad_input import CASES
 from tests.ui.apptest import open_page, texts
@@ -30,7 +28,8 @@ def _check_results(at, volume: bool):
         assert f"**{m}**" in body
     assert body.count("P(severe)") >= len(MODELS)
     assert len(at.image) == 1 + len(MODELS)  # the input and one CAM per model
-    assert len(at.badge) == len(MODELS) if hasattr(at, "badge") else True
+    badges = [m.value for m in at.markdown if m.value.startswith((":red-badge[", ":blue-badge["))]
+    assert len(badges) == len(MODELS)  # one verdict badge per model
     if volume:
         table = next(d.value for d in at.dataframe if "patient verdict" in d.value.columns)
         assert list(table["model"]) == MODELS and set(table["patient verdict"]) <= {"mild", "severe"}
@@ -109,3 +108,50 @@ def test_slice_navigation_and_methods(workspace_with_models):
         at.selectbox(key="cmp_method").select(method).run()
         assert not at.exception, method
         assert len(at.image) == 5
+
+
+REAL_MODELS = [f"{k} (real CT)" for k in MODELS]
+
+
+def _check_real_results(at, volume: bool):
+    assert not at.exception, at.exception
+    body = texts(at)
+    for m in REAL_MODELS:
+        assert f"**{m}**" in body
+    assert len(at.image) == 1 + len(MODELS)  # the input and one CAM per real-CT model
+    assert "trained on synthetic phantoms" not in body
+    if volume:
+        table = next(d.value for d in at.dataframe if "patient verdict" in d.value.columns)
+        assert list(table["model"]) == REAL_MODELS
+
+
+def test_real_scans_get_the_real_ct_set(workspace_with_both_sets, real_data):
+    jpg = (real_data / "infnet-semiseg" / "Imgs" / "3.jpg").read_bytes()
+    at = _upload(open_page(PAGE), "infnet.jpg", jpg)
+    _check_real_results(at, volume=False)
+    assert "8-bit image (display intensities, not HU)" in texts(at)  # in scope for models trained on 8-bit
+    assert "models trained on CT values see a different input" not in texts(at)
+    folder = real_data / "covid-ct-md" / "Sample data" / "COVID-19 subjects" / "P002"
+    _upload(at, "p002.zip", _zip_dir(folder, limit=12))
+    _check_real_results(at, volume=True)
+
+
+def test_phantoms_keep_the_phantom_set_and_the_set_can_be_switched(workspace_with_both_sets):
+    at = open_page(PAGE)
+    _check_results(at, volume=True)  # a phantom sample case: the phantom set
+    at.segmented_control(key="cmp_set").set_value("Real-CT set").run()
+    _check_real_results(at, volume=True)
+    assert "this scan is a synthetic phantom" in texts(at)
+
+
+def test_real_scan_without_real_set_offers_to_build_it(workspace_with_models, real_data, monkeypatch):
+    launched = []
+    import training.jobs as jobs
+
+    monkeypatch.setattr(jobs, "launch_real", lambda: launched.append(1) or {"running": True})
+    jpg = (real_data / "infnet-semiseg" / "Imgs" / "3.jpg").read_bytes()
+    at = _upload(open_page(PAGE), "infnet.jpg", jpg)
+    _check_results(at, volume=False)
+    assert "trained on synthetic phantoms" in texts(at)
+    at.button(key="cmp_build_real").click().run()
+    assert launched == [1]

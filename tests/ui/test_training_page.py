@@ -119,3 +119,31 @@ def test_bad_form_input_is_refused_without_a_run(page, workspace):
     _submit(at)
     assert "Cannot start this run" in at.error[0].value
     assert RunStore(workspace).list() == []
+
+
+def test_cross_validation_tab(page, workspace, quick_cv, monkeypatch):
+    """A finished cross-validation shows its table (learned models beside the classical reference); the form
+    queues a new one, and bad settings are refused without a run."""
+    from training.config import RunConfig
+
+    import training.jobs as jobs
+
+    monkeypatch.setattr(jobs, "ensure_supervisor", lambda store=None: 0)  # queue only: nothing trains here
+    store = RunStore(workspace)
+    done = store.create(RunConfig.from_dict({"command": "cv", "model": "cv", "cv": {"folds": 2}}), status="completed")
+    shutil.copy(quick_cv / "report.json", done.dir / "report.json")
+    at = page
+    at.run()
+    assert not at.exception, at.exception
+    at.selectbox(key="cv_pick").select(done.id).run()
+    table = next(d.value for d in at.dataframe if "ROC-AUC" in d.value.columns)
+    assert list(table["model"])[:1] == ["baseline"] and any(m.startswith("classical") for m in table["model"])
+    assert "Patient-grouped 2-fold CV" in texts(at)
+    at.multiselect(key="cv_models").set_value([])
+    at.button(key="FormSubmitter:cv_form-Start cross-validation").click().run()
+    assert "Cannot start this cross-validation" in at.error[0].value
+    at.multiselect(key="cv_models").set_value(["kd"])
+    at.toggle(key="cv_quick").set_value(True)
+    at.button(key="FormSubmitter:cv_form-Start cross-validation").click().run()
+    queued = [r for r in store.list(command="cv") if r.status == "queued"]
+    assert len(queued) == 1 and queued[0].config["cv"]["models"] == ["kd"] and queued[0].config["cv"]["quick"]

@@ -1,0 +1,125 @@
+"""Real CT as a source: patient IDs, the combined 'real' source, soft involvement targets, patient-grouped folds,
+a tiny real model through the make real-models path, and a quick cross-validation with its classical reference."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ctmodels.checkpoint import read_card
+from ctmodels.datasets import open_dataset
+from training.config import CVConfig, DataConfig, RunConfig
+from training.data import cv_test_patients, load_dataset, named_sources, prepare, severe_targets
+
+
+def test_covid_ct_seg_slices_carry_patient_ids(real_data):
+    ds = open_dataset(real_data / "covid-ct-seg-slices")
+    assert len(ds) == 1235 and ds.slice_level
+    assert len({c.patient_id for c in ds.cases}) == 14
+    assert ds.label_counts() == {"mild": 1186, "severe": 49, "unlabelled": 0}
+    assert all("model-made" in c.label_source for c in ds.cases)
+    infnet = open_dataset(real_data / "infnet-semiseg")
+    assert {c.patient_id for c in infnet.cases} == {f"slice-{c.case_id}" for c in infnet.cases}
+
+
+def test_real_source_combines_every_8bit_slice(real_data):
+    keys = [s.key for s in named_sources()]
+    assert {"demo", "real", "real-infnet", "real-covid-ct-seg"} <= set(keys) or "demo" not in keys
+    assert "real-covid-ct-md" not in keys  # evaluation only: never offered for training
+    ds = load_dataset(DataConfig(source="real"))
+    assert len(ds) == 1285 and len({c.case_id for c in ds.cases}) == 1285
+    assert sum(c.label == "severe" for c in ds.cases) == 71
+
+
+def test_soft_targets_follow_involvement():
+    labels = np.array([0, 0, 1, 1, 0])
+    inv = np.array([0.0, 10.0, 25.0, 60.0, np.nan], np.float32)
+    hard = severe_targets(labels, inv, DataConfig(target="label"))
+    assert hard.tolist() == [0, 0, 1, 1, 0]
+    soft = severe_targets(labels, inv, DataConfig(target="involvement", threshold_pct=25.0))
+    assert soft[0] < soft[1] < soft[2] < soft[3] and soft[2] == pytest.approx(0.5) and soft[4] == 0.0
+    assert soft[0] < 0.01 and soft[1] == pytest.approx(0.25, abs=0.01) and soft[3] == pytest.approx(0.818, abs=0.01)
+
+
+def test_folds_partition_patients():
+    patients = {f"p{i}": int(i % 4 == 0) for i in range(23)}
+    folds = [cv_test_patients(patients, 5, f, seed=3) for f in range(5)]
+    assert set().union(*folds) == set(patients) and sum(len(f) for f in folds) == len(patients)
+    assert all(any(patients[p] for p in f) for f in folds)  # every fold holds a severe patient
+    assert folds == [cv_test_patients(patients, 5, f, seed=3) for f in range(5)]  # deterministic
+
+
+def test_cv_fold_keeps_patients_out_of_training(real_data, workspace):
+    from training.real import REAL
+    from training.model_set import config_for
+
+    cfg = config_for(REAL, "baseline", True, workspace, {"data": {"cv_folds": 3, "cv_fold": 1, "cv_seed": 0}})
+    data = prepare(cfg.data, cfg.pre, cfg.seed)
+    test = set(data.patients[data.split == 2].tolist())
+    seen = set(data.patients[(data.split == 0) | (data.split == 1)].tolist())
+    assert test and seen and not (test & seen)
+    assert data.features.shape == (len(data.labels), 21) and not data.hu
+    assert np.isfinite(data.involvement[data.labels >= 0]).all()
+
+
+def test_tiny_real_model_through_the_real_models_path(real_data, workspace):
+    from ctmodels.imaging.phantom import PhantomConfig, generate_patient
+    from ctmodels.inference import load_model, predict_volume
+    from ctmodels.imaging.lung import segment_lungs
+    from training.model_set import config_for
+    from training.pipeline import execute
+    from training.real import REAL
+
+    run = execute(config_for(REAL, "baseline", True, workspace))
+    card = read_card(run.model_dir)
+    assert card.trained_on["source"] == "real" and card.trained_on["values"].startswith("8-bit")
+    assert card.label_rule["target"] == "involvement" and card.label_rule["threshold_pct"] == 25.0
+    assert card.preprocessing["intensity"] == "landmarks" and card.preprocessing["orient"] is True
+    ev = run.evaluation()
+    assert ev["split"] == "val" and len(ev["predictions"]["p_severe"]) == ev["slice"]["n"]
+    lm = load_model(run.model_dir)  # and it scores a HU volume through the same input path
+    vol = generate_patient("PHT", 40.0, seed=2, cfg=PhantomConfig(size=128, n_slices=8, pixel_mm=2.8,
+                                                                     slice_mm=20.0)).to_volume()
+    vp = predict_volume(lm, vol, segment_lungs(vol))
+    assert 0 <= vp.patient_p <= 1 and len(vp.slices) > 0
+
+
+def test_quick_cross_validation_with_classical_reference(quick_cv, workspace):
+    from training.cv import run as run_cv
+
+    report = json.loads((quick_cv / "report.json").read_text())
+    assert report["repeats_done"] == 1 and report["models"] == ["baseline"]
+    rows = report["rows"]
+    assert {"baseline", "logistic (label)", "ridge (involvement)"} <= set(rows)
+    base = rows["baseline"]["repeats"][0]
+    assert base["n"] == rows["ridge (involvement)"]["repeats"][0]["n"] == 120  # every slice scored once
+    assert 0.0 <= rows["baseline"]["roc_auc"]["mean"] <= 1.0 and "cam" in rows["baseline"]
+    assert (quick_cv / "report.md").read_text().count("|") > 20
+    assert not (quick_cv / "folds").exists() or not any((quick_cv / "folds").iterdir())  # fold models dropped
+    # run again: every result is found on disk, nothing is trained, the report is the same
+    from training.config import CVConfig
+
+    import training.cv as cv_module
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished fold was trained again")
+
+    original = cv_module.execute
+    cv_module.execute = no_training
+    try:
+        again = run_cv(CVConfig(recipe="real", folds=2, repeats=1, models=["baseline"], quick=True), quick_cv)
+    finally:
+        cv_module.execute = original
+    assert again["rows"]["baseline"]["roc_auc"] == rows["baseline"]["roc_auc"]
+
+
+def test_cv_config_refuses_bad_settings():
+    from training.config import ConfigError
+
+    for bad in ({"folds": 1}, {"repeats": 0}, {"models": ["resnet9000"]}, {"recipe": "mystery"}):
+        cfg = RunConfig.from_dict({"command": "cv", "model": "cv", "cv": {**CVConfig().__dict__, **bad}})
+        with pytest.raises(ConfigError):
+            cfg.validate()
+    json.dumps(RunConfig.from_dict({"command": "cv", "model": "cv", "cv": {}}).to_dict())
