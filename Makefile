@@ -9,7 +9,7 @@ DEMO_DIR := $(CTSS_WORKSPACE)/data/demo
 DEMO_PATIENTS ?= 60
 PORT ?= 8501
 
-.PHONY: help venv demo-data demo-models run test test-all bench clean-demo
+.PHONY: help venv demo-data demo-models real-models real-cv run test test-all bench clean-demo
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -28,6 +28,12 @@ $(DEMO_DIR)/manifest.json: | $(STAMP)
 
 demo-models: venv demo-data ## train the demo model set (≈15 min on 2 cores; kept if already built)
 	$(PY) -m training demo
+
+real-models: venv ## train the real-CT model set on ../shared/data/real (≈25 min on 2 cores; kept if built)
+	$(PY) -m training real
+
+real-cv: venv ## patient-grouped 5-fold CV of the real-CT recipe (≈2 h on 2 cores) → docs/measurements/real_cv.*
+	$(PY) -m training cv --recipe real --folds 5 --repeats $(or $(REPEATS),1) --out docs/measurements
 
 bench: demo-models ## benchmark the demo models → reports/bench.json and reports/bench.md
 	$(PY) -m training.bench
