@@ -6,7 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from ctmodels.workspace import workspace_dir
-from ui.workspace_summary import data_summaries, model_cards, trained_on
+from ui.training_view import measured_cv_report
+from ui.workspace_summary import data_summaries, evaluated_on, model_cards, trained_on
 
 st.title("CT Severity Studio")
 st.markdown(
@@ -36,12 +37,17 @@ c1.metric("Datasets", len(summaries))
 c2.metric("Trained models", len(cards))
 c3.metric("Model sets", len({c["_set"] for c in cards}))
 if cards:
-    st.dataframe(
-        pd.DataFrame([{"set": c["_set"], "model": c["_folder"], "kind": c.get("model_key"),
-                       "input": c.get("input_size"), "trained on": trained_on(c),
-                       "held-out AUC": (c.get("metrics") or {}).get("slice_auc")} for c in cards]),
-        hide_index=True, width="stretch",
-    )
+    cv_rows = (measured_cv_report() or {}).get("rows", {})
+    table = pd.DataFrame([{"set": c["_set"], "model": c["_folder"], "kind": c.get("model_key"),
+                           "input": c.get("input_size"), "trained on": trained_on(c),
+                           "slice AUC": (c.get("metrics") or {}).get("slice_auc"), "measured on": evaluated_on(c),
+                           "5-fold CV AUC": ((cv_rows.get(c["_folder"]) or {}).get("roc_auc") or {}).get("mean")
+                           if c["_set"] == "real CT" else None} for c in cards])
+    st.dataframe(table.dropna(axis="columns", how="all"), hide_index=True, width="stretch",
+                 column_config={"slice AUC": st.column_config.NumberColumn(format="%.3f"),
+                                "5-fold CV AUC": st.column_config.NumberColumn(
+                                    format="%.3f", help="pooled out-of-fold ROC-AUC, patient-grouped "
+                                    "(docs/measurements/real_cv.md)")})
 else:
     st.caption("No trained models yet.")
 if not any(c["_set"] == "real CT" for c in cards):

@@ -60,11 +60,21 @@ def model_cards() -> list[dict]:
     return cards
 
 
+def evaluated_on(card: dict) -> str:
+    """Which split the card's metrics come from: a validation split also chose the epoch, so say it."""
+    m = card.get("metrics") or {}
+    if not m:
+        return ""
+    split = {"test": "test split", "val": "validation split"}.get(m.get("split"), str(m.get("split", "?")))
+    return f"{split}, {m['n_patients']} patients" if m.get("n_patients") else split
+
+
 def trained_on(card: dict) -> str:
     """What a card says its model learned from, in words."""
     t = card.get("trained_on") or {}
     if t.get("title"):
         extra = f" · {t['slices']} slices, {t['patients']} patients" if t.get("slices") else ""
-        return f"{t['title']} ({t.get('values', 'HU')}){extra}"
+        kind = "synthetic phantoms: " if t.get("synthetic") else ""
+        return f"{kind}{t['title']} ({t.get('values', 'HU')}){extra}"
     source = ((card.get("training") or {}).get("data") or {}).get("source", "?")
     return "demo phantoms (synthetic, HU)" if source == "demo" else str(source)

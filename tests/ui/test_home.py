@@ -29,3 +29,16 @@ def test_home_without_demo_data(tmp_path, monkeypatch):
     at = open_page("pages/home.py")
     assert not at.exception
     assert "make run" in texts(at)
+
+
+def test_home_lists_both_model_sets_and_what_each_learned_from(workspace_with_both_sets):
+    at = open_page("pages/home.py")
+    assert not at.exception
+    models = next(d.value for d in at.dataframe if "trained on" in d.value.columns)
+    assert set(models["set"]) == {"phantom (synthetic)", "real CT"}
+    real = models[models["set"] == "real CT"]
+    assert real["trained on"].str.contains("real 8-bit slices").all()
+    assert models[models["set"] != "real CT"]["trained on"].str.contains("phantom").all()
+    assert set(models["measured on"].str.split(",").str[0]) <= {"test split", "validation split"}
+    assert {m.label: m.value for m in at.metric}["Model sets"] == "2"
+    assert "No real-CT model set yet" not in texts(at)
