@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -11,11 +12,29 @@ REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("CTSS_REAL_DATA", REPO.parent / "shared" / "data" / "real"))
 
 
+@contextlib.contextmanager
+def _workspace_env(ws: Path):
+    """CTSS_WORKSPACE=ws for a session fixture's build (monkeypatch is function-scoped)."""
+    old = os.environ.get("CTSS_WORKSPACE")
+    os.environ["CTSS_WORKSPACE"] = str(ws)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("CTSS_WORKSPACE", None)
+        else:
+            os.environ["CTSS_WORKSPACE"] = old
+
+
+def _need_real_data() -> None:
+    if not (REAL_DATA / "README.md").is_file():
+        pytest.skip(f"real sample data not found at {REAL_DATA} (../shared is absent on this machine)")
+
+
 @pytest.fixture(scope="session")
 def real_data() -> Path:
     """The real sample folder; tests that need it skip with a clear reason when ../shared is absent."""
-    if not (REAL_DATA / "README.md").is_file():
-        pytest.skip(f"real sample data not found at {REAL_DATA} (../shared is absent on this machine)")
+    _need_real_data()
     return REAL_DATA
 
 
@@ -48,7 +67,6 @@ def tiny_models(tmp_path_factory, small_phantoms) -> Path:
 
     Good enough to exercise every page end to end; not meant to be accurate.
     """
-    import os
     import shutil
 
     from training.config import RunConfig, merge
@@ -57,9 +75,7 @@ def tiny_models(tmp_path_factory, small_phantoms) -> Path:
     ws = tmp_path_factory.mktemp("models-ws") / "workspace"
     (ws / "data").mkdir(parents=True)
     shutil.copytree(small_phantoms, ws / "data" / "demo")
-    old = os.environ.get("CTSS_WORKSPACE")
-    os.environ["CTSS_WORKSPACE"] = str(ws)
-    try:
+    with _workspace_env(ws):
         base = {"data": {"source": "demo", "split": [0.5, 0.17, 0.33], "max_slices_per_case": 4},
                 "optim": {"epochs": 1, "batch_size": 8}, "preprocessing": {"size": 32},
                 "augment": {"enabled": False}, "threads": 2}
@@ -74,11 +90,6 @@ def tiny_models(tmp_path_factory, small_phantoms) -> Path:
         runs["pruned"] = run(command="prune", prune={"checkpoint": teacher, "steps": 1, "sensitivity": False})
         for key, r in runs.items():
             shutil.copytree(r.model_dir, out / key)
-    finally:
-        if old is None:
-            os.environ.pop("CTSS_WORKSPACE", None)
-        else:
-            os.environ["CTSS_WORKSPACE"] = old
     return out
 
 
@@ -111,8 +122,7 @@ def tiny_real_models(tmp_path_factory) -> Path:
     The real recipe's quick settings: 120 of the real 8-bit slices, 32 px, one epoch. Skips without
     ../shared. Not accurate; it exercises the real-CT input path and the Compare page's set choice.
     """
-    if not (REAL_DATA / "README.md").is_file():
-        pytest.skip(f"real sample data not found at {REAL_DATA} (../shared is absent on this machine)")
+    _need_real_data()
     import shutil
 
     from training.model_set import config_for
@@ -121,42 +131,27 @@ def tiny_real_models(tmp_path_factory) -> Path:
 
     ws = tmp_path_factory.mktemp("real-models-ws") / "workspace"
     ws.mkdir(parents=True)
-    old = os.environ.get("CTSS_WORKSPACE")
-    os.environ["CTSS_WORKSPACE"] = str(ws)
-    try:
+    with _workspace_env(ws):
         out = ws / "models" / "real"
         runs = {"baseline": execute(config_for(REAL, "baseline", True, out / "baseline"))}
         shutil.copytree(runs["baseline"].model_dir, out / "baseline")
         for key in ("ghost", "pruned", "kd"):
             runs[key] = execute(config_for(REAL, key, True, out / "baseline"))
             shutil.copytree(runs[key].model_dir, out / key)
-    finally:
-        if old is None:
-            os.environ.pop("CTSS_WORKSPACE", None)
-        else:
-            os.environ["CTSS_WORKSPACE"] = old
     return out
 
 
 @pytest.fixture(scope="session")
 def quick_cv(tmp_path_factory) -> Path:
     """A quick real-CT cross-validation (2 folds, baseline only, tiny settings) run once: its folder."""
-    if not (REAL_DATA / "README.md").is_file():
-        pytest.skip(f"real sample data not found at {REAL_DATA} (../shared is absent on this machine)")
+    _need_real_data()
     from training.config import CVConfig
     from training.cv import run as run_cv
 
     ws = tmp_path_factory.mktemp("cv-ws") / "workspace"
     ws.mkdir(parents=True)
-    old = os.environ.get("CTSS_WORKSPACE")
-    os.environ["CTSS_WORKSPACE"] = str(ws)
-    try:
+    with _workspace_env(ws):
         run_cv(CVConfig(recipe="real", folds=2, repeats=1, models=["baseline"], quick=True), ws / "cv")
-    finally:
-        if old is None:
-            os.environ.pop("CTSS_WORKSPACE", None)
-        else:
-            os.environ["CTSS_WORKSPACE"] = old
     return ws / "cv"
 
 

@@ -94,6 +94,15 @@ def build_config(a: argparse.Namespace, command: str, extra: dict[str, Any] | No
     return RunConfig.from_dict(cfg)
 
 
+def _find_run(store, ref: str):
+    """The run ``ref`` names, or None after saying why on stderr."""
+    try:
+        return store.find(ref)
+    except KeyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
 def _run(cfg_or_none: RunConfig | None, a: argparse.Namespace) -> int:
     from .pipeline import RunCancelled, execute
     from .runs import RunStore
@@ -101,10 +110,8 @@ def _run(cfg_or_none: RunConfig | None, a: argparse.Namespace) -> int:
     store = RunStore()
     run, resume = None, False
     if a.resume or a.run_id:
-        try:
-            run = store.find(a.resume or a.run_id)
-        except KeyError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+        run = _find_run(store, a.resume or a.run_id)
+        if run is None:
             return EXIT_BAD_INPUT
         if run.status == "completed":
             print(f"error: run {run.id} already completed", file=sys.stderr)
@@ -139,10 +146,8 @@ def cmd_cv(a: argparse.Namespace) -> int:
 
     store = RunStore()
     if a.run_id or a.resume:
-        try:
-            run = store.find(a.run_id or a.resume)
-        except KeyError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+        run = _find_run(store, a.run_id or a.resume)
+        if run is None:
             return EXIT_BAD_INPUT
     else:
         settings = {k: v for k, v in (("recipe", a.recipe), ("folds", a.folds), ("repeats", a.repeats),

@@ -26,30 +26,28 @@ def _wait(pred, timeout: float, what: str):
 
 
 def test_kill_mid_epoch_then_resume(workspace):
+    """Killed as soon as one epoch is finished, whenever that is on this host: a kill lands wherever the
+    process is (mid-epoch, in a checkpoint write), and the resume must pick up after the last whole epoch."""
     env = {**os.environ, "CTSS_WORKSPACE": str(workspace), "PYTHONPATH": str(REPO)}
-    args = [sys.executable, "-m", "training", "train", "--model", "kd", "--size", "48", "--epochs", "4",
-            "--batch-size", "4", "--no-augment", "--threads", "1", "--split", "0.5,0.17,0.33", "--name", "killme"]
+    epochs = 6
+    args = [sys.executable, "-m", "training", "train", "--model", "kd", "--size", "48", "--epochs", str(epochs),
+            "--batch-size", "2", "--no-augment", "--threads", "1", "--split", "0.5,0.17,0.33", "--name", "killme"]
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         store = RunStore(workspace)
         run = _wait(lambda: next(iter(store.list()), None), 120, "the run to start")
-
-        def in_second_epoch():
-            p = run.progress()
-            return p and p["epoch"] == 2 and 0 < p["batch"] < p["batches"] and len(run.metrics()) == 1
-
-        _wait(in_second_epoch, 180, "the middle of epoch 2")
+        _wait(lambda: len(run.metrics()) >= 1, 180, "the first finished epoch")
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert [m["epoch"] for m in run.metrics()] == [1]
+    finished = [m["epoch"] for m in run.metrics()]
+    assert finished == list(range(1, len(finished) + 1)) and len(finished) < epochs, finished
     res = subprocess.run([sys.executable, "-m", "training", "train", "--resume", run.id], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     done = RunStore(workspace).get(run.id)
     assert done.status == "completed"
-    epochs = [m["epoch"] for m in done.metrics()]
-    assert epochs == [1, 2, 3, 4]  # nothing lost, nothing duplicated
-    assert "resumed train at epoch 2/4" in done.log_path.read_text()
+    assert [m["epoch"] for m in done.metrics()] == list(range(1, epochs + 1))  # nothing lost, nothing duplicated
+    assert f"resumed train at epoch {len(finished) + 1}/{epochs}" in done.log_path.read_text()
