@@ -2,7 +2,7 @@
 patient-level verdict for volumes.
 
 Patient-level verdict: the lung-area-weighted mean of calibrated P(severe) over the slices the model
-scores (lung section ≥ its card's ``min_lung_share`` of the largest: 5 % by default, 50 % for the
+scores (lung section ≥ its card's ``min_lung_share`` of the largest: 5 % by default, 30 % for the
 real-CT set, which learned from mid-chest slices only), severe when ≥ 0.5; the same aggregation
 ``training.evaluate`` reports, so the app's verdict is the one the model was evaluated with.
 """
@@ -19,7 +19,7 @@ import torch
 
 from .checkpoint import ModelCard, checkpoint_id, load
 from .imaging import Volume
-from .preprocess import Preprocessing, lung_slices, normalize, prepare_slice
+from .preprocess import Preprocessing, lung_slices, network_logits, normalize, prepare_slice
 
 
 @dataclass
@@ -82,7 +82,7 @@ def calibrated(lm: LoadedModel, logits: torch.Tensor) -> np.ndarray:
 @torch.no_grad()
 def probabilities(lm: LoadedModel, x: torch.Tensor, batch: int = 64) -> np.ndarray:
     """Calibrated P(severe) for a prepared batch (temperature scaling from the card)."""
-    out = [calibrated(lm, lm.model(x[k : k + batch])) for k in range(0, len(x), batch)]
+    out = [calibrated(lm, network_logits(lm.model, x[k : k + batch], lm.pre)) for k in range(0, len(x), batch)]
     return np.concatenate(out) if out else np.zeros(0)
 
 

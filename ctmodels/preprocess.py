@@ -63,9 +63,14 @@ class Preprocessing:
     # segmentation takes enclosed lesions in and the liver dome out, sets this False (see training.data).
     mask_8bit: bool = True
     # The slices a model scores: lung section ≥ this share of the scan's largest. 5 % keeps every lung
-    # slice; a model trained on mid-chest slices only (the Inf-Net slices start at about half the
-    # largest section) records 0.5, and apex and base crescents are outside its scope.
+    # slice; a model trained on mid-chest slices only (the real 8-bit slices start at 0.3 of their
+    # patient's largest section) records 0.3, and apex and base crescents are outside its scope.
     min_lung_share: float = LUNG_SLICE_SHARE
+    # Score each slice as the mean logit over its four flips (as is, left-right, up-down, both): the
+    # real-CT models learned with flips, and averaging them steadied their ranking of slices near the
+    # 25 % cut (cross-validated, docs/real_ct.md). Costs four forward passes; Grad-CAM explains the
+    # unflipped input.
+    flip_average: bool = False
 
     @property
     def window(self) -> Window:
@@ -81,7 +86,7 @@ class Preprocessing:
                               "clahe": self.clahe,
                               "lung_mask_input": self.lung_mask_input, "mask_fill": self.mask_fill,
                               "intensity": self.intensity, "orient": self.orient, "mask_8bit": self.mask_8bit,
-                              "min_lung_share": self.min_lung_share},
+                              "min_lung_share": self.min_lung_share, "flip_average": self.flip_average},
         }
 
     @staticmethod
@@ -103,6 +108,7 @@ class Preprocessing:
             orient=bool(pre.get("orient", False)),
             mask_8bit=bool(pre.get("mask_8bit", True)),
             min_lung_share=float(pre.get("min_lung_share", LUNG_SLICE_SHARE)),
+            flip_average=bool(pre.get("flip_average", False)),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -294,3 +300,10 @@ def lung_slices(lung_mask: np.ndarray | None, share: float = LUNG_SLICE_SHARE) -
 def normalize(batch: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
     """[0, 1] inputs (N, 1, H, W) → the network's input scale."""
     return (batch - pre.mean) / pre.std
+
+
+def network_logits(model: torch.nn.Module, x: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
+    """The logits a model's card says to score with: one pass, or the mean over four flips."""
+    if not pre.flip_average:
+        return model(x)
+    return torch.stack([model(x), model(x.flip(-1)), model(x.flip(-2)), model(x.flip(-1, -2))]).float().mean(0)

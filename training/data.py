@@ -146,7 +146,8 @@ def _files_signature(ds: Dataset) -> list:
 
 def fingerprint(ds: Dataset, pre: Preprocessing, cfg: DataConfig) -> str:
     payload = {
-        "root": str(ds.root), "layout": ds.layout, "files": _files_signature(ds), "pre": pre.to_dict(),
+        "root": str(ds.root), "layout": ds.layout, "files": _files_signature(ds),
+        "pre": {k: v for k, v in pre.to_dict().items() if k != "flip_average"},  # scoring only, not the arrays
         "rule": [cfg.threshold_pct, cfg.excluded_band, cfg.label_level, cfg.lung_slices_only,
                  cfg.max_slices_per_case], "v": 3, "pre_version": PREPROCESS_VERSION,
     }

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score, roc_curve
 from torch.utils.data import DataLoader
 
-from ctmodels.preprocess import Preprocessing
+from ctmodels.preprocess import Preprocessing, network_logits
 
 from .data import Prepared, SliceDataset
 
@@ -35,7 +35,7 @@ def predict_logits(
         x = x.to(device)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        out.append(model(x).float().cpu())
+        out.append(network_logits(model, x, pre).float().cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 2), np.float32)
 
 

@@ -108,3 +108,22 @@ def test_real_inf_net_slice_has_a_field_and_an_oriented_input(real_data):
     assert x.shape == (64, 64) and tiles is not None and all(t[2] == 1 for t in tiles)  # stored rotated
     vol = read_any(path)
     assert not vol.is_hu and lung_field(vol)[0].sum() == field.sum()
+
+
+def test_flip_average_scores_the_mean_of_four_flips():
+    import torch
+
+    from ctmodels.preprocess import network_logits
+
+    class Asymmetric(torch.nn.Module):  # a logit that depends on where the bright pixel is
+        def forward(self, x):
+            s = (x[..., :2, :2].sum((1, 2, 3)))
+            return torch.stack([-s, s], 1)
+
+    x = torch.zeros(1, 1, 4, 4)
+    x[..., 0, 0] = 1.0  # top-left: seen by the un-flipped pass only
+    one = network_logits(Asymmetric(), x, Preprocessing(flip_average=False))
+    avg = network_logits(Asymmetric(), x, Preprocessing(flip_average=True))
+    assert one[0, 1].item() == 1.0 and avg[0, 1].item() == 0.25
+    card_pre = Preprocessing.from_card(type("Card", (), {**Preprocessing(flip_average=True).card_fields()})())
+    assert card_pre.flip_average  # the card carries it to the Compare page
