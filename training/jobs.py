@@ -177,6 +177,22 @@ def _drop_pid_file(pid_file: Path) -> None:
         pass
 
 
+def charge_exit(store: RunStore, run_id: str, proc: subprocess.Popen) -> bool:
+    """Mark the run failed when the process that ended was its current attempt and it never reported.
+
+    A process is charged only to the attempt that started it: the registry holds that attempt's pid
+    while it runs. A run cancelled and resumed before its old process was reaped is queued (or running
+    under a new pid) by then, and the old exit must not fail it. Returns whether the run was failed.
+    """
+    run = store.get(run_id)
+    if run.status != "running" or run.pid != proc.pid:
+        return False
+    store.update(run_id, status="failed", finished=time.time(), pid=None,
+                 error=f"the training process exited with code {proc.returncode} without reporting.\n"
+                 + log_tail(run.log_path))
+    return True
+
+
 def _supervise_locked(store: RunStore, pid_file: Path) -> None:
     max_jobs = int(os.environ.get("CTSS_MAX_JOBS", "1"))
     children: dict[str, subprocess.Popen] = {}
@@ -185,11 +201,7 @@ def _supervise_locked(store: RunStore, pid_file: Path) -> None:
         for rid, proc in list(children.items()):
             if proc.poll() is not None:
                 children.pop(rid)
-                run = store.get(rid)
-                if run.status in ("running", "queued"):
-                    store.update(rid, status="failed", finished=time.time(), pid=None,
-                                 error=f"the training process exited with code {proc.returncode} without reporting.\n"
-                                 + log_tail(run.log_path))
+                charge_exit(store, rid, proc)
         reconcile(store)
         queued = sorted(store.list(status="queued"), key=lambda r: r.created)
         while queued and len(children) < max_jobs:

@@ -26,3 +26,25 @@ def test_run_queued_while_the_supervisor_exits_is_still_started(workspace, tiny,
     # it was launched (the stand-in command exits without reporting, so the supervisor marks it failed)
     assert run.status == "failed" and "without reporting" in run.error
     assert not (store.root / jobs.SUPERVISOR_PID).exists()
+
+
+def test_an_old_attempts_exit_is_charged_only_to_that_attempt(workspace, tiny):
+    """Cancel, then resume before the supervisor reaped the cancelled process: its exit code must not fail
+    the resumed run (it did, one time in three: 'exited with code 130 without reporting')."""
+    import subprocess
+
+    store = RunStore(workspace)
+    run = jobs.enqueue(tiny(model="kd"), store=store, start=False)
+    old = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(130)"])
+    store.update(run.id, status="running", pid=old.pid)  # attempt 1, as the supervisor starts it
+    old.wait()
+    store.update(run.id, status="cancelled", pid=None)  # the user cancels (the process marks itself)...
+    store.update(run.id, status="queued")  # ...and resumes before the supervisor polled attempt 1
+    assert not jobs.charge_exit(store, run.id, old) and store.get(run.id).status == "queued"
+    new = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"])
+    store.update(run.id, status="running", pid=new.pid)  # attempt 2 runs
+    assert not jobs.charge_exit(store, run.id, old) and store.get(run.id).status == "running"
+    new.wait()  # attempt 2 dies without reporting: that one is charged
+    assert jobs.charge_exit(store, run.id, new)
+    failed = store.get(run.id)
+    assert failed.status == "failed" and "exited with code 3" in failed.error
