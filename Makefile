@@ -32,7 +32,7 @@ demo-models: venv demo-data ## train the demo model set (≈15 min on 2 cores; k
 real-models: venv ## train the real-CT model set on ../shared/data/real (≈25 min on 2 cores; kept if built)
 	$(PY) -m training real
 
-real-cv: venv ## patient-grouped 5-fold CV of the real-CT recipe (≈2 h on 2 cores) → docs/measurements/real_cv.*
+real-cv: venv ## patient-grouped 5-fold CV of the real-CT recipe (≈1 h per repeat on 2 cores) → docs/measurements/real_cv.*
 	$(PY) -m training cv --recipe real --folds 5 --repeats $(or $(REPEATS),1) --out docs/measurements
 
 bench: demo-models ## benchmark the demo models → reports/bench.json and reports/bench.md

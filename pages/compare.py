@@ -102,7 +102,7 @@ if any(c.synthetic for c in chosen) and not picked.synthetic:
         if have_real_data():
             set_builder("real-CT model set", "Real CT deserves models trained on real CT: build the real-CT set "
                         "(the same six models, trained on the real 8-bit slices in ../shared/data/real).",
-                        "25 minutes", launch_real, real_status, "cmp_build_real", "Build the real-CT model set")
+                        "15 minutes", launch_real, real_status, "cmp_build_real", "Build the real-CT model set")
         else:
             st.caption("Real-CT models come from `make real-models`, which trains on the real sample data in "
                        "`../shared/data/real` (absent on this machine).")

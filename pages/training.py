@@ -19,9 +19,8 @@ from training.real import have_real_data
 from training.runs import RunStore
 from ui import export, figures
 from ui.models import EXTRA_KEY
-from ui.training_view import measured_cv_report
-from ui.training_view import (STATUS_COLOR, curves, cv_report_view, evaluation_block, history_csv, progress_block,
-                              runs_table)
+from ui.training_view import (STATUS_COLOR, curves, cv_report_view, evaluation_block, history_csv,
+                              measured_cv_report, progress_block, runs_table)
 from ui.uploads import save_dataset_zip
 
 st.title("Training")
@@ -243,7 +242,7 @@ with cv_tab:
         c1, c2 = st.columns(2)
         cam = c1.toggle("Grad-CAM check on held-out severe slices", True, key="cv_cam")
         quick = c2.toggle("Quick smoke test (tiny models, minutes)", False, key="cv_quick")
-        st.caption("The full real-CT cross-validation trains 5 × 6 models: about two hours per repeat on 2 CPU cores.")
+        st.caption("The full real-CT cross-validation trains 5 × 6 models: about an hour per repeat on 2 CPU cores.")
         go = st.form_submit_button("Start cross-validation", type="primary")
     if go:
         try:
