@@ -37,7 +37,6 @@ from .pipeline import execute
 from .runs import RunStore
 
 log = logging.getLogger(__name__)
-DEPENDENT = {"pruned", "kd", "sparse", "ghost_kd"}  # steps that start from the fold's baseline
 Progress = Callable[[dict[str, Any]], None]
 
 
@@ -53,7 +52,8 @@ def recipe_named(name: str) -> Recipe:
 
 def plan_steps(recipe: Recipe, models: list[str]) -> list[str]:
     """The recipe's steps needed for ``models`` (the baseline too when a model starts from it), in order."""
-    need = set(models) | ({"baseline"} if set(models) & DEPENDENT else set())
+    starts_from_baseline = {k for k, step in recipe.steps if step.get("command") in ("distill", "prune")}
+    need = set(models) | ({"baseline"} if set(models) & starts_from_baseline else set())
     return [k for k in recipe.keys if k in need]
 
 
