@@ -125,5 +125,6 @@ def markdown(report: dict[str, Any]) -> str:
     for r in report["models"]:
         lines.append(f"| {r['model']} | {r['slice_accuracy']} | {r['patient_accuracy']} | {r['slice_auc']} | "
                      f"{r.get('split') or 'test'} split | {r['seconds'] if r['seconds'] is not None else 'kept'} |")
-    lines.append(f"\nTotal: {report['total_seconds'] / 60:.1f} min (evaluated on patients never seen in training).")
+    lines.append(f"\nTotal: {report['total_seconds'] / 60:.1f} min. Metrics: patients of the named split, never "
+                 "trained on (a validation split also chose the epoch).")
     return "\n".join(lines) + "\n"
