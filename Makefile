@@ -29,7 +29,7 @@ $(DEMO_DIR)/manifest.json: | $(STAMP)
 demo-models: venv demo-data ## train the demo model set (≈15 min on 2 cores; kept if already built)
 	$(PY) -m training demo
 
-real-models: venv ## train the real-CT model set on ../shared/data/real (≈25 min on 2 cores; kept if built)
+real-models: venv ## train the real-CT model set on ../shared/data/real (≈13 min on 2 idle cores; kept if built)
 	$(PY) -m training real
 
 real-cv: venv ## patient-grouped 5-fold CV of the real-CT recipe (≈1 h per repeat on 2 cores) → docs/measurements/real_cv.*
