@@ -288,7 +288,8 @@ def prepare_slice(
 
 
 def lung_slices(lung_mask: np.ndarray | None, share: float = LUNG_SLICE_SHARE) -> list[int]:
-    """Slices whose lung section is at least ``share`` of the largest (all of them without a mask)."""
+    """Slices whose lung section is at least ``share`` of the largest; none without a lung mask (the caller
+    decides: ``predict_volume`` then scores every slice)."""
     if lung_mask is None:
         return []
     area = lung_mask.sum(axis=(1, 2))
