@@ -125,6 +125,23 @@ class Run:
             return None
 
 
+def _ensure_wal(conn: sqlite3.Connection, tries: int = 100) -> None:
+    """Switch the registry to WAL once (the mode is stored in the file). Switching needs an exclusive
+    lock that SQLite does not wait for: two processes opening a new registry at once (DDP ranks) got
+    'database is locked'. The loser waits and finds the mode already set."""
+    for _ in range(tries):
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                return
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+            time.sleep(0.05)
+    conn.execute("PRAGMA journal_mode=WAL")
+
+
 class RunStore:
     """The SQLite index of runs in a workspace."""
 
@@ -140,7 +157,7 @@ class RunStore:
     def _conn(self) -> Iterator[sqlite3.Connection]:
         conn = sqlite3.connect(self.db_path, timeout=30)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
+            _ensure_wal(conn)
             conn.row_factory = sqlite3.Row
             yield conn
             conn.commit()
