@@ -15,7 +15,7 @@ import numpy as np
 
 from .explain import DEFAULT_METHOD, agreement, cam_batch, mass_inside, target_layer_name, to_slice
 from .imaging import Volume
-from .inference import LoadedModel, calibrated, prepare_input, probabilities
+from .inference import LoadedModel, calibrated, prepare_input
 
 LOW_CONFIDENCE = (0.35, 0.65)
 MIN_LUNG_ML = 300.0  # a chest CT shows litres of lung; less means not a chest CT (or not the lungs)
@@ -54,12 +54,9 @@ def compare_slice(
         ts = time.perf_counter()
         with lm.lock:
             inp = prepare_input(lm, vol, [index], lung_mask)
-            # A flip-averaging model's verdict comes from its four passes; the CAM explains that verdict.
-            p = float(probabilities(lm, inp.tensor)[0]) if lm.pre.flip_average else None
-            wanted = ("severe" if p >= 0.5 else "mild") if explain == "predicted" and p is not None else explain
-            classes = None if wanted == "predicted" else [list(lm.card.class_names).index(wanted)]
+            classes = None if explain == "predicted" else [list(lm.card.class_names).index(explain)]
             maps, logits = cam_batch(lm, inp.tensor, classes, method)
-            p = float(calibrated(lm, logits)[0]) if p is None else p
+            p = float(calibrated(lm, logits)[0])
             verdict = "severe" if p >= 0.5 else "mild"
             target = verdict if explain == "predicted" else explain
             cam_small = maps[0]

@@ -112,15 +112,18 @@ def in_scope(lm: LoadedModel, lung_mask: np.ndarray | None, index: int) -> bool:
     return lung_mask is None or index in lung_slices(lung_mask, lm.pre.min_lung_share)
 
 
+def patient_score(p_severe: np.ndarray, lung_area: np.ndarray | None) -> float:
+    """The patient-level P(severe): slices weighted by their lung area (module docstring); plain mean without."""
+    p = np.asarray(p_severe, dtype=float)
+    w = None if lung_area is None else np.asarray(lung_area, dtype=float)
+    return float(np.average(p, weights=w)) if w is not None and w.sum() > 0 else float(p.mean())
+
+
 def predict_volume(lm: LoadedModel, vol: Volume, lung_mask: np.ndarray | None) -> VolumePrediction:
     """Every slice in the model's scope scored; the patient verdict aggregates them (module docstring)."""
     t0 = time.perf_counter()
     slices = lung_slices(lung_mask, lm.pre.min_lung_share) or list(range(vol.n_slices))
     p = probabilities(lm, prepare_input(lm, vol, slices, lung_mask).tensor)
-    if lung_mask is not None:
-        w = lung_mask[slices].sum(axis=(1, 2)).astype(float)
-        patient = float(np.average(p, weights=w)) if w.sum() > 0 else float(p.mean())
-    else:
-        patient = float(p.mean())
+    patient = patient_score(p, None if lung_mask is None else lung_mask[slices].sum(axis=(1, 2)))
     return VolumePrediction(lm.name, slices, p, patient, "severe" if patient >= 0.5 else "mild",
                             time.perf_counter() - t0)

@@ -298,6 +298,10 @@ def lung_slices(lung_mask: np.ndarray | None, share: float = LUNG_SLICE_SHARE) -
     return [int(i) for i in np.nonzero(area >= share * area.max())[0]]
 
 
+#: The views a flip-averaging model scores: as is, left-right, up-down, both (dims of an (N, C, H, W) batch).
+FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-1, -2))
+
+
 def normalize(batch: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
     """[0, 1] inputs (N, 1, H, W) → the network's input scale."""
     return (batch - pre.mean) / pre.std
@@ -307,4 +311,4 @@ def network_logits(model: torch.nn.Module, x: torch.Tensor, pre: Preprocessing) 
     """The logits a model's card says to score with: one pass, or the mean over four flips."""
     if not pre.flip_average:
         return model(x)
-    return torch.stack([model(x), model(x.flip(-1)), model(x.flip(-2)), model(x.flip(-1, -2))]).float().mean(0)
+    return torch.stack([model(x.flip(dims) if dims else x) for dims in FLIPS]).float().mean(0)

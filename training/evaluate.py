@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score, roc_curve
 from torch.utils.data import DataLoader
 
+from ctmodels.inference import patient_score
 from ctmodels.preprocess import Preprocessing, network_logits
 
 from .data import Prepared, SliceDataset
@@ -113,12 +114,8 @@ def binary_metrics(p_severe: np.ndarray, labels: np.ndarray, threshold: float = 
 
 
 def patient_scores(p_severe: np.ndarray, patients: np.ndarray, lung_area: np.ndarray) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for p in np.unique(patients):
-        m = patients == p
-        w = lung_area[m].astype(float)
-        out[str(p)] = float(np.average(p_severe[m], weights=w) if w.sum() > 0 else p_severe[m].mean())
-    return out
+    """Each patient's P(severe), aggregated as the app aggregates a scan (``ctmodels.inference.patient_score``)."""
+    return {str(p): patient_score(p_severe[patients == p], lung_area[patients == p]) for p in np.unique(patients)}
 
 
 def evaluate(

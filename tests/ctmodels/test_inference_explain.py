@@ -13,7 +13,7 @@ from ctmodels.explain import METHODS, agreement, mass_inside, target_layer_name,
 from ctmodels.imaging import Volume
 from ctmodels.imaging.lung import segment_lungs
 from ctmodels.imaging.phantom import PhantomConfig, generate_patient
-from ctmodels.inference import load_model, predict_volume, prepare_input, probabilities
+from ctmodels.inference import load_model, patient_score, predict_volume, prepare_input, probabilities
 
 CFG = PhantomConfig(size=128, n_slices=12, pixel_mm=2.8, slice_mm=20.0)
 
@@ -37,6 +37,18 @@ def test_predict_volume(models, severe_case):
     assert len(vp.slices) == len(vp.p_severe) and all(lung[i].any() for i in vp.slices)
     curve = vp.curve(vol.n_slices)
     assert len(curve) == vol.n_slices and curve[vp.slices[0]] == pytest.approx(vp.p_severe[0])
+    # the app's patient verdict and the evaluated one are the same aggregation: lung-area-weighted P(severe)
+    area = lung[vp.slices].sum(axis=(1, 2))
+    assert vp.patient_p == pytest.approx(patient_score(vp.p_severe, area))
+    from training.evaluate import patient_scores
+
+    assert patient_scores(vp.p_severe, np.array(["PHX"] * len(area)), area)["PHX"] == pytest.approx(vp.patient_p)
+
+
+def test_patient_score_weights_slices_by_lung_area():
+    assert patient_score(np.array([0.2, 0.8]), np.array([3, 1])) == pytest.approx(0.35)
+    assert patient_score(np.array([0.2, 0.8]), np.array([0, 0])) == pytest.approx(0.5)  # no lung anywhere: plain mean
+    assert patient_score(np.array([0.2, 0.8]), None) == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize("method", list(METHODS))
@@ -66,6 +78,33 @@ def test_one_pass_verdict_matches_plain_inference(models, severe_case):
         assert r.p_severe == pytest.approx(p, abs=1e-5) and r.explained == r.verdict
         assert a.explained == "mild" and a.p_severe == pytest.approx(p, abs=1e-5)
         assert not any(w.requires_grad for w in lm.model.parameters())  # inference models are frozen
+
+
+def test_flip_averaging_model_is_explained_by_its_four_flips(models, severe_case):
+    """The CAM of a flip-averaging model is the mean of the four flips' CAMs turned back, for the class of
+    the mean logits, and the verdict beside it is the flip-averaged P(severe)."""
+    import dataclasses
+
+    import torch
+
+    from ctmodels.explain import cam_batch
+    from ctmodels.preprocess import FLIPS
+
+    _, vol, lung = severe_case
+    idx = int(np.argmax(lung.sum(axis=(1, 2))))
+    plain = models[-1]
+    flipping = dataclasses.replace(plain, pre=dataclasses.replace(plain.pre, flip_average=True))
+    x = prepare_input(plain, vol, [idx], lung).tensor
+    maps, logits = cam_batch(flipping, x, None)
+    assert torch.allclose(logits, torch.stack([plain.model(x.flip(d) if d else x) for d in FLIPS]).mean(0), atol=1e-4)
+    cls = int(logits.argmax(1)[0])
+    views = [cam_batch(plain, x.flip(d) if d else x, [cls])[0] for d in FLIPS]
+    expected = np.mean([np.flip(v, d) if d else v for v, d in zip(views, FLIPS)], axis=0)
+    assert maps.shape == expected.shape and maps.max() == pytest.approx(1.0)
+    np.testing.assert_allclose(maps, expected / expected.max(), atol=1e-4)
+    assert not np.allclose(maps, views[0] / max(views[0].max(), 1e-8), atol=1e-3)  # the flips do change the map
+    r = compare_slice([flipping], vol, idx, lung).results[0]
+    assert r.p_severe == pytest.approx(float(probabilities(flipping, x)[0]), abs=1e-5)
 
 
 def test_target_layer_choice(models):
