@@ -104,6 +104,7 @@ def _find_run(store, ref: str):
 
 
 def _run(cfg_or_none: RunConfig | None, a: argparse.Namespace) -> int:
+    from .distributed import shutdown
     from .pipeline import RunCancelled, execute
     from .runs import RunStore
 
@@ -133,6 +134,8 @@ def _run(cfg_or_none: RunConfig | None, a: argparse.Namespace) -> int:
     except Exception as exc:  # reported in the run's log and registry
         print(f"failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    finally:
+        shutdown()
     print(json.dumps({"run": done.id, "status": done.status, "model": str(done.model_dir), **done.summary.get("test", {})}))
     return 0
 

@@ -7,7 +7,7 @@ with a message a researcher can act on.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -92,8 +92,9 @@ class PruneConfig:
     unstructured: bool = False
     sparsity: float = 0.5  # unstructured: final fraction of zero weights
     power: float = 3.0  # polynomial decay exponent of the sparsity schedule
-    # Fine-tune against the unpruned model's outputs (KD, T=4) as well as the targets: the pruned net
-    # then keeps what its parent does on inputs unlike the training slices (HU scans for the real set).
+    # Fine-tune against the unpruned model's outputs (KD with the ``distill`` section's temperature and
+    # alpha) as well as the targets: the pruned net then keeps what its parent does on inputs unlike the
+    # training slices (HU scans for the real set).
     distill: bool = False
 
 
@@ -265,6 +266,3 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
             out[k] = v
     return out
 
-
-def is_config(obj: Any) -> bool:
-    return is_dataclass(obj)

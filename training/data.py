@@ -34,7 +34,7 @@ from .config import AugmentConfig, DataConfig
 
 log = logging.getLogger(__name__)
 CLASS_NAMES = ["mild", "severe"]
-Progress = Callable[[str, int, int], None]
+OnPrepared = Callable[[str, int, int], None]  # (stage, done, total) while slices are prepared
 
 
 class DataError(ValueError):
@@ -176,7 +176,7 @@ def _slice_truth(case, vol, rule: LabelRule, cfg: DataConfig) -> tuple[list[int]
     return [case_label] * n, inv
 
 
-def _prepare_arrays(ds: Dataset, pre: Preprocessing, cfg: DataConfig, progress: Progress | None) -> dict:
+def _prepare_arrays(ds: Dataset, pre: Preprocessing, cfg: DataConfig, progress: OnPrepared | None) -> dict:
     rule = ds.rule
     images, labels, invs, feats, patients, cases, slices, areas, case_labels = [], [], [], [], [], [], [], [], {}
     hu, images_masked = [], []
@@ -244,7 +244,7 @@ def _cache_path(fp: str) -> Path:
     return workspace_dir() / "cache" / "prepared" / f"{fp}.npz"
 
 
-def _load_or_prepare(ds: Dataset, pre: Preprocessing, cfg: DataConfig, progress: Progress | None) -> tuple[dict, str]:
+def _load_or_prepare(ds: Dataset, pre: Preprocessing, cfg: DataConfig, progress: OnPrepared | None) -> tuple[dict, str]:
     fp = fingerprint(ds, pre, cfg)
     path = _cache_path(fp)
     if path.is_file():
@@ -361,7 +361,7 @@ def _patient_labels(arrays: dict, labelled: np.ndarray, case_label: dict[str, in
     return out
 
 
-def prepare(cfg: DataConfig, pre: Preprocessing, seed: int, progress: Progress | None = None) -> Prepared:
+def prepare(cfg: DataConfig, pre: Preprocessing, seed: int, progress: OnPrepared | None = None) -> Prepared:
     """Load, preprocess (cached), label and split a dataset; refuse data that cannot train a model."""
     ds = load_dataset(cfg)
     arrays, fp = _load_or_prepare(ds, pre, cfg, progress)

@@ -66,5 +66,6 @@ def local_device(device: torch.device) -> torch.device:
 
 
 def shutdown() -> None:
+    """Leave the process group at the end of a torchrun process (torch warns, and may hang, otherwise)."""
     if td.is_initialized():
         td.destroy_process_group()

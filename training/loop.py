@@ -2,8 +2,9 @@
 
 Kept short on purpose (nanoGPT-style): one ``fit`` for training from scratch, distillation and
 fine-tuning; the caller passes a loss and an optional hook run after every optimiser step
-(unstructured pruning masks). AMP (bf16, or fp16 with a scaler) on CUDA; channels_last on both
-(about 10 % faster on this CPU too).
+(unstructured pruning masks: a pruning run restarts from its parent, never from a saved state, so
+masks are not part of it). AMP (bf16, or fp16 with a scaler) on CUDA; channels_last on both (about
+10 % faster on this CPU too).
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ class Context:
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-class Progress:
+class ProgressFile:
     """Writes ``progress.json`` (throttled) so the app can show epoch, batch, throughput and ETA."""
 
     def __init__(self, run: Run, stage: str, epochs: int, every_s: float = 1.0) -> None:
@@ -189,8 +190,6 @@ def fit(
     loss_fn: LossFn | None = None,
     after_step: Callable[[int, int], None] | None = None,
     resume: bool = False,
-    state_extra: Callable[[], dict] | None = None,
-    masks: Callable[[], dict[str, torch.Tensor]] | None = None,
     select_best: bool = True,
 ) -> tuple[nn.Module, list[dict]]:
     """Train ``model`` for ``epochs`` epochs; returns the best model (lowest val loss) and history.
@@ -214,18 +213,16 @@ def fit(
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs)) if o.scheduler == "cosine" else None
     )
-    restored_masks: dict[str, torch.Tensor] = {}
     if resume and has_state(state_dir):
-        st, restored_masks = restore_state(state_dir, optimizer, scheduler)
+        st = restore_state(state_dir, optimizer, scheduler)
         start_epoch, history, best_loss, best_epoch = st.epoch + 1, st.history, st.best_val_loss, st.best_epoch
         if dist.is_main():
             write_text_atomic(ctx.run.metrics_path, "".join(_line(h) for h in history))
         log.info("resumed %s at epoch %d/%d", stage, start_epoch + 1, epochs)
-    ctx.restored_masks = restored_masks  # type: ignore[attr-defined]
 
     scaler = torch.amp.GradScaler("cuda") if ctx.amp_dtype() == torch.float16 else None
     train_idx = ctx.data.subset(0)
-    progress = Progress(ctx.run, stage, epochs)
+    progress = ProgressFile(ctx.run, stage, epochs)
     patience = o.early_stopping_patience
     for epoch in range(start_epoch, epochs):
         loader = _loader(ctx, train_idx, True, o.batch_size, cfg.seed * 1000 + epoch)
@@ -274,8 +271,8 @@ def fit(
         if dist.is_main():
             if improved:
                 save_checkpoint(model, ctx.card, best_dir)
-            st = TrainState(epoch, history, best_loss, best_epoch, state_extra() if state_extra else {})
-            save_state(state_dir, model, ctx.card, optimizer, scheduler, st, masks() if masks else None)
+            st = TrainState(epoch, history, best_loss, best_epoch)
+            save_state(state_dir, model, ctx.card, optimizer, scheduler, st)
             with open(ctx.run.metrics_path, "a") as fh:
                 fh.write(_line(rec))
         log.info(

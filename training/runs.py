@@ -248,7 +248,3 @@ class RunStore:
         with self._conn() as c:
             c.execute("DELETE FROM runs WHERE id = ?", (run_id,))
         shutil.rmtree(run.dir, ignore_errors=True)
-
-    def discard(self, run_id: str) -> None:
-        """Remove a run that never started (bad config found after creation): no half-written run."""
-        self.delete(run_id)

@@ -44,17 +44,6 @@ class Volume:
     def shape(self) -> tuple[int, int, int]:
         return tuple(int(s) for s in self.array.shape)  # type: ignore[return-value]
 
-    @property
-    def is_volume(self) -> bool:
-        """True for multi-slice scans (patient-level verdicts make sense)."""
-        return self.n_slices > 1
-
-    @property
-    def pixel_area_mm2(self) -> float | None:
-        if self.spacing is None:
-            return None
-        return float(self.spacing[1] * self.spacing[2])
-
     def slice(self, index: int) -> np.ndarray:
         return self.array[index]
 
