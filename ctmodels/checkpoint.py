@@ -5,19 +5,8 @@ no pickles, which can run arbitrary code), and must say everything needed to use
 (``model_key`` + ``arch``, incl. pruned channel widths), how to preprocess (window, size,
 normalisation), what the classes are, how it was made, and how it measured.
 
-Atomic save (see :func:`save`). The checkpoint is written into a hidden temp folder next to the
-destination, ``.<name>.tmp-<token>``, every file fsynced. Then:
-
-1. if the destination exists it is renamed aside to ``.<name>.old-<token>``;
-2. the temp folder is renamed to the destination (the commit point);
-3. the old folder is deleted.
-
-Renames within one directory are atomic, so after a crash at any point either the destination
-holds a complete checkpoint (old before step 1, new after step 2), or the destination is
-missing and ``.<name>.old-<token>`` holds the complete old one (crash between 1 and 2). In that
-last case :func:`load` renames the old folder back (a save that did not reach its commit point
-did not happen). Leftover temp folders are never read; :func:`load` removes those whose writer process is gone
-(or, on a shared disk, older than ten minutes).
+Atomic save: the folder is built beside the destination and swapped in by renames
+(:mod:`ctmodels.atomic_dir`); :func:`load` undoes a save that a crash interrupted before its commit point.
 """
 
 from __future__ import annotations
@@ -29,9 +18,6 @@ import json
 import logging
 import os
 import platform
-import shutil
-import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -39,6 +25,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ctmodels.atomic_dir import recover_dir, replace_dir
 from ctmodels.nets.registry import MODEL_KEYS, UnknownModelError, build, extract_widths, resolve_arch
 
 __all__ = [
@@ -67,11 +54,6 @@ FORMAT_VERSION = 1
 WEIGHTS_NAME = "weights.safetensors"
 CARD_NAME = "card.json"
 PICKLE_SUFFIXES = frozenset({".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin"})
-_TMP_TAG = ".tmp-"
-_OLD_TAG = ".old-"
-#: Temp folders younger than this may belong to a save still running in another process.
-STALE_TMP_SECONDS = 600.0
-_HOST = "".join(c if c.isalnum() or c in "._" else "_" for c in platform.node()) or "host"
 
 _PICKLE_MESSAGE = (
     "pickled checkpoints are not loaded because they can run arbitrary code; convert to safetensors "
@@ -331,24 +313,8 @@ def _meta_model(card: ModelCard) -> nn.Module:
 # --------------------------------------------------------------------------- save
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    path.write_bytes(data)  # replace_dir fsyncs every file before its commit
 
 
 def _prepare_card(model: nn.Module, card: ModelCard, state: dict[str, torch.Tensor]) -> ModelCard:
@@ -409,88 +375,16 @@ def save(model: nn.Module, card: ModelCard, folder: str | Path) -> Path:
         if dropped:
             log.warning("replacing checkpoint %s drops extra files: %s", folder, sorted(dropped))
 
-    parent = folder.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    token = f"{os.getpid()}@{_HOST}-{uuid.uuid4().hex[:8]}"
-    tmp = parent / f".{folder.name}{_TMP_TAG}{token}"
-    old = parent / f".{folder.name}{_OLD_TAG}{token}"
-    tmp.mkdir()
-    try:
+    def fill(tmp: Path) -> None:
         _write_file(tmp / WEIGHTS_NAME, blob)
         _write_file(tmp / CARD_NAME, card_bytes)
-        _fsync_dir(tmp)
-        if folder.exists():
-            os.replace(folder, old)  # step 1: old aside (destination briefly missing)
-            try:
-                os.replace(tmp, folder)  # step 2: commit
-            except BaseException:
-                try:
-                    os.replace(old, folder)  # roll back; if this fails too, load() restores it
-                except OSError:
-                    log.error("could not restore %s after a failed save; load() will recover it", folder)
-                raise
-            _fsync_dir(parent)
-            shutil.rmtree(old, ignore_errors=True)  # step 3
-        else:
-            os.replace(tmp, folder)
-            _fsync_dir(parent)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    replace_dir(folder, fill)
     log.info("saved %s checkpoint to %s (sha256 %s)", card.model_key, folder, card.weights_sha256[:12])
     return folder
 
 
 # --------------------------------------------------------------------------- load
-
-
-def _siblings(folder: Path, tag: str) -> list[Path]:
-    parent = folder.parent
-    if not parent.is_dir():
-        return []
-    prefix = f".{folder.name}{tag}"
-    return [p for p in parent.iterdir() if p.name.startswith(prefix) and p.is_dir()]
-
-
-def _recover(folder: Path) -> None:
-    """Restore after a crash mid-save and clear leftovers (see module docstring)."""
-    if not folder.exists():
-        olds = [p for p in _siblings(folder, _OLD_TAG) if (p / CARD_NAME).is_file()]
-        if olds:
-            newest = max(olds, key=lambda p: p.stat().st_mtime)
-            try:
-                os.replace(newest, folder)
-                log.warning("restored %s from %s left by an interrupted save", folder, newest.name)
-            except OSError as exc:
-                log.warning("could not restore %s from %s: %s", folder, newest.name, exc)
-    if folder.exists():
-        for p in _siblings(folder, _OLD_TAG):
-            shutil.rmtree(p, ignore_errors=True)
-    now = time.time()
-    for p in _siblings(folder, _TMP_TAG):
-        try:
-            if _writer_is_dead(p.name) or now - p.stat().st_mtime > STALE_TMP_SECONDS:
-                shutil.rmtree(p, ignore_errors=True)
-        except OSError:
-            pass
-
-
-def _writer_is_dead(tmp_name: str) -> bool:
-    """True when the temp folder's writer (token ``<pid>@<host>-<hex>``) was a process of this host that is gone.
-
-    Writers on other hosts (a shared workspace) are never judged here; the age rule clears theirs.
-    """
-    owner = tmp_name.rsplit(_TMP_TAG, 1)[-1].rsplit("-", 1)[0]
-    pid_text, _, host = owner.partition("@")
-    if host != _HOST or not pid_text.isdigit() or int(pid_text) == os.getpid():
-        return False
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # exists but not ours (EPERM): alive
-        return False
-    return False
 
 
 def _checkpoint_folder(path: str | Path) -> Path:
@@ -504,7 +398,7 @@ def _checkpoint_folder(path: str | Path) -> Path:
         raise CheckpointNotFoundError(
             f"{p.name} is a single file; a checkpoint is a folder with {WEIGHTS_NAME} and {CARD_NAME}"
         )
-    _recover(p)
+    recover_dir(p, lambda old: (old / CARD_NAME).is_file())
     if not p.is_dir():
         raise CheckpointNotFoundError(f"checkpoint folder not found: {p}")
     if not (p / CARD_NAME).is_file():

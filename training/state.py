@@ -13,11 +13,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from ctmodels.atomic_dir import recover_dir, replace_dir
 from ctmodels.checkpoint import ModelCard
 from ctmodels.checkpoint import load as load_checkpoint
 from ctmodels.checkpoint import save as save_checkpoint
 
-from .fsutil import recover_dir, replace_dir_atomic
 
 
 def _split_optimizer(opt_state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -47,20 +47,17 @@ class TrainState:
     history: list[dict[str, Any]]
     best_val_loss: float
     best_epoch: int
-    extra: dict[str, Any]
 
 
 def save_state(
     folder: Path, model: torch.nn.Module, card: ModelCard, optimizer: torch.optim.Optimizer,
-    scheduler: Any, state: TrainState, masks: dict[str, torch.Tensor] | None = None,
+    scheduler: Any, state: TrainState,
 ) -> None:
     tensors, plain = _split_optimizer(optimizer.state_dict())
     tensors["__torch_rng"] = torch.get_rng_state()
-    if masks:
-        tensors.update({f"__mask.{k}": v.to(torch.uint8).cpu().contiguous() for k, v in masks.items()})
     meta = {
         "epoch": state.epoch, "history": state.history, "best_val_loss": state.best_val_loss,
-        "best_epoch": state.best_epoch, "extra": state.extra, "optimizer": plain,
+        "best_epoch": state.best_epoch, "optimizer": plain,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "numpy_rng": np.random.get_state(legacy=False),
         "python_rng": random.getstate(),
@@ -71,7 +68,7 @@ def save_state(
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         (tmp / "state.json").write_text(json.dumps(meta, default=_json_default))
 
-    replace_dir_atomic(folder, fill)
+    replace_dir(folder, fill)
 
 
 def _json_default(o: Any) -> Any:
@@ -100,17 +97,16 @@ def load_state_model(folder: Path, device: torch.device) -> torch.nn.Module:
 
 def restore_state(
     folder: Path, optimizer: torch.optim.Optimizer, scheduler: Any
-) -> tuple[TrainState, dict[str, torch.Tensor]]:
-    """Restore optimizer, scheduler and RNG states in place; return the epoch history and masks."""
+) -> TrainState:
+    """Restore optimizer, scheduler and RNG states in place; return the epoch history."""
     meta = json.loads((folder / "state.json").read_text())
     tensors = load_file(str(folder / "optimizer.safetensors"))
     torch.set_rng_state(tensors.pop("__torch_rng"))
-    masks = {k[len("__mask."):]: tensors.pop(k).bool() for k in [k for k in tensors if k.startswith("__mask.")]}
     optimizer.load_state_dict(_join_optimizer(tensors, meta["optimizer"]))
     if scheduler is not None and meta.get("scheduler"):
         scheduler.load_state_dict(meta["scheduler"])
     np.random.set_state(meta["numpy_rng"])
     py = meta["python_rng"]
     random.setstate((py[0], tuple(py[1]), py[2]))
-    state = TrainState(meta["epoch"], meta["history"], meta["best_val_loss"], meta["best_epoch"], meta.get("extra", {}))
-    return state, masks
+    state = TrainState(meta["epoch"], meta["history"], meta["best_val_loss"], meta["best_epoch"])
+    return state
