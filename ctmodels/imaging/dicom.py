@@ -4,8 +4,8 @@ Why this module is careful:
 - HU need RescaleSlope/RescaleIntercept applied *per slice*: they can change within a series.
 - Slice order must be anatomical (superior first), never the file-name order: file names and even
   InstanceNumbers lie; ImagePositionPatient projected on the slice normal does not.
-- DICOM headers carry names, IDs, dates and free text. ``meta`` is built from an ALLOWLIST of
-  technical fields, and no dataset or tag value outside it is ever logged.
+- DICOM headers carry names, IDs, dates and free text. ``meta`` is built from the allow-list of
+  technical fields in ``dicom_privacy``, and no dataset or tag value outside it is ever logged.
 - Sizes are checked from the header before the pixel data are decoded.
 
 Pixel values below -1024 HU (the region outside the scanner's circular field of view, padded with
@@ -33,6 +33,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from .archive import natural_key
+from .dicom_privacy import safe_meta, safe_text
 from .errors import (
     CorruptImageError,
     EmptyArchiveError,
@@ -99,40 +100,6 @@ _MODALITY_NAMES = {
     "PX": "a panoramic dental X-ray",
 }
 
-#: The only DICOM attributes copied into ``Volume.meta`` (technical, non-identifying). Names, IDs,
-#: dates, times, institutions, physicians, UIDs, descriptions and free text are never copied.
-DICOM_META_TAGS: tuple[str, ...] = (
-    "Modality",
-    "Manufacturer",
-    "ManufacturerModelName",
-    "SliceThickness",
-    "PixelSpacing",
-    "KVP",
-    "ConvolutionKernel",
-    "Rows",
-    "Columns",
-    "BitsAllocated",
-    "BitsStored",
-    "PixelRepresentation",
-    "PhotometricInterpretation",
-    "RescaleSlope",
-    "RescaleIntercept",
-    "PatientPosition",
-    "ImageOrientationPatient",
-    "BurnedInAnnotation",  # YES/NO flag only: the app warns that pixels may carry identifying text
-)
-#: Keys we derive ourselves; together with DICOM_META_TAGS the complete allowlist of ``meta``.
-DERIVED_META_KEYS: tuple[str, ...] = (
-    "TransferSyntax",
-    "n_slices",
-    "series_count",
-    "slice_order",
-    "skipped_files",
-    "number_of_frames",
-)
-DICOM_META_KEYS = frozenset(DICOM_META_TAGS + DERIVED_META_KEYS)
-
-_SAFE_TEXT = re.compile(r"[^A-Za-z0-9 ._\-+/()\[\],]")
 _EXTENSION_HINTS = {"", ".dcm", ".dicom", ".dic", ".ima"}
 _PLAUSIBLE_FIRST_GROUPS = {0x0002, 0x0004, 0x0008, 0x0010, 0x0018, 0x0020, 0x0028}
 
@@ -482,7 +449,7 @@ def check_encoding(ds: Dataset) -> None:
 def _ts_name(uid: UID) -> str:
     name = uid.name if uid.is_valid else ""
     name = name if name and name != str(uid) else "an unknown encoding"
-    return _SAFE_TEXT.sub("", name)[:120]
+    return safe_text(name, 120)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -580,40 +547,14 @@ def _to_hu(raw: np.ndarray, frame: _Frame) -> np.ndarray:
 # metadata (allowlist)
 
 
-def _safe_value(value: Any) -> Any:
-    """Plain, short, technical values only (numbers, short codes)."""
-    if value is None:
-        return None
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        items = [_safe_value(v) for v in value]
-        return tuple(v for v in items if v is not None) or None
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value)
-    try:  # DSfloat / IS subclasses of float/int are caught above; other strings here
-        text = _SAFE_TEXT.sub("", str(value)).strip()
-    except Exception:
-        return None
-    return text[:64] or None
-
-
-def safe_meta(ds: Dataset) -> dict[str, Any]:
-    """Copy only allow-listed technical attributes from a data set."""
-    meta: dict[str, Any] = {}
-    for keyword in DICOM_META_TAGS:
-        try:
-            value = _lookup(ds, 0 if _number_of_frames(ds) > 1 else None, _META_SEQ.get(keyword, ""), keyword)
-        except Exception:
-            continue
-        value = _safe_value(value)
-        if value is not None:
-            meta[keyword] = value
+def _meta(ds: Dataset) -> dict[str, Any]:
+    """The allow-listed attributes (``dicom_privacy``), read where an enhanced multi-frame file keeps them."""
+    frame = 0 if _number_of_frames(ds) > 1 else None
     try:
-        meta["TransferSyntax"] = _ts_name(UID(str(ds.file_meta.TransferSyntaxUID)))
+        syntax = _ts_name(UID(str(ds.file_meta.TransferSyntaxUID)))
     except Exception:
-        pass
-    return meta
+        syntax = None
+    return safe_meta(lambda keyword: _lookup(ds, frame, _META_SEQ.get(keyword, ""), keyword), syntax)
 
 
 _META_SEQ = {
@@ -667,7 +608,7 @@ def read_dicom_series(members: Sequence[tuple[str, bytes]]) -> Volume:
             array = _assemble(frames, order)
             first = frames[order.indices[0]]
             spacing = _spacing(order, frames)
-            meta = safe_meta(first.ds)
+            meta = _meta(first.ds)
             if first.frame is not None:
                 meta["RescaleSlope"], meta["RescaleIntercept"] = first.slope, first.intercept
             meta.update(

@@ -18,7 +18,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from ctmodels.imaging import ImageReadError, Volume, read_any
-from ctmodels.imaging.dicom import DICOM_META_KEYS
+from ctmodels.imaging.dicom_privacy import DICOM_META_KEYS
 from ctmodels.imaging.nifti import NIFTI_META_KEYS
 from ctmodels.imaging.raster import RASTER_META_KEYS
 

@@ -17,7 +17,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from ctmodels.imaging import Volume, read_any
-from ctmodels.imaging.dicom import DICOM_META_KEYS
+from ctmodels.imaging.dicom_privacy import DICOM_META_KEYS
 
 SERIES = {
     "P002": ("Sample data/COVID-19 subjects/P002", 133, 0.603515625),
