@@ -19,10 +19,9 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from scipy.stats import spearmanr
@@ -34,10 +33,10 @@ from .data import load_dataset, prepare
 from .fsutil import write_json_atomic, write_text_atomic
 from .model_set import Recipe, config_for
 from .pipeline import execute
+from .progress import Mirror, OnProgress
 from .runs import RunStore
 
 log = logging.getLogger(__name__)
-Progress = Callable[[dict[str, Any]], None]
 
 
 def recipe_named(name: str) -> Recipe:
@@ -68,47 +67,12 @@ def _read(path: Path) -> dict[str, Any] | None:
         return None
 
 
-class _Mirror:
-    """Copies the running fold step's epoch/batch progress into the cross-validation's progress."""
-
-    def __init__(self, progress: Progress | None) -> None:
-        self.progress, self.store, self.head = progress, None, {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True) if progress else None
-        if self._thread:
-            self._thread.start()
-
-    def point(self, store: RunStore, head: dict[str, Any]) -> None:
-        self.store, self.head = store, head
-        self._emit({})
-
-    def _emit(self, inner: dict[str, Any]) -> None:
-        if self.progress and self.head:
-            stage = self.head["stage"] + (f" · {inner['stage']} epoch {inner['epoch']}/{inner['epochs']}" if inner else "")
-            frac = inner["batch"] / max(inner["batches"], 1) if inner else 0.0
-            frac = ((inner["epoch"] - 1) + frac) / max(inner["epochs"], 1) if inner else 0.0
-            self.progress({**self.head, "stage": stage, "batch": int(round(1000 * frac)), "batches": 1000})
-
-    def _loop(self) -> None:
-        while not self._stop.wait(2.0):
-            try:
-                running = self.store.list(status="running") if self.store else []
-                inner = running[0].progress() if running else None
-                if inner:
-                    self._emit(inner)
-            except Exception:  # progress is best effort; the run itself reports errors
-                log.debug("progress mirror", exc_info=True)
-
-    def close(self) -> None:
-        self._stop.set()
-
-
-def run(cv: CVConfig, out: Path, progress: Progress | None = None) -> dict[str, Any]:
+def run(cv: CVConfig, out: Path, progress: OnProgress | None = None) -> dict[str, Any]:
     """Cross-validate ``cv.recipe``; writes ``out/report.{json,md}`` and returns the report."""
     recipe = recipe_named(cv.recipe)
     steps = plan_steps(recipe, cv.models)
     total = cv.repeats * cv.folds * len(steps)
-    mirror = _Mirror(progress)
+    mirror = Mirror(progress)
     t0 = time.time()
     try:
         for r in range(cv.repeats):
@@ -123,7 +87,7 @@ def run(cv: CVConfig, out: Path, progress: Progress | None = None) -> dict[str, 
     return report
 
 
-def _fold(cv: CVConfig, recipe: Recipe, steps: list[str], out: Path, r: int, f: int, mirror: _Mirror, total: int,
+def _fold(cv: CVConfig, recipe: Recipe, steps: list[str], out: Path, r: int, f: int, mirror: Mirror, total: int,
           t0: float) -> None:
     seed = cv.seed + r
     fold_root = out / "folds" / f"r{r}f{f}"
@@ -138,8 +102,8 @@ def _fold(cv: CVConfig, recipe: Recipe, steps: list[str], out: Path, r: int, f: 
         store = RunStore(fold_root)
         index = (r * cv.folds + f) * len(steps) + i
         mirror.point(store, {"stage": f"repeat {r + 1}/{cv.repeats} · fold {f + 1}/{cv.folds} · {key}",
-                             "epoch": index + 1, "epochs": total, "elapsed_s": round(time.time() - t0, 1),
-                             "updated": time.time()})
+                             "unit": "step", "epoch": index + 1, "epochs": total,
+                             "elapsed_s": round(time.time() - t0, 1)})
         cfg = config_for(recipe, key, cv.quick, baseline or fold_root / "missing-baseline",
                          {**overrides, "name": f"cv-r{r}f{f}-{key}"})
         run = execute(cfg, store=store)

@@ -16,7 +16,8 @@ from typing import Any
 from ctmodels.imaging.phantom import build_dataset
 from ctmodels.workspace import demo_data_dir, models_dir
 
-from .model_set import Recipe, bar, build
+from .model_set import Recipe, bar, build, finished
+from .progress import set_progress_path, writer
 
 log = logging.getLogger(__name__)
 DEMO_PATIENTS = 60
@@ -57,10 +58,17 @@ DEMO = Recipe(
 
 
 def main(force: bool = False, quick: bool = False) -> int:
+    on = writer(set_progress_path(DEMO.name))
     if not (demo_data_dir() / "manifest.json").is_file():
         print(f"building {DEMO_PATIENTS} demo phantoms into {demo_data_dir()} …", file=sys.stderr)
-        build_dataset(demo_data_dir(), n_patients=DEMO_PATIENTS, seed=0,
-                      progress=lambda d, n: print(f"\r  {bar(d, n)} {d}/{n} patients", end="", file=sys.stderr))
+
+        def phantoms(done: int, total: int) -> None:
+            print(f"\r  {bar(done, total)} {done}/{total} patients", end="", file=sys.stderr)
+            on({"stage": "building the demo phantoms", "unit": "patient", "epoch": done, "epochs": total,
+                "batch": 1, "batches": 1})
+
+        build_dataset(demo_data_dir(), n_patients=DEMO_PATIENTS, seed=0, progress=phantoms)
         print(file=sys.stderr)
-    build(DEMO, force=force, quick=quick)
+    build(DEMO, force=force, quick=quick, progress=on)
+    finished(on, len(DEMO.keys))
     return 0

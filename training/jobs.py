@@ -31,6 +31,8 @@ from pathlib import Path
 from ctmodels.workspace import REPO_ROOT, models_dir, workspace_dir
 
 from .config import RunConfig
+from .progress import read as read_progress
+from .progress import set_progress_path
 from .runs import Run, RunStore
 
 log = logging.getLogger(__name__)
@@ -224,7 +226,6 @@ def _supervise_locked(store: RunStore, pid_file: Path) -> None:
 
 
 # ------------------------------------------------------------------ model sets (demo, real CT)
-SET_STEPS = 6
 
 
 def _job_file(name: str) -> Path:
@@ -239,6 +240,7 @@ def launch_set(name: str) -> dict:
     folder = models_dir()
     folder.mkdir(parents=True, exist_ok=True)
     log_path = folder / f"{name}-build.log"
+    set_progress_path(name).unlink(missing_ok=True)  # the new build's record only
     with open(log_path, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "training", name], cwd=REPO_ROOT, env=_env(), stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
@@ -248,15 +250,14 @@ def launch_set(name: str) -> dict:
 
 
 def set_status(name: str) -> dict | None:
-    """A background set build: running?, the step line, and the log tail."""
+    """A background set build: running?, its progress record (``training.progress``), and the log tail."""
     try:
         job = json.loads(_job_file(name).read_text())
     except (OSError, ValueError):
         return None
-    tail = log_tail(Path(job["log"]), 200)
-    steps = [line for line in tail.splitlines() if "step " in line and f"/{SET_STEPS}" in line]
-    job.update({"running": _alive(job["pid"]), "step": steps[-1].strip() if steps else "preparing",
-                "tail": "\n".join(tail.splitlines()[-12:]), "finished_ok": f"{name} model set ready" in tail})
+    progress = read_progress(set_progress_path(name))
+    job.update({"running": _alive(job["pid"]), "progress": progress, "tail": log_tail(Path(job["log"]), 12),
+                "finished_ok": bool(progress and progress.get("done"))})
     return job
 
 

@@ -22,6 +22,7 @@ from ctmodels.checkpoint import read_card
 from .config import RunConfig, merge
 from .fsutil import write_json_atomic, write_text_atomic
 from .pipeline import execute
+from .progress import Mirror, OnProgress
 from .runs import Run, RunStore
 
 
@@ -79,28 +80,44 @@ def publish(run_model_dir: Path, dest: Path) -> Path:
     return dest
 
 
+def finished(on: OnProgress, steps: int) -> None:
+    """The last record of a set build that finished well."""
+    on({"stage": "ready", "unit": "step", "epoch": steps, "epochs": steps, "batch": 1, "batches": 1, "done": True})
+
+
 def bar(done: int, total: int, width: int = 24) -> str:
     return "[" + "#" * int(width * done / total) + "-" * (width - int(width * done / total)) + "]"
 
 
-def build(recipe: Recipe, force: bool = False, quick: bool = False, store: RunStore | None = None) -> dict[str, Any]:
-    """Train and publish every model of the set; returns the report (also written beside the models)."""
+def build(recipe: Recipe, force: bool = False, quick: bool = False, store: RunStore | None = None,
+          progress: OnProgress | None = None) -> dict[str, Any]:
+    """Train and publish every model of the set; returns the report (also written beside the models).
+
+    ``progress`` gets the build's position (step i of 6, mirrored epoch and batch of the step's run).
+    """
     t0 = time.time()
     store = store or RunStore()
     folder = recipe.folder()
     rows = []
-    for i, key in enumerate(recipe.keys, 1):
-        dest = folder / key
-        head = f"{bar(i - 1, len(recipe.keys))} step {i}/{len(recipe.keys)}: {key}"
-        if (dest / "card.json").is_file() and not force:
-            print(f"{head} — already built, kept (use --force to retrain)", file=sys.stderr)
-            rows.append(_row(key, dest, None))
-            continue
-        print(f"{head} — {time.time() - t0:.0f}s elapsed", file=sys.stderr, flush=True)
-        ts = time.time()
-        run: Run = execute(config_for(recipe, key, quick, folder / "baseline"), store=store)
-        publish(run.model_dir, dest)
-        rows.append(_row(key, dest, time.time() - ts, run.id))
+    n = len(recipe.keys)
+    mirror = Mirror(progress)
+    try:
+        for i, key in enumerate(recipe.keys, 1):
+            dest = folder / key
+            head = f"{bar(i - 1, n)} step {i}/{n}: {key}"
+            if (dest / "card.json").is_file() and not force:
+                print(f"{head} — already built, kept (use --force to retrain)", file=sys.stderr)
+                rows.append(_row(key, dest, None))
+                continue
+            print(f"{head} — {time.time() - t0:.0f}s elapsed", file=sys.stderr, flush=True)
+            mirror.point(store, {"stage": f"training {key}", "unit": "step", "epoch": i, "epochs": n,
+                                 "elapsed_s": round(time.time() - t0, 1)})
+            ts = time.time()
+            run: Run = execute(config_for(recipe, key, quick, folder / "baseline"), store=store)
+            publish(run.model_dir, dest)
+            rows.append(_row(key, dest, time.time() - ts, run.id))
+    finally:
+        mirror.close()
     total = time.time() - t0
     report = {"set": recipe.name, "title": recipe.title, "total_seconds": round(total, 1), "quick": quick,
               "models": rows, "notes": recipe.notes}

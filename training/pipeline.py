@@ -24,16 +24,19 @@ from ctmodels.nets import create, load_imagenet_resnet
 from ctmodels.preprocess import Preprocessing
 
 from . import distributed as dist
-from .config import ConfigError, RunConfig
+from .config import ConfigError, DistillConfig, RunConfig
 from .data import CLASS_NAMES, DataError, Prepared, prepare
 from .distill import kd_loss
 from .evaluate import evaluate, fit_temperature, headline, predict_logits
 from .fsutil import write_json_atomic
 from .loop import Context, fit, pick_device, recalibrate_batchnorm, set_threads, validate
+from .progress import writer as progress_writer
 from .prune import MagnitudeMasks, StructuredPruner, count, stage_ratios, stage_sensitivity
 from .runs import Run, RunStore
 
 log = logging.getLogger(__name__)
+#: The checkpoints a run starts from, by role ("teacher", "model" to prune): the net and its card.
+Parents = dict[str, tuple[torch.nn.Module, ModelCard]]
 
 
 class RunCancelled(Exception):
@@ -63,10 +66,10 @@ def _check_compatible(card: ModelCard, what: str) -> None:
         raise ConfigError(f"the {what} takes {card.in_channels} input channels; CT slices have 1")
 
 
-def plan(cfg: RunConfig) -> tuple[RunConfig, Preprocessing, dict[str, Any]]:
+def plan(cfg: RunConfig) -> tuple[RunConfig, Preprocessing, Parents]:
     """Validate a config and load what it depends on; raises ConfigError/DataError before any run exists."""
     cfg.validate()
-    parents: dict[str, Any] = {}
+    parents: Parents = {}
     pre = cfg.pre
     if cfg.command == "distill":
         teacher, tcard = _load_parent(cfg.distill.teacher, "teacher")
@@ -120,7 +123,7 @@ def execute(cfg: RunConfig, *, store: RunStore | None = None, run: Run | None = 
     log.info("run %s: %s %s on %s (%s); data %s", run.id, cfg.command, cfg.model, device,
              f"{dist.world_size()} processes" if dist.world_size() > 1 else "1 process", data.summary())
     try:
-        model, card = _stages(cfg, pre, data, run, device, parents, resume)
+        model, card = _stages(cfg, pre, data, run=run, device=device, parents=parents, resume=resume)
         ctx = Context(run, cfg, data, device, card)
         val_idx = data.subset(1)
         temperature = 1.0
@@ -168,7 +171,7 @@ def cv_job(run: Run, store: RunStore, run_cv) -> dict[str, Any]:
     _install_signal_handlers()
     store.update(run.id, status="running", started=time.time(), pid=os.getpid(), error=None, finished=None)
     try:
-        report = run_cv(cfg.cv, run.dir, lambda p: write_json_atomic(run.progress_path, p))
+        report = run_cv(cfg.cv, run.dir, progress_writer(run.progress_path))
         summary = {"cv": {k: {"roc_auc": v["roc_auc"]["mean"]} for k, v in report["rows"].items()},
                    "repeats_done": report["repeats_done"]}
         store.update(run.id, status="completed", finished=time.time(), summary=summary, pid=None)
@@ -196,7 +199,8 @@ def _drop_resume_state(run: Run) -> None:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def _stages(cfg, pre, data, run, device, parents, resume) -> tuple[torch.nn.Module, ModelCard]:
+def _stages(cfg: RunConfig, pre: Preprocessing, data: Prepared, *, run: Run, device: torch.device, parents: Parents,
+            resume: bool) -> tuple[torch.nn.Module, ModelCard]:
     if cfg.command == "train":
         model = create(cfg.model, **cfg.model_kwargs)
         if cfg.init and not resume:
@@ -216,17 +220,19 @@ def _stages(cfg, pre, data, run, device, parents, resume) -> tuple[torch.nn.Modu
     if resume and dist.is_main():  # pruning restarts from its parent checkpoint: drop the partial history
         run.metrics_path.unlink(missing_ok=True)
         _drop_resume_state(run)
-    return _prune(cfg, pre, data, run, device, parents)
+    return _prune(cfg, pre, data, run=run, device=device, parents=parents)
 
 
-def _prune(cfg, pre, data, run, device, parents) -> tuple[torch.nn.Module, ModelCard]:
+def _prune(cfg: RunConfig, pre: Preprocessing, data: Prepared, *, run: Run, device: torch.device,
+           parents: Parents) -> tuple[torch.nn.Module, ModelCard]:
     p = cfg.prune
     model, pcard = parents["model"]
     model.to(device)
     loss = None
     if p.distill:  # the parent as it was, before pruning changes ``model`` in place
         teacher, _ = _load_parent(p.checkpoint, "model to prune")
-        loss = kd_loss(teacher.to(device), 4.0, 0.5)
+        kd = cfg.distill or DistillConfig()
+        loss = kd_loss(teacher.to(device), kd.temperature, kd.alpha)
     macs0, params0 = count(model, pre.size)
     report: dict[str, Any] = {"before": {"params": params0, "macs": macs0}, "steps": []}
     if p.unstructured:
@@ -236,8 +242,7 @@ def _prune(cfg, pre, data, run, device, parents) -> tuple[torch.nn.Module, Model
         schedule_epochs = max(1, math.ceil(p.finetune_epochs * 2 / 3))
         masks = MagnitudeMasks(model, p.sparsity, schedule_epochs * steps_per_epoch, p.power)
         model, _ = fit(ctx, model, epochs=p.finetune_epochs, stage="sparse", after_step=masks.hook(steps_per_epoch),
-                       loss_fn=loss,
-                       masks=lambda: masks.masks, select_best=False)
+                       loss_fn=loss, select_best=False)
         masks.apply()
         recalibrate_batchnorm(model, ctx)
         report["sparsity"] = MagnitudeMasks(model, 0.0, 1).sparsity()

@@ -25,7 +25,8 @@ from typing import Any
 from ctmodels.workspace import real_data_dir, real_models_dir
 
 from .fsutil import write_json_atomic, write_text_atomic
-from .model_set import Recipe, build
+from .model_set import Recipe, build, finished
+from .progress import set_progress_path, writer
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +78,12 @@ def main(force: bool = False, quick: bool = False) -> int:
         print(f"error: the real sample data is not at {real_data_dir()} (expected infnet-semiseg/ and "
               "covid-ct-seg-slices/ there; set CTSS_REAL_DATA to point elsewhere)", file=sys.stderr)
         return 2
-    report = build(REAL, force=force, quick=quick)
+    on = writer(set_progress_path(REAL.name))
+    report = build(REAL, force=force, quick=quick, progress=on)
     if (real_data_dir() / "covid-ct-md").is_dir():
+        n = len(REAL.keys)
+        on({"stage": "scoring COVID-CT-MD (P002, normal001) in HU", "unit": "step", "epoch": n, "epochs": n,
+            "batch": 999, "batches": 1000})
         from .ctmd import evaluate_models, markdown
 
         print("scoring COVID-CT-MD (P002, normal001) in HU through the upload path …", file=sys.stderr, flush=True)
@@ -89,4 +94,5 @@ def main(force: bool = False, quick: bool = False) -> int:
         report["covid_ct_md"] = res
         write_json_atomic(folder / "real_report.json", report)
         print(markdown(res), file=sys.stderr)
+    finished(on, len(REAL.keys))
     return 0

@@ -16,6 +16,7 @@ from ctmodels.imaging import ImageReadError, Volume
 from ctmodels.imaging.window import LUNG
 
 from . import loaders, render
+from .progress import progress_bar
 from .widgets import show_read_error
 
 VERDICT_COLOR = {"mild": "blue", "severe": "red"}
@@ -91,7 +92,7 @@ def set_builder(title: str, what: str, minutes: str, launch, status, key: str, s
     """Offer to build a model set in the background and show its progress (demo and real-CT sets)."""
     job = status()
     if job and job.get("running"):
-        st.progress(_step_fraction(job["step"]), text=f"Building the {title}: {job['step']}")
+        progress_bar(job.get("progress"), "preparing…", prefix=f"Building the {title} · ")
         with st.expander("Build log"):
             st.code(job["tail"] or "starting…")
         if st.button("Refresh", key=f"{key}_refresh"):
@@ -113,15 +114,6 @@ def demo_builder(launch, status) -> None:
     st.info("No trained models in the workspace yet.", icon=":material/info:")
     set_builder("demo model set", "Build the demo model set (baseline, ghost, pruned, kd, sparse, ghost_kd) on the "
                 "demo phantoms.", "15 minutes", launch, status, "cmp_build_demo", "Build the demo model set")
-
-
-def _step_fraction(line: str) -> float:
-    try:
-        part = line.split("step ")[1].split(":")[0]
-        k, n = part.split("/")
-        return max(0.0, min(1.0, (int(k) - 1) / int(n)))
-    except (IndexError, ValueError):
-        return 0.0
 
 
 def result_grid(vol: Volume, comp: Comparison, lung: np.ndarray | None, involvement_txt: str | None) -> dict[str, np.ndarray]:

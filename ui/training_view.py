@@ -12,6 +12,7 @@ from ctmodels.workspace import REPO_ROOT
 from training.runs import Run
 
 from . import figures
+from .progress import progress_bar
 
 STATUS_COLOR = {"queued": "gray", "running": "blue", "completed": "green", "failed": "red", "cancelled": "orange"}
 
@@ -35,14 +36,7 @@ def progress_block(run: Run) -> None:
     if run.status == "queued":
         st.progress(0.0, text="Queued: waits for the running job to finish")
         return
-    if not p:
-        st.progress(0.0, text="Starting (preparing data)…")
-        return
-    frac = ((p["epoch"] - 1) + p["batch"] / max(p["batches"], 1)) / max(p["epochs"], 1)
-    eta = f", ETA {p['eta_s'] / 60:.1f} min" if p.get("eta_s") else ""
-    st.progress(min(max(frac, 0.0), 1.0),
-                text=f"{p['stage']}: epoch {p['epoch']}/{p['epochs']}, batch {p['batch']}/{p['batches']}, "
-                     f"{p['images_per_s']:.1f} img/s{eta}")
+    progress_bar(p, "Starting (preparing data)…")
 
 
 def curves(run_histories: dict[str, list[dict]], key: str) -> None:

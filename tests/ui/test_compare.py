@@ -99,6 +99,28 @@ def test_no_models_offers_the_demo_build(workspace, monkeypatch):
     assert launched == [1]
 
 
+def test_a_running_demo_build_shows_its_progress(workspace):
+    """The build reports through the same progress record as runs; the page draws it (no log parsing)."""
+    import json
+    import os
+    import time
+
+    from training.progress import set_progress_path, writer
+
+    folder = workspace / "models"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "demo-build.log").write_text("")
+    (folder / "demo-job.json").write_text(json.dumps({"pid": os.getpid(), "log": str(folder / "demo-build.log"),
+                                                      "started": time.time()}))
+    writer(set_progress_path("demo"))({"stage": "training pruned · prune-step1 epoch 1/2", "unit": "step",
+                                       "epoch": 3, "epochs": 6, "batch": 500, "batches": 1000})
+    at = open_page(PAGE)
+    assert not at.exception
+    bar = at.get("progress")[0].proto
+    assert bar.text == "Building the demo model set · training pruned · prune-step1 epoch 1/2: step 3/6"
+    assert bar.value == int(100 * 2.5 / 6)  # streamlit truncates to a whole percent
+
+
 def test_slice_navigation_and_methods(workspace_with_models):
     at = open_page(PAGE)
     at.button(key="cmp_jump").click().run()

@@ -1,0 +1,89 @@
+"""The one progress channel of background jobs.
+
+Every job (a training run, a cross-validation, a model-set build) writes the same record to a
+``progress.json``-style file, and the app reads every one the same way (``ui.progress``):
+
+- ``stage``: where it is, in words;
+- ``epoch`` of ``epochs`` in units of ``unit`` ("epoch" unless said: a model-set build counts steps,
+  the demo data build patients), and within it ``batch`` of ``batches``;
+- when known: ``images_per_s``, ``eta_s``, ``elapsed_s``; ``done`` once the job has finished well.
+
+A job made of training runs (cross-validation, model sets) mirrors the running step's record into its
+own, so one bar shows both where the job is and how far the current step has come.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ctmodels.workspace import models_dir
+
+from .fsutil import write_json_atomic
+from .runs import RunStore
+
+log = logging.getLogger(__name__)
+OnProgress = Callable[[dict[str, Any]], None]
+
+
+def set_progress_path(name: str) -> Path:
+    """Where the build of model set ``name`` ('demo', 'real') reports, for the app to read."""
+    return models_dir() / f"{name}-progress.json"
+
+
+def writer(path: Path) -> OnProgress:
+    """An ``OnProgress`` that stamps each record and writes it atomically to ``path``."""
+    return lambda record: write_json_atomic(path, {**record, "updated": time.time()})
+
+
+def read(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class Mirror:
+    """Copies the epoch/batch progress of the run this process is executing into an outer job's record."""
+
+    def __init__(self, progress: OnProgress | None, every_s: float = 2.0) -> None:
+        self.progress, self.store, self.head = progress, None, {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, args=(every_s,), daemon=True) if progress else None
+        if self._thread:
+            self._thread.start()
+
+    def point(self, store: RunStore, head: dict[str, Any]) -> None:
+        """The outer position (``stage``, ``epoch`` of ``epochs``...); runs of this process in ``store`` fill in."""
+        self.store, self.head = store, head
+        self._emit({})
+
+    def _emit(self, inner: dict[str, Any]) -> None:
+        if not (self.progress and self.head):
+            return
+        frac = 0.0
+        stage = self.head["stage"]
+        if inner:
+            stage += f" · {inner['stage']} epoch {inner['epoch']}/{inner['epochs']}"
+            within = inner["batch"] / max(inner["batches"], 1)
+            frac = ((inner["epoch"] - 1) + within) / max(inner["epochs"], 1)
+        self.progress({**self.head, "stage": stage, "batch": int(round(1000 * frac)), "batches": 1000,
+                       **{k: inner[k] for k in ("images_per_s",) if k in inner}})
+
+    def _loop(self, every_s: float) -> None:
+        while not self._stop.wait(every_s):
+            try:
+                mine = [r for r in self.store.list(status="running") if r.pid == os.getpid()] if self.store else []
+                inner = mine[0].progress() if mine else None
+                if inner:
+                    self._emit(inner)
+            except Exception:  # progress is best effort; the run itself reports errors
+                log.debug("progress mirror", exc_info=True)
+
+    def close(self) -> None:
+        self._stop.set()
