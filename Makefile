@@ -9,7 +9,7 @@ DEMO_DIR := $(CTSS_WORKSPACE)/data/demo
 DEMO_PATIENTS ?= 60
 PORT ?= 8501
 
-.PHONY: help venv demo-data demo-models real-models real-cv run test test-all bench clean-demo
+.PHONY: help venv chromium demo-data demo-models real-models real-cv run test test-all bench clean-demo
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -41,10 +41,16 @@ bench: demo-models ## benchmark the demo models → reports/bench.json and repor
 run: venv demo-data ## install, build demo data, serve the app on 127.0.0.1:$(PORT)
 	$(PY) -m streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT)
 
-test: venv ## run the default test suite (fast; no GPU needed)
+chromium: ## the browser the e2e test drives (Debian's chromium; installed with apt-get when missing)
+	@command -v chromium >/dev/null 2>&1 || test -x /usr/bin/chromium || \
+	  (echo "installing Debian's chromium for the browser test …" && apt-get update -qq && \
+	   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	  { echo "error: the browser test needs Debian's chromium: apt-get install -y chromium (as root)"; exit 1; }
+
+test: venv chromium ## run the default test suite, the browser test included (fast; no GPU needed)
 	@$(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
-test-all: venv ## run every test, the slow ones too
+test-all: venv chromium ## run every test, the slow ones too
 	$(PY) -m pytest -m "not gpu"
 
 clean-demo: ## delete the demo phantoms (rebuilt by the next `make run`)

@@ -70,7 +70,8 @@ def app_url_both_sets(workspace_with_both_sets):
 @pytest.fixture()
 def browser_page():
     if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium is not installed (.ci/run installs it: apt-get install -y chromium)")
+        pytest.fail("Debian chromium is not installed: `make test` installs it (apt-get install -y chromium); "
+                    "the browser test is part of the suite and never skipped")
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
