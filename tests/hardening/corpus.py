@@ -71,7 +71,6 @@ def _nifti(data: np.ndarray, dtype=np.int16) -> bytes:
 def build(seed_dicom: Path, seed_nifti: Path, seed_png: Path) -> list[tuple[str, bytes]]:
     """(name, bytes) pairs; names carry the extension a user might give the file."""
     rng = random.Random(1234)
-    ds0 = pydicom.dcmread(seed_dicom)
     good = seed_dicom.read_bytes()
     items: list[tuple[str, bytes]] = []
 

@@ -8,9 +8,7 @@ import logging
 import sqlite3
 import zipfile
 
-import numpy as np
 import pydicom
-import pytest
 
 from tests.ui.apptest import open_page, texts
 

@@ -3,14 +3,11 @@ the number of optimisation steps the global batch implies."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
 
 from training.config import DataConfig
 from training.data import prepare

@@ -4,12 +4,8 @@ bad configs leave no run behind; evaluate on the real sample."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
-import numpy as np
 import pytest
-import torch
 
 from ctmodels.checkpoint import load, read_card
 from training.__main__ import main as cli

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
-import torch
 import torch.nn as nn
 
 from ctmodels.nets import (
