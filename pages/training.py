@@ -42,7 +42,7 @@ with new_tab:
         c1, c2, c3 = st.columns(3)
         command = c1.selectbox("What", ["train", "distill", "prune"], index=["train", "distill", "prune"].index(d["command"]),
                                key=f"tr_cmd_{preset}")
-        model = c2.selectbox("Model", MODEL_KEYS, index=MODEL_KEYS.index(d["model"]) if d["model"] in MODEL_KEYS else 0,
+        model = c2.selectbox("Model", list(MODEL_KEYS), index=MODEL_KEYS.index(d["model"]) if d["model"] in MODEL_KEYS else 0,
                              format_func=lambda k: f"{k} — {MODEL_INFO[k].title}", key=f"tr_model_{preset}")
         name = c3.text_input("Run name", value="", key=f"tr_name_{preset}")
         sources = {s.title: s.key for s in named_sources()}
@@ -237,7 +237,7 @@ with cv_tab:
         folds = c2.number_input("Folds", 2, 10, 5, key="cv_folds")
         repeats = c3.number_input("Repeats", 1, 10, 1, key="cv_repeats", help="each repeat reshuffles the folds")
         cv_seed = c4.number_input("Seed", 0, 10**6, 0, key="cv_seed")
-        cv_models = st.multiselect("Models", MODEL_KEYS, default=list(MODEL_KEYS), key="cv_models",
+        cv_models = st.multiselect("Models", list(MODEL_KEYS), default=list(MODEL_KEYS), key="cv_models",
                                    help="the baseline is trained too when a model starts from it")
         c1, c2 = st.columns(2)
         cam = c1.toggle("Grad-CAM check on held-out severe slices", True, key="cv_cam")

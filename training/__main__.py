@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ctmodels.nets import MODEL_KEYS
+
 from .config import ConfigError, RunConfig, merge
 from .data import DataError
 
@@ -17,7 +19,7 @@ EXIT_BAD_INPUT, EXIT_FAILED, EXIT_CANCELLED = 2, 1, 130
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML/JSON run config (e.g. training/configs/paper000_baseline.yaml)")
-    p.add_argument("--model", help="model key: baseline, ghost, kd, ghost_kd, …")
+    p.add_argument("--model", choices=list(MODEL_KEYS), metavar="MODEL", help=f"model key: {', '.join(MODEL_KEYS)}")
     p.add_argument("--data", help="a named source (demo, real, real-infnet, real-covid-ct-seg) or a dataset folder")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
@@ -272,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     cv.add_argument("--folds", type=int, help="number of folds (default 5)")
     cv.add_argument("--repeats", type=int, help="repeats with reshuffled folds (default 1)")
     cv.add_argument("--seed", type=int, help="seed of the first repeat")
-    cv.add_argument("--models", help="comma-separated model keys (default: all six)")
+    cv.add_argument("--models", help="comma-separated model keys (default: every kind)")
     cv.add_argument("--quick", action="store_true", help="tiny settings (for tests)")
     cv.add_argument("--no-cam", action="store_true", help="skip the Grad-CAM check on held-out severe slices")
     cv.add_argument("--name", help="a name for the run")

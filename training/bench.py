@@ -29,6 +29,7 @@ from ctmodels.export import OrtPredictor, parity
 from ctmodels.imaging import read_any
 from ctmodels.imaging.lung import segment_lungs
 from ctmodels.inference import LoadedModel, load_model
+from ctmodels.nets import MODEL_KEYS, compare_defaults
 from ctmodels.preprocess import normalize
 from ctmodels.workspace import REPO_ROOT, demo_data_dir, models_dir, workspace_dir
 
@@ -38,8 +39,6 @@ from .fsutil import write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 REPORTS_DIR = REPO_ROOT / "reports"
-ORDER = ("baseline", "ghost", "pruned", "kd", "sparse", "ghost_kd")
-APP_MODELS = ("ghost", "pruned", "kd", "baseline")
 
 
 def _normalised(data: Prepared, idx: np.ndarray, lm: LoadedModel) -> np.ndarray:
@@ -81,10 +80,15 @@ def app_latency(models: list[LoadedModel], repeats: int = 5) -> dict[str, Any]:
             "p50_s": round(statistics.median(times), 3), "max_s": round(max(times), 3), "n": repeats}
 
 
+def model_folders() -> dict[str, Path]:
+    """The demo set's checkpoints, every registered kind that has one, in the registry's order."""
+    return {k: models_dir() / k for k in MODEL_KEYS if (models_dir() / k / "card.json").is_file()}
+
+
 def run(size: int = 224, repeats: int = 20, sweep: tuple[int, ...] = (1, 8), out_dir: Path | None = None) -> dict:
     t0 = time.time()
     torch.set_num_threads(host_info()["cores"])  # type: ignore[arg-type]
-    folders = {k: models_dir() / k for k in ORDER if (models_dir() / k / "card.json").is_file()}
+    folders = model_folders()
     if "baseline" not in folders:
         raise SystemExit("no demo models: run `python -m training demo` first (make bench does it for you)")
     models = {k: load_model(f, k) for k, f in folders.items()}
@@ -131,7 +135,7 @@ def run(size: int = 224, repeats: int = 20, sweep: tuple[int, ...] = (1, 8), out
             "params_ratio_to_baseline": round(st.params / statics["baseline"].params, 4),
             "test_slices": int(len(test_idx)),
         }
-    app = [models[k] for k in APP_MODELS if k in models]
+    app = [models[k] for k in compare_defaults() if k in models]  # what the Compare page loads
     report["app"] = app_latency(app)
     report["seconds"] = round(time.time() - t0, 1)
     report["goals"] = goals(report)

@@ -106,7 +106,7 @@ class CVConfig:
     folds: int = 5
     repeats: int = 1  # each repeat reshuffles the patients into new folds (seed + repeat)
     seed: int = 0
-    models: list[str] = field(default_factory=lambda: ["baseline", "ghost", "pruned", "kd", "sparse", "ghost_kd"])
+    models: list[str] = field(default_factory=lambda: list(MODEL_KEYS))
     quick: bool = False  # the recipe's tiny settings (tests)
     cam: bool = True  # measure where each model's Grad-CAM peaks on held-out severe slices
 

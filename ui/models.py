@@ -19,12 +19,11 @@ import streamlit as st
 
 from ctmodels.checkpoint import read_card
 from ctmodels.inference import LoadedModel, load_model
-from ctmodels.nets import MODEL_INFO
+from ctmodels.nets import MODEL_INFO, compare_defaults
 from ctmodels.workspace import models_dir, real_models_dir
 
 from .loaders import stamp
 
-DEFAULT_ORDER = ("ghost", "pruned", "kd", "baseline")
 EXTRA_KEY = "extra_checkpoints"  # folders added from the Training page ("use on Compare")
 PHANTOM, REAL, RUNS = "phantom", "real", "runs"
 SET_TITLES = {PHANTOM: "Phantom set (synthetic)", REAL: "Real-CT set", RUNS: "Added from Training"}
@@ -93,7 +92,7 @@ def default_selection(choices: list[ModelChoice], model_set: str | None = None) 
     """The ghost, pruned, kd and baseline models of one set (the phantom set unless said otherwise)."""
     pool = [c for c in choices if c.set == (model_set or set_for_scan(choices, True))] or choices
     by_key = {c.key: c.name for c in pool}
-    picked = [by_key[k] for k in DEFAULT_ORDER if k in by_key]
+    picked = [by_key[k] for k in compare_defaults() if k in by_key]
     return picked or [c.name for c in pool[:4]]
 
 

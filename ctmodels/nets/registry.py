@@ -1,4 +1,5 @@
-"""The one model registry: model key -> builder, UI descriptions, and widths-as-data.
+"""The one model registry: one :class:`ModelSpec` per model kind (builder, defaults, title, paper
+reference, order, Compare default), and widths-as-data.
 
 Every network the app shows or trains is created here from a key plus JSON-safe kwargs, so a
 checkpoint card (``model_key`` + ``arch``) is enough to rebuild it. This module must not import
@@ -12,8 +13,8 @@ the numbers that define their shape. :func:`apply_widths` rebuilds those layers 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
@@ -28,7 +29,11 @@ __all__ = [
     "GHOST_DEFAULTS",
     "GHOST_KD_DEFAULTS",
     "ModelInfo",
+    "ModelSpec",
     "UnknownModelError",
+    "compare_defaults",
+    "register",
+    "unregister",
     "create",
     "build",
     "info",
@@ -38,8 +43,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-MODEL_KEYS: tuple[str, ...] = ("baseline", "ghost", "pruned", "kd", "sparse", "ghost_kd")
 
 #: Default ``ghost`` config: Ghost modules for conv1/conv2/conv3 of every Bottleneck, ratio 3.
 #: Measured 9.93M params (0.42x the baseline), close to paper 000's reported 9.7M; the paper's
@@ -52,6 +55,64 @@ GHOST_KD_DEFAULTS: dict[str, Any] = {"stages": [1, 2, 3, 4], "ratio": 2, "dw_siz
 _IO_KWARGS = ("num_classes", "in_channels")
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything the product knows about one model kind. Adding a kind is one spec (and its builder):
+    the CLI, the Training page, checkpoints, the benchmark and Compare all read the registry."""
+
+    key: str
+    title: str
+    description: str
+    reference: str
+    builder: Callable[..., nn.Module]
+    defaults: Mapping[str, Any] = field(default_factory=dict)  # builder kwargs a card resolves to
+    compare_rank: int | None = None  # position among the models Compare shows by default; None: not by default
+
+
+#: The registry, in display (and benchmark) order.
+_SPECS: dict[str, ModelSpec] = {}
+
+
+class _LiveKeys(Sequence[str]):
+    """The registered keys in order, always current (a kind registered later appears everywhere)."""
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return tuple(_SPECS)[i]
+
+    def __len__(self) -> int:
+        return len(_SPECS)
+
+    def __contains__(self, key: object) -> bool:
+        return key in _SPECS
+
+    def __repr__(self) -> str:
+        return repr(tuple(_SPECS))
+
+
+MODEL_KEYS: Sequence[str] = _LiveKeys()
+#: key -> spec (title, description, reference), the same live registry.
+MODEL_INFO: Mapping[str, ModelSpec] = _SPECS
+ModelInfo = ModelSpec
+
+
+def register(spec: ModelSpec) -> None:
+    """Add a model kind (refuses a key already taken)."""
+    if spec.key in _SPECS:
+        raise ValueError(f"model key {spec.key!r} is already registered")
+    _SPECS[spec.key] = spec
+
+
+def unregister(key: str) -> None:
+    """Remove a model kind (tests that register a throw-away kind)."""
+    _SPECS.pop(key, None)
+
+
+def compare_defaults() -> list[str]:
+    """The kinds Compare shows by default, in their order."""
+    ranked = [s for s in _SPECS.values() if s.compare_rank is not None]
+    return [s.key for s in sorted(ranked, key=lambda s: s.compare_rank)]
+
+
 class UnknownModelError(ValueError):
     """A model key that is not in the registry (typo, or a checkpoint from a newer version)."""
 
@@ -60,81 +121,15 @@ class UnknownModelError(ValueError):
         super().__init__(f"unknown model key {key!r}; valid keys are: {', '.join(MODEL_KEYS)}")
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the UI says about a model key."""
-
-    key: str
-    title: str
-    description: str
-    reference: str
-
-
-MODEL_INFO: dict[str, ModelInfo] = {
-    "baseline": ModelInfo(
-        "baseline",
-        "ResNet50 (baseline)",
-        "ResNet50 with a 1-channel input and 2 classes; the reference all variants are compared to.",
-        "paper 000 Table I row 1",
-    ),
-    "ghost": ModelInfo(
-        "ghost",
-        "ResNet50 + Ghost modules",
-        "ResNet50 whose residual-branch convs are Ghost modules (half the features from cheap depthwise ops).",
-        "paper 000 Table I row 4 (ResNet50+GhostNet)",
-    ),
-    "pruned": ModelInfo(
-        "pruned",
-        "ResNet50, L1 filter-pruned",
-        "Trained baseline with whole filters removed by L1-norm structured pruning, then fine-tuned.",
-        "paper 000 Table I row 2 (ResNet50+Pruning)",
-    ),
-    "kd": ModelInfo(
-        "kd",
-        "ResNet18 student (KD)",
-        "ResNet18 trained to mimic the ResNet50 teacher's softened outputs (T=4).",
-        "paper 000 Table I row 3 (ResNet50+KD)",
-    ),
-    "sparse": ModelInfo(
-        "sparse",
-        "ResNet50, magnitude-sparse",
-        "Baseline with the smallest individual weights zeroed; same dense shape, so no dense speed-up.",
-        "paper 001 (polynomial-decay magnitude pruning)",
-    ),
-    "ghost_kd": ModelInfo(
-        "ghost_kd",
-        "Ghost-ResNet18 student (KD)",
-        "ResNet18 with Ghost modules, distilled from the ResNet50 teacher: the papers' future work.",
-        "beyond paper 000 (its stated future work)",
-    ),
-}
-
-
 def _check_key(key: object) -> str:
-    if key not in MODEL_KEYS:
+    if key not in _SPECS:
         raise UnknownModelError(key)
     return str(key)
 
 
-def info(key: str) -> ModelInfo:
-    """UI description of ``key`` (raises :class:`UnknownModelError`)."""
-    return MODEL_INFO[_check_key(key)]
-
-
-def _build_baseline(**kw: Any) -> nn.Module:
-    return resnet50(**kw)
-
-
-def _build_ghost(**kw: Any) -> nn.Module:
-    return ghost_resnet50(**{**GHOST_DEFAULTS, **kw})
-
-
-def _build_kd(**kw: Any) -> nn.Module:
-    return resnet18(**kw)
-
-
-def _build_ghost_kd(**kw: Any) -> nn.Module:
-    return ghost_resnet18(**{**GHOST_KD_DEFAULTS, **kw})
+def info(key: str) -> ModelSpec:
+    """What the product says about ``key`` (raises :class:`UnknownModelError`)."""
+    return _SPECS[_check_key(key)]
 
 
 def _build_pruned(*, widths: Mapping[str, list[int]] | None = None, base: str = "baseline", **kw: Any) -> nn.Module:
@@ -144,19 +139,34 @@ def _build_pruned(*, widths: Mapping[str, list[int]] | None = None, base: str = 
     return apply_widths(model, widths or {})
 
 
-_BUILDERS: dict[str, Callable[..., nn.Module]] = {
-    "baseline": _build_baseline,
-    "ghost": _build_ghost,
-    "pruned": _build_pruned,
-    "kd": _build_kd,
-    "sparse": _build_baseline,  # same architecture; the key marks unstructured-pruned weights
-    "ghost_kd": _build_ghost_kd,
-}
+for _spec in (
+    ModelSpec("baseline", "ResNet50 (baseline)",
+              "ResNet50 with a 1-channel input and 2 classes; the reference all variants are compared to.",
+              "paper 000 Table I row 1", resnet50, compare_rank=3),
+    ModelSpec("ghost", "ResNet50 + Ghost modules",
+              "ResNet50 whose residual-branch convs are Ghost modules (half the features from cheap depthwise ops).",
+              "paper 000 Table I row 4 (ResNet50+GhostNet)", ghost_resnet50, GHOST_DEFAULTS, compare_rank=0),
+    ModelSpec("pruned", "ResNet50, L1 filter-pruned",
+              "Trained baseline with whole filters removed by L1-norm structured pruning, then fine-tuned.",
+              "paper 000 Table I row 2 (ResNet50+Pruning)", _build_pruned, compare_rank=1),
+    ModelSpec("kd", "ResNet18 student (KD)",
+              "ResNet18 trained to mimic the ResNet50 teacher's softened outputs (T=4).",
+              "paper 000 Table I row 3 (ResNet50+KD)", resnet18, compare_rank=2),
+    ModelSpec("sparse", "ResNet50, magnitude-sparse",  # same architecture; the key marks unstructured-pruned weights
+              "Baseline with the smallest individual weights zeroed; same dense shape, so no dense speed-up.",
+              "paper 001 (polynomial-decay magnitude pruning)", resnet50),
+    ModelSpec("ghost_kd", "Ghost-ResNet18 student (KD)",
+              "ResNet18 with Ghost modules, distilled from the ResNet50 teacher: the papers' future work.",
+              "beyond paper 000 (its stated future work)", ghost_resnet18, GHOST_KD_DEFAULTS),
+):
+    register(_spec)
+del _spec
 
 
 def create(key: str, **kwargs: Any) -> nn.Module:
     """Build a randomly initialised net for ``key``; kwargs override that key's defaults."""
-    return _BUILDERS[_check_key(key)](**kwargs)
+    spec = info(key)
+    return spec.builder(**{**spec.defaults, **kwargs})
 
 
 def resolve_arch(key: str, arch: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -167,11 +177,8 @@ def resolve_arch(key: str, arch: Mapping[str, Any] | None = None) -> dict[str, A
     """
     key = _check_key(key)
     arch = {k: v for k, v in dict(arch or {}).items() if k not in _IO_KWARGS}
-    if key == "ghost":
-        arch = {**GHOST_DEFAULTS, **arch}
-    elif key == "ghost_kd":
-        arch = {**GHOST_KD_DEFAULTS, **arch}
-    elif key == "pruned":
+    arch = {**_SPECS[key].defaults, **arch}
+    if key == "pruned":
         base = arch.get("base", "baseline")
         _check_key(base)
         rest = {k: v for k, v in arch.items() if k not in ("base", "widths")}
