@@ -52,9 +52,13 @@ STEPS: list[tuple[str, dict[str, Any]]] = [
                           "distill": True},  # it lost 10 points of per-slice AUC on COVID-CT-MD
                 "optim": {"lr": 5e-4}}),
     ("kd", {"command": "distill", "model": "kd", "distill": {"temperature": 4.0, "alpha": 0.5}}),
+    # Unstructured 50 % sparsity with a gentle fine-tune. On one held-out fold (CV fold 2, baseline AUC 0.965)
+    # the paper-001 setting (RMSprop, lr 1e-4) scored 0.91 with Spearman rho 0.91 to the baseline's scores;
+    # AdamW at lr 2e-4 0.94 (rho 0.97), at 5e-5 0.96 (rho 0.97). The fine-tune, more than the zeros, moves
+    # the model: 1 % sparsity under the 2e-4 fine-tune also scored 0.94. docs/real_ct.md.
     ("sparse", {"command": "prune", "model": "baseline",
                 "prune": {"unstructured": True, "sparsity": 0.5, "finetune_epochs": 3, "distill": True},
-                "optim": {"optimizer": "rmsprop", "lr": 1e-4}}),
+                "optim": {"optimizer": "adamw", "lr": 5e-5}}),
     ("ghost_kd", {"command": "distill", "model": "ghost_kd", "distill": {"temperature": 4.0, "alpha": 0.5}}),
 ]
 QUICK: dict[str, Any] = {
