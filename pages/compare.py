@@ -143,13 +143,15 @@ if len(comp.results) > 1:
     st.dataframe(agreement_table(comp), hide_index=True, width="stretch")
 
 st.subheader("Export")
-base = render.slice_rgb(vol.slice(idx), LUNG if vol.is_hu else None)
-png = export.comparison_png(
-    base, [(r.model, panels[r.model], f"{r.verdict} · P(severe) {r.p_severe:.0%}") for r in comp.results],
-    "Model comparison", f"slice {idx + 1}/{vol.n_slices} · {vol.describe()}",
-    [f"Refer: {x}" for x in reasons[:2]],
-)
 e1, e2 = st.columns(2)
-e1.download_button("Download comparison (PNG)", png, "comparison.png", "image/png", key="cmp_png",
-                   disabled=burned_in(vol.meta), help="Off when the scan flags burned-in annotations.")
+if burned_in(vol.meta):  # the pixels may show names or IDs: no image of them is made, so none can leave
+    e1.caption("No comparison image: the scan flags burned-in annotations (its pixels may identify the patient).")
+else:
+    base = render.slice_rgb(vol.slice(idx), LUNG if vol.is_hu else None)
+    png = export.comparison_png(
+        base, [(r.model, panels[r.model], f"{r.verdict} · P(severe) {r.p_severe:.0%}") for r in comp.results],
+        "Model comparison", f"slice {idx + 1}/{vol.n_slices} · {vol.describe()}",
+        [f"Refer: {x}" for x in reasons[:2]],
+    )
+    e1.download_button("Download comparison (PNG)", png, "comparison.png", "image/png", key="cmp_png")
 e2.download_button("Download numbers (CSV)", export.numbers_csv(rows), "comparison.csv", "text/csv", key="cmp_csv")

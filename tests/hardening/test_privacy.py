@@ -68,19 +68,26 @@ def _all_page_text(at) -> str:
     return "\n".join(parts)
 
 
-def test_no_identifier_leaks_anywhere(workspace_with_models, caplog, tmp_path):
+def test_no_identifier_leaks_anywhere(workspace_with_models, caplog, tmp_path, monkeypatch):
     caplog.set_level(logging.DEBUG)
     data = _identified_zip(workspace_with_models / "data" / "demo" / "dicom" / "PH0001")
+    from ui import export
+
+    rendered = []  # burned-in pixels may identify the patient: no comparison image is ever made of them
+    real_png = export.comparison_png
+    monkeypatch.setattr(export, "comparison_png", lambda *a, **k: rendered.append(1) or real_png(*a, **k))
 
     at = open_page("pages/compare.py")
     at.segmented_control(key="cmp_mode").set_value("Upload").run()
+    rendered.clear()  # the sample case shown before the upload has no such flag
     at.file_uploader(key="cmp_upload").upload("patient.zip", data).run()
     assert not at.exception and len(at.image) == 5
     page = _all_page_text(at)
     _assert_clean(page, "the Compare page")
     assert "Burned-in annotations" in page
-    # the exports the page offers (numbers CSV; the PNG is switched off for burned-in scans)
-    from ui import export
+    # the exports the page offers: the numbers CSV only; the PNG is never rendered for burned-in scans
+    assert rendered == [] and "No comparison image" in page
+    assert [b.proto.label for b in at.get("download_button")] == ["Download numbers (CSV)"]
     csv = export.numbers_csv([{"model": "x", "slice": 1}]).decode()
     _assert_clean(csv, "the CSV export")
 
