@@ -10,6 +10,7 @@ Folders get the same treatment: symlinks pointing outside the folder are refused
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -216,6 +217,7 @@ def read_folder(path: str | os.PathLike) -> list[Member]:
                 continue
             if p.is_symlink():
                 _check_link_inside(p, root)
+                continue  # its target inside the folder is read as itself: a link would repeat a slice
             nested = _nested_archive(rel)
             if nested:
                 raise UnsafeArchiveError(
@@ -240,7 +242,14 @@ def read_folder(path: str | os.PathLike) -> list[Member]:
 
 
 def _check_link_inside(link: Path, root: Path) -> None:
-    target = link.resolve()
+    try:
+        target = link.resolve(strict=True)
+    except RuntimeError as exc:  # Python < 3.13 reports a loop this way
+        raise UnsafeArchiveError(f"The folder holds a link that points to itself ({link.name}); remove it.") from exc
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeArchiveError(f"The folder holds a link that points to itself ({link.name}); remove it.") from exc
+        raise UnsafeArchiveError(f"The folder holds a link to something that does not exist ({link.name}).") from exc
     if target != root and root not in target.parents:
         raise UnsafeArchiveError(
             "The folder contains a link to a location outside it; links must stay inside."

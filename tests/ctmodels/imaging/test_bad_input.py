@@ -164,6 +164,14 @@ def folder_with_outside_link(tmp_path: Path) -> Path:
     return folder
 
 
+def folder_with_link_loop(tmp_path: Path) -> Path:
+    folder = tmp_path / "series"
+    folder.mkdir()
+    (folder / "IM0001.dcm").write_bytes(dicom())
+    os.symlink(folder / "IM0002.dcm", folder / "IM0002.dcm")  # a link to itself
+    return folder
+
+
 def dicomdir() -> bytes:
     return dicom(sop_class="1.2.840.10008.1.3.10", pixels=False)
 
@@ -260,6 +268,7 @@ CASES: list[tuple[str, Callable[[Path], Any], str | None, type[ImageReadError], 
     ("zip-bomb", lambda t: zip_bomb(), "x.zip", UnsafeArchiveError, ("bomb",)),
     ("zip-too-many-members", lambda t: too_many_members(), "x.zip", UnsafeArchiveError, ()),
     ("folder-link-outside", folder_with_outside_link, None, UnsafeArchiveError, ("link",)),
+    ("folder-link-loop", folder_with_link_loop, None, UnsafeArchiveError, ("link", "itself")),
 ]
 
 CLASS_NAME = re.compile(r"\b\w*(Error|Exception|Warning)\b|Traceback|File \"|<class|0x[0-9a-f]{6,}")
@@ -294,6 +303,15 @@ def test_bad_input_as_upload_filelike(tmp_path: Path, case: str) -> None:
     upload.name = name
     with pytest.raises(expected):
         read_any(upload)
+
+
+def test_a_link_inside_a_folder_does_not_repeat_a_slice(tmp_path: Path) -> None:
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for k in range(3):
+        (folder / f"IM{k:04d}.dcm").write_bytes(dicom(z=float(k), series_uid="1.2.3"))
+    os.symlink(folder / "IM0001.dcm", folder / "IM0009.dcm")
+    assert read_any(folder).n_slices == 3
 
 
 def test_wrong_source_type_is_a_programming_error() -> None:
