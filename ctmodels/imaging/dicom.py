@@ -395,9 +395,20 @@ def check_is_ct(ds: Dataset) -> None:
             "This DICOM file does not say it is a CT scan (no modality). Only chest CT is supported."
         )
     spp = int(ds.get("SamplesPerPixel", 1) or 1)
-    if spp != 1:
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").strip().upper()
+    if spp != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise NotCTError(
-            "This is a colour image (a screenshot or 3-D rendering), not an original CT slice."
+            "This is a colour image (a screenshot, a 3-D rendering or a colour-mapped picture), "
+            "not an original CT slice: CT slices are greyscale."
+        )
+    try:
+        bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 16)) or 16)
+    except (TypeError, ValueError):
+        bits = 16
+    if bits < 8:
+        raise NotCTError(
+            f"The image stores {bits} bit{'s' if bits != 1 else ''} per pixel (a black-and-white or "
+            "reduced picture); CT slices store 12 to 16 bits of Hounsfield units."
         )
 
 
@@ -500,8 +511,13 @@ def _sorted_desc(frames: Sequence[_Frame], pos: list[float], method: str) -> _Or
         key=lambda i: (-rounded[i], frames[i].instance if frames[i].instance is not None else 0,
                        frames[i].input_index, frames[i].frame or 0),
     )
-    if len(set(rounded)) < len(rounded):
-        logger.info("DICOM series has %d duplicate slice positions", len(rounded) - len(set(rounded)))
+    repeated = len(rounded) - len(set(rounded))
+    if repeated:
+        raise MixedSeriesError(
+            f"{repeated} of the {len(rounded)} slices lie at a position another "
+            "slice already has: the upload repeats slices (a copied file, or two acquisitions of one series). "
+            "Upload one acquisition, each slice once."
+        )
     return _Order(idx, tuple(pos[i] for i in idx), method)
 
 

@@ -75,3 +75,9 @@ class UnsafeArchiveError(ImageReadError):
     """An archive that tries to escape its folder, links elsewhere, nests too deep or expands absurdly."""
 
     kind = "unsafe-archive"
+
+
+class ImplausibleScanError(ImageReadError):
+    """Read without error but physically impossible: non-finite values, HU no scanner records, bad spacing."""
+
+    kind = "implausible"

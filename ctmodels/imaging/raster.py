@@ -17,6 +17,7 @@ Decisions:
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from io import BytesIO
 from typing import Sequence
@@ -34,6 +35,7 @@ from .errors import (
     UnsupportedDimensionsError,
 )
 from .limits import MAX_SLICE_PIXELS, MAX_SLICES, MAX_VOXELS, MIN_SLICE_SIDE
+from .plausibility import non_finite
 from .volume import Volume
 
 logger = logging.getLogger(__name__)
@@ -169,12 +171,12 @@ def _rescale_wide(pages: list[np.ndarray], wide: list[bool]) -> bool:
     idx = [i for i, w in enumerate(wide) if w]
     if not idx:
         return False
-    finite = [pages[i][np.isfinite(pages[i])] for i in idx]
-    lo = min((float(f.min()) for f in finite if f.size), default=0.0)
-    hi = max((float(f.max()) for f in finite if f.size), default=0.0)
+    lo = min(float(pages[i].min()) for i in idx)
+    hi = max(float(pages[i].max()) for i in idx)
+    if not (math.isfinite(lo) and math.isfinite(hi)):  # min/max carry any NaN or infinity: refuse, never rescale
+        raise non_finite()
     for i in idx:
-        page = np.nan_to_num(pages[i], nan=lo, posinf=hi, neginf=lo)
-        pages[i] = ((page - lo) * (255.0 / (hi - lo))).astype(np.float32) if hi > lo else np.zeros_like(page)
+        pages[i] = ((pages[i] - lo) * (255.0 / (hi - lo))).astype(np.float32) if hi > lo else np.zeros_like(pages[i])
     return True
 
 

@@ -26,6 +26,7 @@ from .errors import (
     UnsafeArchiveError,
 )
 from .limits import MAX_INPUT_BYTES
+from .plausibility import check_plausible
 from .volume import Volume
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def read_any(source: Source, *, name: str | None = None) -> Volume:
         kind = type(source).__name__
         raise TypeError(f"read_any expects a path, bytes or a binary file object, not {kind}")
     try:
-        return _read_any(source, name)
+        return check_plausible(_read_any(source, name))
     except ImageReadError:
         raise
     except MemoryError as exc:

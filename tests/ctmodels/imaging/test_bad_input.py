@@ -26,6 +26,7 @@ from ctmodels.imaging import (
     EmptyArchiveError,
     ImageReadError,
     ImageTooLargeError,
+    ImplausibleScanError,
     MixedSeriesError,
     NoPixelDataError,
     NotAnImageError,
@@ -56,6 +57,7 @@ def dicom(
     z: float = 0.0,
     transfer_syntax: str = ExplicitVRLittleEndian,
     pixel_data: bytes | None = None,
+    **attrs: object,
 ) -> bytes:
     fm = FileMetaDataset()
     fm.MediaStorageSOPClassUID = sop_class
@@ -76,6 +78,8 @@ def dicom(
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
     ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+    for k, v in attrs.items():  # anything else a case needs set (or spoiled)
+        setattr(ds, k, v)
     if pixels:
         if pixel_data is None:
             pixel_data = np.full((min(rows, 64), min(cols, 64)), 1000, np.uint16).tobytes()
@@ -170,6 +174,21 @@ def folder_with_link_loop(tmp_path: Path) -> Path:
     (folder / "IM0001.dcm").write_bytes(dicom())
     os.symlink(folder / "IM0002.dcm", folder / "IM0002.dcm")  # a link to itself
     return folder
+
+
+def float_tiff_with_infinity(tmp_path: Path) -> bytes:
+    from PIL import Image
+
+    arr = np.zeros((32, 32), np.float32)
+    arr[:16] = np.inf
+    buf = io.BytesIO()
+    Image.fromarray(arr, mode="F").save(buf, format="TIFF")
+    return buf.getvalue()
+
+
+def dicom_series_one_position(tmp_path: Path) -> bytes:
+    uid = generate_uid()
+    return zipped([(f"IM{k}.dcm", dicom(series_uid=uid, z=5.0)) for k in range(5)])
 
 
 def dicomdir() -> bytes:
@@ -269,6 +288,17 @@ CASES: list[tuple[str, Callable[[Path], Any], str | None, type[ImageReadError], 
     ("zip-too-many-members", lambda t: too_many_members(), "x.zip", UnsafeArchiveError, ()),
     ("folder-link-outside", folder_with_outside_link, None, UnsafeArchiveError, ("link",)),
     ("folder-link-loop", folder_with_link_loop, None, UnsafeArchiveError, ("link", "itself")),
+    # read without error but impossible: refused with what is wrong
+    ("float-tiff-infinity", float_tiff_with_infinity, "x.tif", ImplausibleScanError, ("infinity",)),
+    ("dicom-slope-1e30", lambda t: dicom(RescaleSlope=1e30), "x.dcm", ImplausibleScanError, ("rescale",)),
+    ("dicom-negative-spacing", lambda t: dicom(PixelSpacing=[-0.7, 0.7]), "x.dcm", ImplausibleScanError,
+     ("spacing", "positive")),
+    ("dicom-huge-spacing", lambda t: dicom(PixelSpacing=[1e30, 1e30]), "x.dcm", ImplausibleScanError, ("spacing",)),
+    ("dicom-palette-colour", lambda t: dicom(PhotometricInterpretation="PALETTE COLOR"), "x.dcm", NotCTError,
+     ("colour", "greyscale")),
+    ("dicom-1-bit", lambda t: dicom(BitsAllocated=1, BitsStored=1, HighBit=0, pixel_data=b"\xff" * 128), "x.dcm",
+     NotCTError, ("1 bit",)),
+    ("dicom-five-slices-one-position", dicom_series_one_position, "x.zip", MixedSeriesError, ("position",)),
 ]
 
 CLASS_NAME = re.compile(r"\b\w*(Error|Exception|Warning)\b|Traceback|File \"|<class|0x[0-9a-f]{6,}")

@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from ctmodels.imaging import ImageReadError, Volume, read_any
+from ctmodels.imaging import ImageReadError, MixedSeriesError, Volume, read_any
 from ctmodels.imaging.dicom_privacy import DICOM_META_KEYS
 from ctmodels.imaging.nifti import NIFTI_META_KEYS
 from ctmodels.imaging.raster import RASTER_META_KEYS
@@ -225,14 +225,14 @@ def test_dicom_fallbacks_slice_location_then_instance() -> None:
     assert w.spacing == pytest.approx((2.5, 0.7, 0.8))  # SliceThickness when positions are missing
 
 
-def test_dicom_duplicate_positions_keep_instance_order() -> None:
+def test_dicom_slices_at_one_position_are_refused_not_stacked() -> None:
+    """Slices that repeat a position (a copied file, two acquisitions) would stack into a volume that is not one."""
     files = []
-    for i in range(3):
+    for i in range(5):
         raw = raw_for(i, 1.0, -1024.0)
-        files.append((f"f{2 - i}.dcm", to_bytes(ct_dataset(raw, z=5.0, instance=i + 1))))
-    v = read_any(zip_bytes(files))
-    for k in range(3):
-        np.testing.assert_array_equal(v.array[k], expected_hu(k))
+        files.append((f"f{4 - i}.dcm", to_bytes(ct_dataset(raw, z=5.0, instance=i + 1))))
+    with pytest.raises(MixedSeriesError, match="4 of the 5 slices lie at a position another slice already has"):
+        read_any(zip_bytes(files))
 
 
 def test_single_dicom_file_path_bytes_filelike(tmp_path: Path) -> None:
