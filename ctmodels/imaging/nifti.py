@@ -87,8 +87,8 @@ def header_kind(head: bytes) -> str | None:
 def gunzip_head(data: bytes, size: int = 540) -> bytes:
     """First bytes of a gzip stream (enough for a NIfTI header); b'' if the stream is broken."""
     try:
-        return zlib.decompressobj(31).decompress(data, size)
-    except zlib.error:
+        return _gunzip(data, size)
+    except CorruptImageError:
         return b""
 
 
@@ -99,7 +99,10 @@ def is_nifti(data: bytes) -> bool:
 
 
 def _gunzip(data: bytes, limit: int) -> bytes:
-    """Decompress at most ``limit`` bytes in chunks: a gzip bomb cannot blow past the header's size."""
+    """Decompress at most ``limit`` bytes in chunks: a gzip bomb cannot blow past the header's size.
+
+    A stream of several gzip members (bgzip, some pipelines) is read member after member, as gzip does.
+    """
     decomp = zlib.decompressobj(31)
     out = bytearray()
     buf = data
@@ -108,7 +111,13 @@ def _gunzip(data: bytes, limit: int) -> bytes:
             chunk = decomp.decompress(buf, min(READ_CHUNK_BYTES, limit - len(out)))
             out += chunk
             buf = decomp.unconsumed_tail
-            if decomp.eof or (not chunk and not buf):
+            if decomp.eof:
+                buf = decomp.unused_data
+                if not is_gzip(buf):  # the last member (trailing padding is ignored, as gzip does)
+                    break
+                decomp = zlib.decompressobj(31)
+                continue
+            if not chunk and not buf:
                 break
     except zlib.error as exc:
         raise CorruptImageError(

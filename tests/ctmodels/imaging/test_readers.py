@@ -371,6 +371,16 @@ def test_nifti_gz_scaling_and_filelike() -> None:
     assert (v.array == -1024).sum() == d.size - 1
 
 
+@pytest.mark.parametrize("cut", [100, 352, 2000])  # inside the header, at the data offset, inside the voxels
+def test_multi_member_gzip_nifti_reads_like_one_member(cut: int) -> None:
+    """bgzip and some pipelines write .nii.gz as several gzip members; gzip (and we) read them all."""
+    d = (np.arange(16 * 16 * 4) % 700 - 600).astype(np.int16).reshape(16, 16, 4)
+    raw = nib.Nifti1Image(d, np.eye(4)).to_bytes()
+    one = read_any(gzip.compress(raw), name="v.nii.gz")
+    several = read_any(gzip.compress(raw[:cut]) + gzip.compress(raw[cut:]) + gzip.compress(b""), name="v.nii.gz")
+    np.testing.assert_array_equal(one.array, several.array)
+
+
 def test_nifti_intensity_volume_is_not_hu() -> None:
     d = (np.arange(16 * 16 * 3) % 256).astype(np.uint8).reshape(16, 16, 3)
     v = read_any(nib.Nifti1Image(d, np.eye(4)).to_bytes())
