@@ -77,6 +77,9 @@ def _read_path(path: Path, name: str | None) -> Volume:
     if path.is_dir():
         return _read_members(archive.read_folder(path), container="folder")
     if not path.is_file():
+        if path.exists() or path.is_symlink():  # a FIFO, socket or device; or a dangling or looping link
+            raise NotAnImageError(f"{path.name} is not a regular file (a pipe, device or broken link); "
+                                  "point to the image file or folder itself.")
         raise NotAnImageError("No file or folder exists at the given path.")
     size = path.stat().st_size
     _check_input_size(size)
@@ -147,6 +150,10 @@ def _unknown_message(data: bytes, name: str | None) -> str:
     ext = suffixes[-1] if suffixes else ""
     if nifti.is_gzip(data):
         return "This compressed (.gz) file does not contain a NIfTI volume."
+    other = _other_picture(data)
+    if other:
+        return (f"This is a {other} picture; CT slices are read from DICOM, NIfTI, PNG, JPEG, TIFF or BMP. "
+                "Export the slice as PNG (or the scan as DICOM) and upload that.")
     if ext in _IMAGE_EXTENSIONS:
         return f"This file is named like an image ({ext}) but is not an image file."
     if ext in {".dcm", ".dicom"}:
@@ -154,6 +161,17 @@ def _unknown_message(data: bytes, name: str | None) -> str:
     if ext == ".nii":
         return "This file is named like a NIfTI volume (.nii) but is not one."
     return _UNKNOWN
+
+
+def _other_picture(data: bytes) -> str | None:
+    """Picture formats we do not read, named by their magic bytes (so the message says what the file is)."""
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    if data[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypavif"):
+        return "HEIC/AVIF"
+    return None
 
 
 def _read_members(members: Sequence[tuple[str, bytes]], container: str) -> Volume:

@@ -299,6 +299,10 @@ CASES: list[tuple[str, Callable[[Path], Any], str | None, type[ImageReadError], 
     ("dicom-1-bit", lambda t: dicom(BitsAllocated=1, BitsStored=1, HighBit=0, pixel_data=b"\xff" * 128), "x.dcm",
      NotCTError, ("1 bit",)),
     ("dicom-five-slices-one-position", dicom_series_one_position, "x.zip", MixedSeriesError, ("position",)),
+    # pictures we do not read, and paths that are not files: the message says what they are
+    ("gif", lambda t: b"GIF89a" + bytes(64), "x.gif", NotAnImageError, ("GIF", "PNG")),
+    ("webp", lambda t: b"RIFF\x24\x00\x00\x00WEBPVP8 " + bytes(64), "x.webp", NotAnImageError, ("WebP",)),
+    ("fifo", lambda t: (os.mkfifo(t / "pipe"), t / "pipe")[1], None, NotAnImageError, ("not a regular file",)),
 ]
 
 CLASS_NAME = re.compile(r"\b\w*(Error|Exception|Warning)\b|Traceback|File \"|<class|0x[0-9a-f]{6,}")
