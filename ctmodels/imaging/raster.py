@@ -143,10 +143,16 @@ def _decode_all(data: bytes) -> tuple[list[np.ndarray], list[bool], Image.Image,
     mode = im.mode
     try:
         sizes = _page_sizes(im)
+        if len(sizes) > 1 and fmt == "png":
+            raise UnsupportedDimensionsError(
+                f"This PNG is animated ({len(sizes)} frames); a CT slice is one still image. "
+                "Save a single frame as PNG, or upload the scan as DICOM."
+            )
         if len(set(sizes)) > 1:
             raise UnsupportedDimensionsError(
                 "The pages of this TIFF have different sizes, so they are not slices of one scan."
             )
+        _check_total(len(sizes), sizes[0][1], sizes[0][0])  # from the headers, before any page is decoded
         pages, wide = [], []
         for i in range(len(sizes)):
             if len(sizes) > 1:
@@ -201,14 +207,20 @@ def read_raster_stack(members: Sequence[tuple[str, bytes]]) -> Volume:
     """Several slice images (a zip or folder) -> one stack, in natural order of their names."""
     ordered = sorted(members, key=lambda m: natural_key(m[0]))
     sizes = set()
-    for _, data in ordered:  # header-only pass: sizes and totals before decoding anything
+    n_pages = 0
+    for _, data in ordered:  # header-only pass: sizes and totals (every page of every file) before decoding
         im = _open(data)
-        sizes.update(_page_sizes(im))
+        page_sizes = _page_sizes(im)
         im.close()
+        sizes.update(page_sizes)
+        n_pages += len(page_sizes)
+        if n_pages > MAX_SLICES:
+            raise ImageTooLargeError(f"The images hold more than {MAX_SLICES} slices (pages counted); "
+                                     "that is more than the app can load at once.")
     if len(sizes) > 1:
         raise MixedSeriesError(_SIZES_DIFFER)
     width, height = next(iter(sizes))
-    _check_total(len(ordered), height, width)
+    _check_total(n_pages, height, width)
     pages: list[np.ndarray] = []
     wide: list[bool] = []
     modes = set()

@@ -191,6 +191,24 @@ def dicom_series_one_position(tmp_path: Path) -> bytes:
     return zipped([(f"IM{k}.dcm", dicom(series_uid=uid, z=5.0)) for k in range(5)])
 
 
+def animated_png(tmp_path: Path) -> bytes:
+    from PIL import Image
+
+    frames = [Image.fromarray(np.full((32, 32), 40 * k, np.uint8)) for k in range(3)]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="PNG", save_all=True, append_images=frames[1:])
+    return buf.getvalue()
+
+
+def tiff_pages(n: int, side: int) -> bytes:
+    from PIL import Image
+
+    pages = [Image.new("L", (side, side)) for _ in range(n)]
+    buf = io.BytesIO()
+    pages[0].save(buf, format="TIFF", save_all=True, append_images=pages[1:], compression="tiff_deflate")
+    return buf.getvalue()
+
+
 def dicomdir() -> bytes:
     return dicom(sop_class="1.2.840.10008.1.3.10", pixels=False)
 
@@ -299,6 +317,11 @@ CASES: list[tuple[str, Callable[[Path], Any], str | None, type[ImageReadError], 
     ("dicom-1-bit", lambda t: dicom(BitsAllocated=1, BitsStored=1, HighBit=0, pixel_data=b"\xff" * 128), "x.dcm",
      NotCTError, ("1 bit",)),
     ("dicom-five-slices-one-position", dicom_series_one_position, "x.zip", MixedSeriesError, ("position",)),
+    ("apng", animated_png, "x.png", UnsupportedDimensionsError, ("animated", "3 frames")),
+    # page counts from the headers, before anything is decoded
+    ("tiff-12-pages-of-4096", lambda t: tiff_pages(12, 4096), "x.tif", ImageTooLargeError, ()),
+    ("zip-of-multipage-tiffs", lambda t: zipped([(f"p{k}.tif", tiff_pages(600, 64)) for k in range(4)]), "x.zip",
+     ImageTooLargeError, ("slices",)),
     # pictures we do not read, and paths that are not files: the message says what they are
     ("gif", lambda t: b"GIF89a" + bytes(64), "x.gif", NotAnImageError, ("GIF", "PNG")),
     ("webp", lambda t: b"RIFF\x24\x00\x00\x00WEBPVP8 " + bytes(64), "x.webp", NotAnImageError, ("WebP",)),
@@ -346,6 +369,23 @@ def test_a_link_inside_a_folder_does_not_repeat_a_slice(tmp_path: Path) -> None:
         (folder / f"IM{k:04d}.dcm").write_bytes(dicom(z=float(k), series_uid="1.2.3"))
     os.symlink(folder / "IM0001.dcm", folder / "IM0009.dcm")
     assert read_any(folder).n_slices == 3
+
+
+@pytest.mark.parametrize("case", ["tiff-12-pages-of-4096", "zip-of-multipage-tiffs"])
+def test_too_many_pages_are_refused_before_any_is_decoded(tmp_path: Path, case: str) -> None:
+    """Counted from the headers: refusing must not cost the memory the pages would take (800 MB as float32)."""
+    import tracemalloc
+
+    _, build, name, expected, _ = next(c for c in CASES if c[0] == case)
+    data = build(tmp_path)
+    tracemalloc.start()
+    try:
+        with pytest.raises(expected):
+            read_any(data, name=name)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024**2, f"{peak / 1024**2:.0f} MB allocated before refusing"
 
 
 def test_wrong_source_type_is_a_programming_error() -> None:
