@@ -149,6 +149,12 @@ def _select_members(infos: list[zipfile.ZipInfo], keep_all: bool = False) -> lis
         _check_ratio(info)
         selected.append(info)
     total = sum(info.file_size for info in selected)
+    packed = sum(max(info.compress_size, 0) for info in selected)
+    if total > COMPRESSION_RATIO_MIN_BYTES and total > MAX_COMPRESSION_RATIO * max(packed, 1):
+        raise UnsafeArchiveError(  # many small members, each under the per-file rule, add up to a bomb too
+            f"The zip's files expand to {total / max(packed, 1):.0f} times their compressed size (a 'zip bomb'); "
+            "real scans compress a few times. It is not safe to open."
+        )
     if total > MAX_ARCHIVE_UNCOMPRESSED_BYTES:
         raise UnsafeArchiveError(
             f"The zip would unpack to {total / 1024**3:.1f} GB; at most "

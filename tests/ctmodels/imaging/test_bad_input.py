@@ -318,6 +318,8 @@ CASES: list[tuple[str, Callable[[Path], Any], str | None, type[ImageReadError], 
      NotCTError, ("1 bit",)),
     ("dicom-five-slices-one-position", dicom_series_one_position, "x.zip", MixedSeriesError, ("position",)),
     ("apng", animated_png, "x.png", UnsupportedDimensionsError, ("animated", "3 frames")),
+    ("zip-many-small-zero-members", lambda t: zipped([(f"m{k}.dcm", bytes(1024**2)) for k in range(300)]), "x.zip",
+     UnsafeArchiveError, ("zip bomb",)),
     # page counts from the headers, before anything is decoded
     ("tiff-12-pages-of-4096", lambda t: tiff_pages(12, 4096), "x.tif", ImageTooLargeError, ()),
     ("zip-of-multipage-tiffs", lambda t: zipped([(f"p{k}.tif", tiff_pages(600, 64)) for k in range(4)]), "x.zip",
