@@ -19,6 +19,7 @@ import contextlib
 import logging
 import re
 import threading
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 from io import BytesIO
@@ -46,7 +47,7 @@ from .errors import (
     UnsupportedDimensionsError,
     UnsupportedEncodingError,
 )
-from .limits import MAX_SLICE_PIXELS, MAX_SLICES, MAX_VOXELS, MIN_SLICE_SIDE
+from .limits import MAX_SLICE_PIXELS, MAX_SLICES, MAX_VOXELS, MIN_SLICE_SIDE, READ_CHUNK_BYTES
 from .volume import Volume
 
 logger = logging.getLogger(__name__)
@@ -205,6 +206,8 @@ def parse_dicom(data: bytes, name: str | None = None) -> Dataset:
     preamble = has_dicom_preamble(data)
     if not preamble and not could_be_raw_dicom(data, name):
         raise NotAnImageError("This file is not a DICOM file (it has no DICOM header).")
+    if preamble:
+        _check_inflated_size(data)
     with quiet_pydicom(), _as_corrupt("The DICOM file is damaged or incomplete and cannot be read."):
         try:
             ds = pydicom.dcmread(BytesIO(data), force=True)
@@ -216,6 +219,35 @@ def parse_dicom(data: bytes, name: str | None = None) -> Dataset:
             raise NotAnImageError("This file is not a DICOM file (it has no DICOM header).")
         _ensure_transfer_syntax(ds)
     return ds
+
+
+#: Deflated Explicit VR Little Endian: the whole data set is zlib-compressed and pydicom inflates it at once.
+DEFLATED_TS = "1.2.840.10008.1.2.1.99"
+#: The most a deflated data set may inflate to: the largest pixel data we accept (16-bit) plus headers.
+MAX_INFLATED_BYTES = 2 * MAX_VOXELS + 16 * 1024**2
+
+
+def _check_inflated_size(data: bytes) -> None:
+    """Count what a deflated data set inflates to, in chunks and without keeping it, before pydicom inflates it.
+
+    The data set starts after the file meta group, whose length the group-length element states.
+    """
+    if DEFLATED_TS.encode() not in data[132:2048] or data[132:138] != b"\x02\x00\x00\x00UL":
+        return
+    start = 144 + int.from_bytes(data[140:144], "little")
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total, buf = 0, data[start:]
+    try:
+        while buf and not inflater.eof:
+            total += len(inflater.decompress(buf, READ_CHUNK_BYTES))
+            buf = inflater.unconsumed_tail
+            if total > MAX_INFLATED_BYTES:
+                raise ImageTooLargeError(
+                    f"The compressed (deflated) DICOM file unpacks to more than {MAX_INFLATED_BYTES / 1024**2:.0f} MB; "
+                    "that is more than one CT file can hold. It is not safe to open."
+                )
+    except zlib.error as exc:
+        raise CorruptImageError("The compressed (deflated) DICOM file is damaged and cannot be unpacked.") from exc
 
 
 def _ensure_transfer_syntax(ds: Dataset) -> None:

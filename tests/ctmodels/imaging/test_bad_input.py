@@ -209,6 +209,23 @@ def tiff_pages(n: int, side: int) -> bytes:
     return buf.getvalue()
 
 
+def deflated_dicom(inflated_zeros: int = 0) -> bytes:
+    """A CT slice in Deflated Explicit VR; with ``inflated_zeros``, its data set replaced by that many zero
+    bytes, deflated (a few hundred KB that pydicom would inflate whole)."""
+    import zlib
+
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    data = dicom(transfer_syntax=DeflatedExplicitVRLittleEndian)
+    if not inflated_zeros:
+        return data
+    start = 144 + int.from_bytes(data[140:144], "little")
+    packer, chunk, parts = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS), bytes(1 << 20), []
+    for _ in range(inflated_zeros >> 20):
+        parts.append(packer.compress(chunk))
+    return data[:start] + b"".join(parts) + packer.flush()
+
+
 def dicomdir() -> bytes:
     return dicom(sop_class="1.2.840.10008.1.3.10", pixels=False)
 
@@ -318,6 +335,7 @@ CASES: list[tuple[str, Callable[[Path], Any], str | None, type[ImageReadError], 
      NotCTError, ("1 bit",)),
     ("dicom-five-slices-one-position", dicom_series_one_position, "x.zip", MixedSeriesError, ("position",)),
     ("apng", animated_png, "x.png", UnsupportedDimensionsError, ("animated", "3 frames")),
+    ("dicom-deflated-bomb", lambda t: deflated_dicom(400 << 20), "x.dcm", ImageTooLargeError, ("deflated",)),
     ("zip-many-small-zero-members", lambda t: zipped([(f"m{k}.dcm", bytes(1024**2)) for k in range(300)]), "x.zip",
      UnsafeArchiveError, ("zip bomb",)),
     # page counts from the headers, before anything is decoded
@@ -373,9 +391,14 @@ def test_a_link_inside_a_folder_does_not_repeat_a_slice(tmp_path: Path) -> None:
     assert read_any(folder).n_slices == 3
 
 
-@pytest.mark.parametrize("case", ["tiff-12-pages-of-4096", "zip-of-multipage-tiffs"])
+def test_a_small_deflated_dicom_still_reads() -> None:
+    v = read_any(deflated_dicom(), name="x.dcm")
+    assert v.is_hu and v.shape == (1, 32, 32)
+
+
+@pytest.mark.parametrize("case", ["tiff-12-pages-of-4096", "zip-of-multipage-tiffs", "dicom-deflated-bomb"])
 def test_too_many_pages_are_refused_before_any_is_decoded(tmp_path: Path, case: str) -> None:
-    """Counted from the headers: refusing must not cost the memory the pages would take (800 MB as float32)."""
+    """Counted from the headers (or a bounded inflate): refusing must not cost what reading would take."""
     import tracemalloc
 
     _, build, name, expected, _ = next(c for c in CASES if c[0] == case)
