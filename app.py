@@ -11,11 +11,11 @@ logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name
 st.set_page_config(page_title="CT Severity Studio", page_icon=":material/pulmonology:", layout="wide")
 
 PAGES = [
-    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
-    st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
-    st.Page("pages/data_browser.py", title="Data Browser", icon=":material/folder_open:"),
-    st.Page("pages/training.py", title="Training", icon=":material/model_training:"),
-    st.Page("pages/efficiency.py", title="Efficiency", icon=":material/speed:"),
+    st.Page("views/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("views/compare.py", title="Compare", icon=":material/compare:"),
+    st.Page("views/data_browser.py", title="Data Browser", icon=":material/folder_open:"),
+    st.Page("views/training.py", title="Training", icon=":material/model_training:"),
+    st.Page("views/efficiency.py", title="Efficiency", icon=":material/speed:"),
 ]
 
 nav = st.navigation(PAGES)

@@ -1,4 +1,4 @@
-"""DESIGN.md's import direction: pages → ui → ctmodels, pages → training, ui → training (runs only),
+"""DESIGN.md's import direction: pages (views/) → ui → ctmodels, pages → training, ui → training (runs only),
 training → ctmodels; ctmodels imports nothing of ours and never streamlit; training never streamlit."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-OURS = {"ctmodels", "ui", "training", "pages", "app"}
+OURS = {"ctmodels", "ui", "training", "views", "app"}
 ALLOWED = {
     "ctmodels": {"ctmodels"},
     "training": {"ctmodels", "training"},
     "ui": {"ctmodels", "ui", "training"},
-    "pages": {"ctmodels", "ui", "training"},
+    "views": {"ctmodels", "ui", "training"},
 }
 FORBIDDEN_THIRD_PARTY = {"ctmodels": {"streamlit", "plotly"}, "training": {"streamlit"}}
 UI_MAY_USE_FROM_TRAINING = {"training.runs"}

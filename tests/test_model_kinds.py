@@ -60,7 +60,7 @@ def test_a_registered_kind_is_found_everywhere(extra_kind, workspace, capsys):
     # the Training page: a choice of the Model box, with its title
     from tests.ui.apptest import open_page
 
-    at = open_page("pages/training.py")
+    at = open_page("views/training.py")
     assert not at.exception
     box = next(s for s in at.selectbox if s.label == "Model")
     assert box.options[-1] == "tiny_test — Tiny test kind"

@@ -339,7 +339,7 @@ def test_load_in_a_process_that_imports_only_ctmodels(kd_ckpt: tuple[Path, nn.Mo
         "from ctmodels.checkpoint import load\n"
         f"model, card = load({str(folder)!r})\n"
         "assert model(torch.zeros(1, 1, 64, 64)).shape == (1, 2)\n"
-        "bad = [m for m in sys.modules if m.split('.')[0] in ('training', 'ui', 'pages', 'streamlit', 'plotly')]\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('training', 'ui', 'views', 'streamlit', 'plotly')]\n"
         "assert not bad, bad\n"
         "print('ok', card.model_key)\n"
     )

@@ -100,6 +100,18 @@ def test_every_page_in_a_real_browser(app_url, browser_page, workspace_with_mode
     _shot(page, "efficiency")
 
 
+def test_a_bookmarked_page_opens_in_the_app_navigation(app_url, browser_page):
+    """The first request a fresh server gets is a page link (a bookmark, a link in an invite): the app's own
+    navigation and sidebar come with it, not Streamlit's file-based page list."""
+    page = browser_page
+    _goto(page, f"{app_url}/training", "Training")
+    nav = page.locator('[data-testid="stSidebarNav"]')
+    nav.get_by_text("Data Browser", exact=True).wait_for(timeout=30_000)
+    assert nav.get_by_text("data browser", exact=True).count() == 0 and nav.get_by_text("app", exact=True).count() == 0
+    assert page.get_by_text("research software, not for diagnostic use").count() == 1  # app.py ran
+    _shot(page, "deep_link_training")
+
+
 def test_a_real_upload_gets_the_real_ct_set(app_url_both_sets, browser_page, real_data):
     """An Inf-Net JPG (a real 8-bit slice) on Compare: the real-CT set's verdicts and CAMs, no phantom warning."""
     page = browser_page

@@ -87,7 +87,7 @@ def test_corpus_through_read_any(corpus):
 
 @pytest.mark.slow
 def test_corpus_through_the_compare_page(corpus, workspace_with_models):
-    at = open_page("pages/compare.py")
+    at = open_page("views/compare.py")
     at.segmented_control(key="cmp_mode").set_value("Upload").run()
     for f in sorted(corpus.iterdir()):
         at.file_uploader(key="cmp_upload").upload(f.name.split("__", 1)[1], f.read_bytes()).run()
@@ -96,7 +96,7 @@ def test_corpus_through_the_compare_page(corpus, workspace_with_models):
 
 
 def test_corpus_sample_through_the_compare_page(corpus, workspace_with_models):
-    at = open_page("pages/compare.py")
+    at = open_page("views/compare.py")
     at.segmented_control(key="cmp_mode").set_value("Upload").run()
     files = sorted(corpus.iterdir())[::8]
     for f in files:

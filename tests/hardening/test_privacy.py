@@ -77,7 +77,7 @@ def test_no_identifier_leaks_anywhere(workspace_with_models, caplog, tmp_path, m
     real_png = export.comparison_png
     monkeypatch.setattr(export, "comparison_png", lambda *a, **k: rendered.append(1) or real_png(*a, **k))
 
-    at = open_page("pages/compare.py")
+    at = open_page("views/compare.py")
     at.segmented_control(key="cmp_mode").set_value("Upload").run()
     rendered.clear()  # the sample case shown before the upload has no such flag
     at.file_uploader(key="cmp_upload").upload("patient.zip", data).run()
@@ -91,7 +91,7 @@ def test_no_identifier_leaks_anywhere(workspace_with_models, caplog, tmp_path, m
     csv = export.numbers_csv([{"model": "x", "slice": 1}]).decode()
     _assert_clean(csv, "the CSV export")
 
-    at = open_page("pages/data_browser.py")
+    at = open_page("views/data_browser.py")
     box = at.selectbox(key="db_source")
     box.select(next(o for o in box.options if o.startswith("Upload"))).run()
     at.file_uploader(key="db_upload").upload("patient.zip", data).run()

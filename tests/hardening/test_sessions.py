@@ -39,7 +39,7 @@ def test_five_concurrent_sessions(workspace_with_models, monkeypatch):
 
     sessions = []
     for _ in range(5):  # five browser sessions open the page (AppTest sets its page up in this thread)
-        at = open_page("pages/compare.py", timeout=300)
+        at = open_page("views/compare.py", timeout=300)
         at.segmented_control(key="cmp_mode").set_value("Upload").run()
         sessions.append(at)
 

@@ -20,7 +20,7 @@ SUBMIT = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {repo!r})
     from tests.ui.apptest import open_page
-    at = open_page("pages/training.py")
+    at = open_page("views/training.py")
     at.selectbox(key="tr_preset").select("Custom").run()
     at.selectbox(key="tr_model_Custom").select("kd")
     at.number_input(key="tr_epochs_Custom").set_value(8)
@@ -49,7 +49,7 @@ def test_job_survives_the_app_process(workspace):
     finally:
         if app.poll() is None:
             app.kill()
-    at = open_page("pages/training.py")  # a new app process (this one) looks at the registry
+    at = open_page("views/training.py")  # a new app process (this one) looks at the registry
     table = next(d.value for d in at.dataframe if "run" in d.value.columns)
     assert table.iloc[0]["status"] in ("running", "completed")
     t0 = time.time()

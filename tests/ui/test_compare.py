@@ -11,7 +11,7 @@ import pytest
 from tests.ctmodels.imaging.test_bad_input import CASES
 from tests.ui.apptest import open_page, texts
 
-PAGE = "pages/compare.py"
+PAGE = "views/compare.py"
 MODELS = ["ghost", "pruned", "kd", "baseline"]
 
 

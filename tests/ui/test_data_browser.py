@@ -10,7 +10,7 @@ import pytest
 from tests.ctmodels.imaging.test_bad_input import CASES
 from tests.ui.apptest import open_page, texts
 
-PAGE = "pages/data_browser.py"
+PAGE = "views/data_browser.py"
 
 
 def _select_source(at, startswith: str):

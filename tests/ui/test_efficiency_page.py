@@ -6,7 +6,7 @@ from tests.ui.apptest import open_page, texts
 
 
 def test_measure_two_models(workspace_with_models):
-    at = open_page("pages/efficiency.py", timeout=600)
+    at = open_page("views/efficiency.py", timeout=600)
     assert not at.exception
     at.multiselect(key="eff_models").set_value(["baseline", "kd"])
     at.multiselect(key="eff_runtimes").set_value(["eager_cpu", "ort_fp32"])
@@ -26,7 +26,7 @@ def test_measure_two_models(workspace_with_models):
     assert set(timings["runtime"]) == {"eager_cpu", "ort_fp32"} and set(timings["batch"]) == {1, 2}
     assert (timings["p50_ms"] > 0).all()
     # the next visit shows the cached measurement without measuring again
-    again = open_page("pages/efficiency.py")
+    again = open_page("views/efficiency.py")
     again.multiselect(key="eff_models").set_value(["baseline", "kd"])
     again.multiselect(key="eff_runtimes").set_value(["eager_cpu", "ort_fp32"])
     again.select_slider(key="eff_size").set_value(64).run()

@@ -6,7 +6,7 @@ from tests.ui.apptest import open_page, texts
 
 
 def test_home_lists_workspace_contents(workspace):
-    at = open_page("pages/home.py")
+    at = open_page("views/home.py")
     assert not at.exception
     body = texts(at)
     assert "mild" in body and "severe" in body and "Grad-CAM" in body
@@ -18,21 +18,21 @@ def test_home_lists_workspace_contents(workspace):
 
 
 def test_navigation_lists_only_working_pages(workspace):
-    at = open_page("pages/home.py")
-    at.switch_page("pages/data_browser.py").run()
+    at = open_page("views/home.py")
+    at.switch_page("views/data_browser.py").run()
     assert not at.exception and at.title[0].value == "Data Browser"
 
 
 def test_home_without_demo_data(tmp_path, monkeypatch):
     monkeypatch.setenv("CTSS_WORKSPACE", str(tmp_path / "empty-ws"))
     monkeypatch.setenv("CTSS_REAL_DATA", str(tmp_path / "no-real"))
-    at = open_page("pages/home.py")
+    at = open_page("views/home.py")
     assert not at.exception
     assert "make run" in texts(at)
 
 
 def test_home_lists_both_model_sets_and_what_each_learned_from(workspace_with_both_sets):
-    at = open_page("pages/home.py")
+    at = open_page("views/home.py")
     assert not at.exception
     models = next(d.value for d in at.dataframe if "trained on" in d.value.columns)
     assert set(models["set"]) == {"phantom (synthetic)", "real CT"}

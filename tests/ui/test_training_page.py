@@ -11,7 +11,7 @@ import pytest
 from tests.ui.apptest import open_page, texts
 from training.runs import RunStore
 
-PAGE = "pages/training.py"
+PAGE = "views/training.py"
 
 
 def _fill_tiny(at, epochs: int = 2, model: str = "kd"):

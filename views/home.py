@@ -62,12 +62,12 @@ with left:
                 "case, and see what the ghost, pruned and KD models and the baseline say, how sure they are, where "
                 "they look (Grad-CAM), and the classical lung-involvement measure beside them. The **Data Browser** "
                 "shows datasets, labels and masks on a proper lung window.")
-    st.page_link("pages/compare.py", label="Compare models on a scan", icon=":material/compare:")
-    st.page_link("pages/data_browser.py", label="Open the Data Browser", icon=":material/folder_open:")
+    st.page_link("views/compare.py", label="Compare models on a scan", icon=":material/compare:")
+    st.page_link("views/data_browser.py", label="Open the Data Browser", icon=":material/folder_open:")
 with right:
     st.markdown("**Researcher**")
     st.markdown("Retrain from **Training** (paper recipes as presets, live curves, cancel/resume, run comparison), "
                 "and measure size, parameters and latency on this machine in **Efficiency**, next to paper 000's "
                 "Table I. Everything also runs headless: `python -m training --help`, `make bench`.")
-    st.page_link("pages/training.py", label="Train and compare runs", icon=":material/model_training:")
-    st.page_link("pages/efficiency.py", label="Measure efficiency", icon=":material/speed:")
+    st.page_link("views/training.py", label="Train and compare runs", icon=":material/model_training:")
+    st.page_link("views/efficiency.py", label="Measure efficiency", icon=":material/speed:")
