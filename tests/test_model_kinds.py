@@ -38,7 +38,7 @@ def test_a_registered_kind_is_found_everywhere(extra_kind, workspace, capsys):
     model, card = load(folder)
     assert card.model_key == "tiny_test" and card.arch == {"hidden": 4} and model[0].out_channels == 4
 
-    # the CLI: a valid --model choice, named in the help
+    # the CLI: named in --model's help (and accepted by the config check)
     from training.__main__ import main
 
     with pytest.raises(SystemExit):

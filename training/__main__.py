@@ -19,7 +19,7 @@ EXIT_BAD_INPUT, EXIT_FAILED, EXIT_CANCELLED = 2, 1, 130
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML/JSON run config (e.g. training/configs/paper000_baseline.yaml)")
-    p.add_argument("--model", choices=list(MODEL_KEYS), metavar="MODEL", help=f"model key: {', '.join(MODEL_KEYS)}")
+    p.add_argument("--model", help=f"model key: {', '.join(MODEL_KEYS)}")  # checked by the config: one message
     p.add_argument("--data", help="a named source (demo, real, real-infnet, real-covid-ct-seg) or a dataset folder")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
