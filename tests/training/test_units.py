@@ -58,6 +58,8 @@ def test_polynomial_decay_schedule_and_masks():
     assert masks.target(50) == pytest.approx(0.5 * (1 - 0.5**3))
     masks.update(0.5)
     assert masks.sparsity() == pytest.approx(0.5, abs=0.01)
+    assert "conv1" not in masks.params and "fc" not in masks.params  # input conv and classifier stay dense
+    assert int((model.fc.weight == 0).sum()) == 0 and int((model.conv1.weight == 0).sum()) == 0
 
 
 def test_stage_ratios_follow_sensitivity():
