@@ -16,7 +16,6 @@ cross-validation resumes where it stopped; fold models are deleted once their fo
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -30,7 +29,7 @@ from sklearn.metrics import roc_auc_score
 from .classical import reference_scores
 from .config import CVConfig
 from .data import load_dataset, prepare
-from .fsutil import write_json_atomic, write_text_atomic
+from .fsutil import read_json, write_json_atomic, write_text_atomic
 from .model_set import Recipe, config_for
 from .pipeline import execute
 from .progress import Mirror, OnProgress
@@ -58,13 +57,6 @@ def plan_steps(recipe: Recipe, models: list[str]) -> list[str]:
 
 def _result_path(out: Path, r: int, f: int, key: str) -> Path:
     return out / "results" / f"r{r}-f{f}-{key}.json"
-
-
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def run(cv: CVConfig, out: Path, progress: OnProgress | None = None) -> dict[str, Any]:
@@ -95,7 +87,7 @@ def _fold(cv: CVConfig, recipe: Recipe, steps: list[str], out: Path, r: int, f: 
     baseline: Path | None = None
     for i, key in enumerate(steps):
         path = _result_path(out, r, f, key)
-        done = _read(path)
+        done = read_json(path)
         if done is not None:
             baseline = Path(done["model_dir"]) if key == "baseline" else baseline
             continue
@@ -115,7 +107,7 @@ def _fold(cv: CVConfig, recipe: Recipe, steps: list[str], out: Path, r: int, f: 
             result["cam"] = _cam(cfg, run.model_dir)
         write_json_atomic(path, result)
     classical = _result_path(out, r, f, "classical")
-    if _read(classical) is None:
+    if read_json(classical) is None:
         write_json_atomic(classical, _classical(recipe, cv, overrides))
     shutil.rmtree(fold_root, ignore_errors=True)  # every result of this fold is on disk: drop its models
 
@@ -192,12 +184,12 @@ def summarise(cv: CVConfig, out: Path, steps: list[str]) -> dict[str, Any]:
     rows: dict[str, dict[str, Any]] = {}
     repeats_done = []
     for r in range(cv.repeats):
-        if all(_read(_result_path(out, r, f, k)) for f in range(cv.folds) for k in steps + ["classical"]):
+        if all(read_json(_result_path(out, r, f, k)) for f in range(cv.folds) for k in steps + ["classical"]):
             repeats_done.append(r)
     names = [k for k in steps if k in cv.models]
     classical_names: list[str] = []
     for r in repeats_done:
-        cl = [dict(_read(_result_path(out, r, f, "classical")), fold=f) for f in range(cv.folds)]
+        cl = [dict(read_json(_result_path(out, r, f, "classical")), fold=f) for f in range(cv.folds)]
         for name in sorted({k for c in cl for k in c["predictions"]["scores"]}):
             if name not in classical_names:
                 classical_names.append(name)
@@ -205,7 +197,7 @@ def summarise(cv: CVConfig, out: Path, steps: list[str]) -> dict[str, Any]:
             rows.setdefault(name, {"kind": "classical", "repeats": []})["repeats"].append(
                 {**_metrics(p["scores"], p["labels"], p["inv"], None), "fold_auc": _per_fold_auc(p)})
         for key in names:
-            items = [_read(_result_path(out, r, f, key)) for f in range(cv.folds)]
+            items = [read_json(_result_path(out, r, f, key)) for f in range(cv.folds)]
             p = _pooled(items, None)
             cams = [it.get("cam") for it in items if it.get("cam") and it["cam"].get("n")]
             row = {**_metrics(p["scores"], p["labels"], p["inv"], 0.5), "fold_auc": _per_fold_auc(p)}

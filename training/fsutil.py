@@ -23,5 +23,13 @@ def write_text_atomic(path: Path, text: str) -> None:
             os.remove(tmp)
 
 
+def read_json(path: Path) -> Any:
+    """A JSON file's content, or None while it is missing or half-written (readers poll files others write)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=1, default=str))

@@ -31,7 +31,7 @@ from pathlib import Path
 from ctmodels.workspace import REPO_ROOT, models_dir, workspace_dir
 
 from .config import RunConfig
-from .progress import read as read_progress
+from .fsutil import read_json
 from .progress import set_progress_path
 from .runs import Run, RunStore
 
@@ -255,7 +255,7 @@ def set_status(name: str) -> dict | None:
         job = json.loads(_job_file(name).read_text())
     except (OSError, ValueError):
         return None
-    progress = read_progress(set_progress_path(name))
+    progress = read_json(set_progress_path(name))
     job.update({"running": _alive(job["pid"]), "progress": progress, "tail": log_tail(Path(job["log"]), 12),
                 "finished_ok": bool(progress and progress.get("done"))})
     return job

@@ -14,7 +14,6 @@ own, so one bar shows both where the job is and how far the current step has com
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -39,13 +38,6 @@ def set_progress_path(name: str) -> Path:
 def writer(path: Path) -> OnProgress:
     """An ``OnProgress`` that stamps each record and writes it atomically to ``path``."""
     return lambda record: write_json_atomic(path, {**record, "updated": time.time()})
-
-
-def read(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 class Mirror:

@@ -24,7 +24,7 @@ from typing import Any, Iterator
 from ctmodels.workspace import workspace_dir
 
 from .config import RunConfig
-from .fsutil import write_json_atomic
+from .fsutil import read_json, write_json_atomic
 
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 _SCHEMA = """
@@ -106,23 +106,14 @@ class Run:
         return out
 
     def progress(self) -> dict[str, Any] | None:
-        try:
-            return json.loads(self.progress_path.read_text())
-        except (OSError, ValueError):
-            return None
+        return read_json(self.progress_path)
 
     def evaluation(self) -> dict[str, Any] | None:
-        try:
-            return json.loads(self.eval_path.read_text())
-        except (OSError, ValueError):
-            return None
+        return read_json(self.eval_path)
 
     def cv_report(self) -> dict[str, Any] | None:
         """A cross-validation run's report (``report.json``), once written."""
-        try:
-            return json.loads((self.dir / "report.json").read_text())
-        except (OSError, ValueError):
-            return None
+        return read_json(self.dir / "report.json")
 
 
 def _ensure_wal(conn: sqlite3.Connection, tries: int = 100) -> None:

@@ -250,12 +250,10 @@ def read_folder(path: str | os.PathLike) -> list[Member]:
 def _check_link_inside(link: Path, root: Path) -> None:
     try:
         target = link.resolve(strict=True)
-    except RuntimeError as exc:  # Python < 3.13 reports a loop this way
-        raise UnsafeArchiveError(f"The folder holds a link that points to itself ({link.name}); remove it.") from exc
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise UnsafeArchiveError(f"The folder holds a link that points to itself ({link.name}); remove it.") from exc
-        raise UnsafeArchiveError(f"The folder holds a link to something that does not exist ({link.name}).") from exc
+    except (RuntimeError, OSError) as exc:  # Python < 3.13 reports a loop as RuntimeError, later as ELOOP
+        loop = isinstance(exc, RuntimeError) or exc.errno == errno.ELOOP
+        what = "a link that points to itself" if loop else "a link to something that does not exist"
+        raise UnsafeArchiveError(f"The folder holds {what} ({link.name}); remove it.") from exc
     if target != root and root not in target.parents:
         raise UnsafeArchiveError(
             "The folder contains a link to a location outside it; links must stay inside."

@@ -8,7 +8,8 @@ import os
 import time
 
 from training.config import RunConfig
-from training.progress import Mirror, read, set_progress_path, writer
+from training.fsutil import read_json
+from training.progress import Mirror, set_progress_path, writer
 from training.runs import RunStore
 from ui.progress import describe, fraction
 
@@ -68,4 +69,4 @@ def test_set_status_reads_the_build_record(workspace):
     status = jobs.set_status("demo")
     assert status["progress"]["stage"] == "training kd" and status["progress"]["updated"] > 0
     on({"stage": "ready", "unit": "step", "epoch": 6, "epochs": 6, "batch": 1, "batches": 1, "done": True})
-    assert jobs.set_status("demo")["finished_ok"] and read(set_progress_path("demo"))["done"]
+    assert jobs.set_status("demo")["finished_ok"] and read_json(set_progress_path("demo"))["done"]
