@@ -381,6 +381,29 @@ def test_multi_member_gzip_nifti_reads_like_one_member(cut: int) -> None:
     np.testing.assert_array_equal(one.array, several.array)
 
 
+@pytest.mark.parametrize("compress", [False, True])
+def test_nifti_read_peaks_at_the_file_voxels_plus_the_result(compress: bool) -> None:
+    """No chain of full copies: int16 voxels (2 B) + the float32 result (4 B) = 1.5x the result, plus a
+    fixed overhead (the HU check's sample: at most 16 MB), was 2.75x for a gzip NIfTI through nibabel's
+    image → float → canonical → contiguous copies."""
+    import tracemalloc
+
+    d = np.full((512, 512, 24), -1000, np.int16)
+    d[100:400, 50:300, 3:20] = 40
+    raw = nib.Nifti1Image(d, np.diag([-0.7, -0.7, 2.5, 1])).to_bytes()
+    data = gzip.compress(raw, 1) if compress else raw
+    del d, raw
+    tracemalloc.start()
+    try:
+        v = read_any(data, name="v.nii.gz" if compress else "v.nii")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert v.shape == (24, 512, 512) and v.array[10, 200, 300] == 40
+    limit = (1.5 if compress else 1.0) * v.array.nbytes + 16 * 2**20  # plain: the file's bytes are the voxels
+    assert peak <= limit, (peak / v.array.nbytes)
+
+
 def test_nifti_intensity_volume_is_not_hu() -> None:
     d = (np.arange(16 * 16 * 3) % 256).astype(np.uint8).reshape(16, 16, 3)
     v = read_any(nib.Nifti1Image(d, np.eye(4)).to_bytes())
