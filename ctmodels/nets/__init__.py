@@ -5,7 +5,7 @@ Use :func:`create` (key + kwargs) or :func:`build` (a checkpoint card); see docs
 
 from __future__ import annotations
 
-from ctmodels.nets.ghost import PLACEMENTS, GhostModule, ghost_resnet18, ghost_resnet50
+from ctmodels.nets.ghost import DESIGNS, PLACEMENTS, FusedGhostModule, GhostModule, ghost_resnet18, ghost_resnet50
 from ctmodels.nets.pretrained import ImageNetLoadReport, adapt_input_conv, load_imagenet_resnet
 from ctmodels.nets.registry import (
     GHOST_DEFAULTS,
@@ -33,6 +33,8 @@ __all__ = [
     "MODEL_INFO",
     "MODEL_KEYS",
     "PLACEMENTS",
+    "DESIGNS",
+    "FusedGhostModule",
     "GhostModule",
     "ImageNetLoadReport",
     "ModelInfo",

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from ctmodels.nets import GhostModule, ghost_resnet18, ghost_resnet50
+from ctmodels.nets import FusedGhostModule, GhostModule, create, ghost_resnet18, ghost_resnet50
 
 
 def n_params(m: nn.Module) -> int:
@@ -42,6 +42,36 @@ def test_ghost_module_params_follow_ratio() -> None:
 def test_ghost_module_rejects_bad_ratio() -> None:
     with pytest.raises(ValueError):
         GhostModule(4, 8, ratio=1)
+
+
+@pytest.mark.parametrize(("out_ch", "ratio", "stride"), [(8, 2, 1), (12, 3, 2), (16, 4, 1)])
+def test_fused_ghost_module_shape_and_ops(out_ch: int, ratio: int, stride: int) -> None:
+    g = FusedGhostModule(4, out_ch, kernel_size=3, stride=stride, ratio=ratio).eval()
+    assert g(torch.randn(2, 4, 16, 16)).shape == (2, out_ch, 16 // stride, 16 // stride)
+    dw = [m for m in g.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
+    # every cheap op is a true depthwise conv (multiplier 1): the shape int8/NCHWc kernels run fast
+    assert len(dw) == ratio - 1 and all(m.in_channels == m.out_channels == m.groups for m in dw)
+
+
+def test_fused_ghost_module_refuses_a_width_it_would_have_to_slice() -> None:
+    with pytest.raises(ValueError, match="divisible"):
+        FusedGhostModule(4, 10, ratio=4)
+    with pytest.raises(ValueError, match="one per stage"):
+        ghost_resnet50(stages=(3, 4), ratio=[2, 2, 4])
+
+
+def test_fused_design_replaces_the_block_bn_so_every_bn_folds() -> None:
+    """Every BatchNorm directly follows a conv whose only user it is: torch.fx's fuse folds them all."""
+    from torch.fx.experimental.optimization import fuse
+
+    m = create("ghost").eval()
+    first = m.layer3[0]
+    assert isinstance(first.conv2, FusedGhostModule) and first.conv2.ratio == 4 and m.layer1[0].conv1.ratio == 2
+    assert all(isinstance(getattr(first, f"bn{i}"), nn.Identity) for i in (1, 2, 3))
+    fused = fuse(m)
+    assert not any(isinstance(x, nn.BatchNorm2d) for x in fused.modules())
+    x = torch.randn(1, 1, 64, 64)
+    assert torch.allclose(fused(x), m(x), atol=1e-4)
 
 
 def test_paper_placement_replaces_only_conv3_of_stages_3_4() -> None:
@@ -94,6 +124,11 @@ MEASURED = [
 def test_measured_parameter_table(placement: str, stages: tuple[int, ...], ratio: int, expected: int) -> None:
     m = meta(ghost_resnet50, placement=placement, stages=stages, ratio=ratio)
     assert n_params(m) == expected
+
+
+def test_default_ghost_parameter_count() -> None:
+    with torch.device("meta"):
+        assert n_params(create("ghost")) == 8_461_314  # docs/models.md; 0.36x the baseline
 
 
 def test_bad_placement_and_stages() -> None:

@@ -11,6 +11,7 @@ from ctmodels.nets import (
     GHOST_DEFAULTS,
     MODEL_INFO,
     MODEL_KEYS,
+    FusedGhostModule,
     GhostModule,
     UnknownModelError,
     apply_widths,
@@ -43,8 +44,19 @@ def test_unknown_key_lists_valid_keys() -> None:
 
 def test_ghost_kwargs_override_defaults() -> None:
     m = create("ghost", placement="paper", stages=(4,), ratio=2)
-    assert isinstance(m.layer4[0].conv3, GhostModule) and isinstance(m.layer3[0].conv3, nn.Conv2d)
+    assert isinstance(m.layer4[0].conv3, FusedGhostModule) and isinstance(m.layer3[0].conv3, nn.Conv2d)
     assert isinstance(m.layer4[0].conv1, nn.Conv2d)
+    m = create("ghost", placement="paper", stages=(4,), ratio=2, design="v1")
+    assert isinstance(m.layer4[0].conv3, GhostModule) and isinstance(m.layer4[0].bn3, nn.BatchNorm2d)
+
+
+def test_a_ghost_card_from_before_designs_rebuilds_as_v1() -> None:
+    """Cards store resolved kwargs; one written before ``design`` existed must not get the new default."""
+    old = _Card("ghost", {"placement": "full", "stages": [1, 2, 3, 4], "ratio": 3, "dw_size": 3})
+    m = build(old)
+    assert isinstance(m.layer1[0].conv1, GhostModule) and isinstance(m.layer1[0].bn1, nn.BatchNorm2d)
+    assert sum(p.numel() for p in m.parameters()) == 9_928_090
+    assert isinstance(build(_Card("ghost", resolve_arch("ghost"))).layer1[0].conv1, FusedGhostModule)
 
 
 def test_resolve_arch_is_complete_and_json_safe() -> None:
