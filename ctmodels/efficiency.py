@@ -1,28 +1,43 @@
-"""What a compression really buys, measured on this host: parameters (dense and non-zero), size on
-disk, MACs, latency p50/p90 at batch 1, throughput over a batch sweep, peak memory; for PyTorch eager
-on CPU (threads pinned), CUDA eager and AMP when a GPU is present, and ONNX Runtime fp32/int8.
+"""The one measurement engine: what a compression really buys on this host. :func:`measure` takes
+loaded models and runtimes and returns a :class:`Measurement` (parameters dense and non-zero, size
+on disk, MACs, latency p50/p90 per batch size, throughput, peak memory, the settings each runtime
+ran with); the Efficiency page and ``make bench`` both call it and keep only their own widgets /
+report. The latest measurement of this host is kept (:func:`save_latest` / :func:`latest`) so the
+page opens with it.
 
-Timing is interleaved (every repeat visits every model/runtime in a rotated order) after a warm-up,
-so slow drift of a shared machine hits all models alike; report medians and ratios to the baseline
-measured in the same run. Results are cached per (checkpoint, device, runtime, size, batch).
+Each runtime runs the way a deployment would (:data:`RUNTIME_SETTINGS`): PyTorch eager with
+BatchNorm folded into the convs and channels-last tensors (oneDNN's fast layout), ONNX Runtime with
+its default session options (all graph optimisations, intra-op threads = cores, spinning on).
+
+Timing visits every model/runtime in a rotated order, several rounds, so slow drift of a shared
+machine hits all alike; each visit warms its own runtime with one untimed call first, because the
+previous runtime's worker threads (OpenMP, ORT) keep spinning for a moment after their last call and
+the first call after a switch measures that contention, not the model. Report medians and ratios to
+the baseline measured in the same run.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
+import logging
 import os
 import platform
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from .export import OrtPredictor, export_onnx, quantize_int8
 from .inference import LoadedModel
+
+log = logging.getLogger(__name__)
 
 RUNTIMES = ("eager_cpu", "ort_fp32", "ort_int8", "cuda_eager", "cuda_amp")
 RUNTIME_TITLES = {
@@ -31,6 +46,18 @@ RUNTIME_TITLES = {
     "ort_int8": "ONNX Runtime int8 (static QDQ), CPU",
     "cuda_eager": "PyTorch eager, CUDA",
     "cuda_amp": "PyTorch AMP, CUDA",
+}
+
+#: How each runtime runs (shown on the Efficiency page and in the bench report).
+RUNTIME_SETTINGS = {
+    "eager_cpu": "torch.inference_mode; BatchNorm folded into convs (torch.fx fuse); channels-last; "
+                 "torch threads = cores",
+    "ort_fp32": "onnxruntime CPUExecutionProvider, default session options: ORT_ENABLE_ALL graph "
+                "optimisations, intra-op threads = cores, spinning on; torch.onnx.export opset 17",
+    "ort_int8": "as ort_fp32, static QDQ int8 (U8 activations, S8 per-channel weights), 64 calibration "
+                "slices of the model's own training data",
+    "cuda_eager": "torch.inference_mode, channels-last, fp32",
+    "cuda_amp": "torch.inference_mode, channels-last, autocast bf16 (fp16 where bf16 is unsupported)",
 }
 
 
@@ -64,7 +91,7 @@ def host_info() -> dict[str, str | int | float]:
 
 
 def device_tag() -> str:
-    """Identifies the hardware a cached measurement belongs to."""
+    """Identifies the hardware a measurement belongs to."""
     h = host_info()
     return f"{h['cpu']}|{h['cores']}|{h['gpu']}".replace("/", "_")
 
@@ -130,24 +157,38 @@ def ensure_onnx(lm: LoadedModel, root: Path, calibration: np.ndarray | None, int
     return fp32, (q8 if int8 else None)
 
 
+def inference_ready(model: torch.nn.Module) -> torch.nn.Module:
+    """A CPU copy for serving: BatchNorm folded into the preceding convs, channels-last weights.
+
+    Both are what a CPU deployment does and they change no output beyond float rounding; the copy
+    leaves the app's model (Grad-CAM hooks, training) untouched. A net torch.fx cannot trace is
+    served unfused.
+    """
+    from torch.fx.experimental.optimization import fuse
+
+    model = copy.deepcopy(model).cpu().eval()
+    try:
+        model = fuse(model)
+    except Exception as exc:  # a net fx cannot trace still runs, only unfused
+        log.warning("BatchNorm folding skipped (%s): timing the unfused net", exc)
+    return model.to(memory_format=torch.channels_last)
+
+
 def make_runner(lm: LoadedModel, runtime: str, root: Path, calibration: np.ndarray | None, threads: int) -> Fn:
-    """A callable taking a normalised float32 batch (N, 1, S, S)."""
+    """A callable taking a normalised float32 batch (N, 1, S, S), running as :data:`RUNTIME_SETTINGS` says."""
     if runtime == "eager_cpu":
-        model = lm.model.cpu().eval()
+        model = inference_ready(lm.model)
 
         def run_eager(x: np.ndarray) -> object:
             with torch.inference_mode():
-                return model(torch.from_numpy(x))
+                return model(torch.from_numpy(x).contiguous(memory_format=torch.channels_last))
         return run_eager
     if runtime in ("ort_fp32", "ort_int8"):
         fp32, q8 = ensure_onnx(lm, root, calibration, runtime == "ort_int8")
-        pred = OrtPredictor(q8 if runtime == "ort_int8" else fp32, threads)
-        return pred
+        return OrtPredictor(q8 if runtime == "ort_int8" else fp32, threads)
     if runtime in ("cuda_eager", "cuda_amp"):
         if not torch.cuda.is_available():
             raise RuntimeError("no CUDA device")
-        import copy
-
         model = copy.deepcopy(lm.model).cuda().eval().to(memory_format=torch.channels_last)
         amp = runtime == "cuda_amp"
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -164,25 +205,38 @@ def make_runner(lm: LoadedModel, runtime: str, root: Path, calibration: np.ndarr
 
 def interleaved(
     runners: dict[tuple[str, str], Fn], size: int, batch: int = 1, warmup: int = 3, repeats: int = 20,
-    progress: Callable[[float, str], None] | None = None, rng_seed: int = 0,
+    progress: Callable[[float, str], None] | None = None, rng_seed: int = 0, per_visit: int = 5,
 ) -> dict[tuple[str, str], Timing]:
-    """Time every runner on the same input; repeats visit all runners in a rotated order."""
+    """Time every runner on the same input: ``warmup`` untimed calls each, then rounds that visit all
+    runners in a rotated order, each visit one untimed call and up to ``per_visit`` timed ones, until
+    every runner has ``repeats`` timings (module doc: why the untimed call)."""
     x = np.random.default_rng(rng_seed).standard_normal((batch, 1, size, size)).astype(np.float32)
     keys = list(runners)
     times: dict[tuple[str, str], list[float]] = {k: [] for k in keys}
-    total = len(keys) * (warmup + repeats)
+    per_visit = max(1, min(per_visit, repeats))
+    rounds = -(-repeats // per_visit)
+    total = len(keys) * (warmup + rounds * (per_visit + 1))
     done = 0
-    for r in range(warmup + repeats):
-        order = keys[r % len(keys):] + keys[: r % len(keys)]
-        for k in order:
-            t0 = time.perf_counter()
+
+    def tick(k: tuple[str, str]) -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress(min(done / total, 1.0), f"{k[0]} · {RUNTIME_TITLES.get(k[1], k[1])} · batch {batch}")
+
+    for k in keys:
+        for _ in range(warmup):
             runners[k](x)
-            dt = (time.perf_counter() - t0) * 1000.0
-            if r >= warmup:
-                times[k].append(dt)
-            done += 1
-            if progress:
-                progress(done / total, f"{k[0]} · {RUNTIME_TITLES.get(k[1], k[1])} · batch {batch}")
+            tick(k)
+    for r in range(rounds):
+        for k in keys[r % len(keys):] + keys[: r % len(keys)]:
+            runners[k](x)  # the visit's untimed call
+            tick(k)
+            for _ in range(min(per_visit, repeats - len(times[k]))):
+                t0 = time.perf_counter()
+                runners[k](x)
+                times[k].append((time.perf_counter() - t0) * 1000.0)
+                tick(k)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
     out = {}
     for k, ts in times.items():
@@ -227,28 +281,126 @@ def peak_memory_mb(lm: LoadedModel, runtime: str, size: int, batch: int = 1) -> 
     return round((weights + 3 * biggest[0]) / 2**20, 1)
 
 
-class ResultCache:
-    """Measurements per (checkpoint, device, runtime, size, batch) as small JSON files."""
+@dataclass
+class Measurement:
+    """One run of the engine: what every model costs on this host, per runtime and batch size."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    host: dict[str, Any]
+    size: int
+    repeats: int
+    runtimes: list[str]
+    settings: dict[str, str]
+    statics: dict[str, StaticStats]  # by model name
+    timings: list[Timing]
+    keys: dict[str, str]  # model name -> registry key
+    checkpoints: dict[str, str]  # model name -> checkpoint id
+    accuracy: dict[str, float | None]  # held-out slice accuracy from each card
+    errors: list[str] = field(default_factory=list)
+    measured: str = ""
+    source: str = ""  # "page" or "make bench"
 
-    def _path(self, ckpt: str, runtime: str, size: int, batch: int) -> Path:
-        import hashlib
+    def p50(self, model: str, runtime: str, batch: int = 1) -> float | None:
+        return next((t.p50_ms for t in self.timings
+                     if t.model == model and t.runtime == runtime and t.batch == batch), None)
 
-        dev = hashlib.sha1(device_tag().encode()).hexdigest()[:10]
-        return self.root / f"{ckpt}-{dev}-{runtime}-{size}-b{batch}.json"
+    def baseline_name(self) -> str | None:
+        return next((n for n, k in self.keys.items() if k == "baseline"), None)
 
-    def get(self, ckpt: str, runtime: str, size: int, batch: int) -> Timing | None:
-        p = self._path(ckpt, runtime, size, batch)
-        try:
-            return Timing(**json.loads(p.read_text()))
-        except (OSError, ValueError, TypeError):
-            return None
+    def ratio(self, model: str, runtime: str, batch: int = 1) -> float | None:
+        """Latency as a multiple of the baseline's eager CPU latency in this same measurement."""
+        base = self.baseline_name()
+        b = self.p50(base, "eager_cpu", batch) if base else None
+        t = self.p50(model, runtime, batch)
+        return None if b is None or t is None else round(t / b, 4)
 
-    def put(self, ckpt: str, t: Timing) -> None:
-        p = self._path(ckpt, t.runtime, t.size, t.batch)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(t)))
-        os.replace(tmp, p)
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Measurement":
+        d = dict(d)
+        d["statics"] = {k: StaticStats(**v) for k, v in d["statics"].items()}
+        d["timings"] = [Timing(**t) for t in d["timings"]]
+        return cls(**d)
+
+
+Progress = Callable[[float, str], None]
+
+
+def measure(
+    models: Sequence[LoadedModel], runtimes: Sequence[str], size: int = 224, batches: Sequence[int] = (1,),
+    repeats: int = 20, calibration: Callable[[LoadedModel], np.ndarray] | None = None,
+    progress: Progress | None = None, artifacts: Path | None = None, source: str = "",
+) -> Measurement:
+    """Static stats, ONNX export/quantisation (cached per checkpoint), then interleaved timing at batch
+    1 and every other batch size in ``batches``. A runtime that fails for one model is recorded in
+    ``errors`` and the rest still run. ``calibration(lm)`` gives int8 calibration slices."""
+    from .workspace import workspace_dir
+
+    say: Progress = progress or (lambda f, t: None)
+    artifacts = artifacts or workspace_dir() / "cache" / "onnx"
+    threads = int(host_info()["cores"])
+    torch.set_num_threads(threads)
+    statics, runners, errors = {}, {}, []
+    steps = len(models) * len(runtimes)
+    for i, lm in enumerate(models):
+        statics[lm.name] = static_stats(lm, size)
+        for j, rt in enumerate(runtimes):
+            say(0.3 * (i * len(runtimes) + j) / max(steps, 1), f"Preparing {lm.name} · {RUNTIME_TITLES[rt]}"
+                + (" (export/quantise, once per checkpoint)" if rt.startswith("ort") else ""))
+            try:
+                need = rt == "ort_int8" and calibration and not onnx_paths(artifacts, lm)[1].is_file()
+                calib = calibration(lm) if need else None  # only a new quantisation needs slices
+                runners[(lm.name, rt)] = make_runner(lm, rt, artifacts, calib, threads)
+            except Exception as exc:  # one runtime failing must not lose the others
+                errors.append(f"{lm.name} · {rt}: {exc}")
+    sizes = sorted(set(batches) | {1})
+    timings: list[Timing] = []
+    for j, b in enumerate(sizes):
+        def cb(frac: float, what: str, j: int = j) -> None:
+            say(0.3 + 0.7 * (j + frac) / len(sizes), f"Timing {what}")
+        res = interleaved(runners, size, b, warmup=2 if b > 1 else 3,
+                          repeats=repeats if b == 1 else max(3, repeats // 4), progress=cb)
+        timings += list(res.values())
+    by_name = {lm.name: lm for lm in models}
+    for t in timings:
+        if t.batch == 1:
+            t.peak_mem_mb = peak_memory_mb(by_name[t.model], t.runtime, size, t.batch)
+    for lm in models:
+        fp32, q8 = onnx_paths(artifacts, lm)
+        s = statics[lm.name]
+        s.onnx_fp32_mb = round(fp32.stat().st_size / 2**20, 2) if fp32.is_file() else None
+        s.onnx_int8_mb = round(q8.stat().st_size / 2**20, 2) if q8.is_file() else None
+    say(1.0, "Done")
+    return Measurement(
+        host=host_info(), size=size, repeats=repeats, runtimes=list(runtimes),
+        settings={rt: RUNTIME_SETTINGS[rt] for rt in runtimes}, statics=statics, timings=timings,
+        keys={lm.name: lm.key for lm in models}, checkpoints={lm.name: lm.ckpt_id for lm in models},
+        accuracy={lm.name: (lm.card.metrics or {}).get("slice_accuracy") for lm in models},
+        errors=errors, measured=time.strftime("%Y-%m-%d %H:%M"), source=source,
+    )
+
+
+def _latest_path(root: Path | None) -> Path:
+    from .workspace import workspace_dir
+
+    dev = hashlib.sha1(device_tag().encode()).hexdigest()[:10]
+    return (root or workspace_dir() / "cache" / "efficiency") / f"latest-{dev}.json"
+
+
+def save_latest(m: Measurement, root: Path | None = None) -> Path:
+    """Keep ``m`` as this host's latest measurement (atomically: a reader never sees half a file)."""
+    p = _latest_path(root)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(m.to_dict()))
+    os.replace(tmp, p)
+    return p
+
+
+def latest(root: Path | None = None) -> Measurement | None:
+    """This host's latest measurement (from the page or ``make bench``), or None."""
+    try:
+        return Measurement.from_dict(json.loads(_latest_path(root).read_text()))
+    except (OSError, ValueError, TypeError, KeyError):
+        return None

@@ -18,6 +18,8 @@ ALLOWED = {
 }
 FORBIDDEN_THIRD_PARTY = {"ctmodels": {"streamlit", "plotly"}, "training": {"streamlit"}}
 UI_MAY_USE_FROM_TRAINING = {"training.runs"}
+#: command-line front ends: what they share with the app lives in a module both import
+CLI_MODULES = {"training.bench", "training.__main__"}
 
 
 def _imports(path: Path) -> list[str]:
@@ -43,6 +45,8 @@ def violations(root: Path, package: str) -> list[str]:
                 bad.append(f"{f.relative_to(root)} imports {mod}")
             if package == "ui" and top == "training" and mod not in UI_MAY_USE_FROM_TRAINING:
                 bad.append(f"{f.relative_to(root)} imports {mod} (ui may only read runs)")
+            if package != "training" and any(mod == c or mod.startswith(c + ".") for c in CLI_MODULES):
+                bad.append(f"{f.relative_to(root)} imports {mod} (a CLI module)")
     return bad
 
 
@@ -53,7 +57,7 @@ def test_import_direction(package):
 
 
 def test_the_rules_name_modules_that_exist():
-    for mod in UI_MAY_USE_FROM_TRAINING:
+    for mod in UI_MAY_USE_FROM_TRAINING | CLI_MODULES:
         assert (ROOT / (mod.replace(".", "/") + ".py")).is_file(), f"{mod} is allowed but does not exist"
 
 
@@ -67,6 +71,7 @@ def test_the_checker_catches_each_kind_of_violation(tmp_path):
         "ui/trains.py": "from training.pipeline import execute\n",  # ui may only read runs
         "ui/reads.py": "from training.runs import RunStore\nfrom ctmodels.nets import create\n",  # allowed
         "training/fine.py": "from ctmodels.checkpoint import load\nfrom .data import prepare\n",  # allowed
+        "views/measures.py": "from training.bench import held_out\nfrom training.heldout import held_out\n",
     }
     for rel, text in files.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -76,4 +81,5 @@ def test_the_checker_catches_each_kind_of_violation(tmp_path):
         "ctmodels/upward.py imports ui.render", "ctmodels/nets/deep.py imports training.runs",
         "ctmodels/draws.py imports plotly.express", "training/page.py imports streamlit",
         "ui/trains.py imports training.pipeline (ui may only read runs)",
+        "views/measures.py imports training.bench (a CLI module)",
     ])

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 import streamlit as st
 
-from ctmodels.efficiency import RUNTIME_TITLES, available_runtimes, host_info
+from ctmodels.efficiency import RUNTIME_TITLES, available_runtimes, host_info, latest
+from training.heldout import calibration_slices
 from ui import figures
-from ui.efficiency_view import cached, measure, table1, tables
+from ui.efficiency_view import ghost_design_note, measure_with_progress, table1, tables
 from ui.models import available_models, loaded
 
 st.title("Efficiency")
@@ -37,34 +37,23 @@ if not selected or not runtimes:
     st.stop()
 models = [loaded(c) for c in choices if c.name in selected]
 
-
-def calibration(lm):
-    """Real training slices of the model's own dataset, normalised as in training (int8 calibration)."""
-    import torch
-
-    from ctmodels.preprocess import normalize
-    from training.bench import held_out
-
-    data = held_out(lm)
-    idx = np.random.default_rng(0).choice(data.subset(0), size=min(64, len(data.subset(0))), replace=False)
-    return normalize(torch.from_numpy(data.images[idx]).float().div(255)[:, None], lm.pre).numpy()
-
-
-key = (tuple(m.ckpt_id for m in models), tuple(runtimes), size)
 if st.button("Measure now", type="primary", key="eff_measure"):
-    st.session_state["eff_result"] = (key, measure(models, runtimes, size, batches, repeats, calibration))
-res = None
-if "eff_result" in st.session_state and st.session_state["eff_result"][0] == key:
-    res = st.session_state["eff_result"][1]
-else:
-    res = cached(models, runtimes, size)
-    if res:
-        st.caption("Showing earlier measurements of these checkpoints on this host; **Measure now** to refresh.")
+    measure_with_progress(models, runtimes, size, batches, repeats, calibration_slices)
+res = latest()
 if res is None:
-    st.info("Not measured yet on this host: press **Measure now** (about a minute per model on 2 cores at 224 px).")
+    st.info("Not measured yet on this host: press **Measure now** (about a minute per model on 2 cores at 224 px), "
+            "or run `make bench`.")
     st.stop()
-for err in res["errors"]:
+stale = [n for n, ck in res.checkpoints.items() if any(m.name == n and m.ckpt_id != ck for m in models)]
+st.caption(f"Latest measurement on this host: **{res.measured}**, from {res.source or 'an earlier run'} "
+           f"({res.size}×{res.size} px, median of {res.repeats}); models: {', '.join(res.keys)}. "
+           "**Measure now** measures the selection above and replaces it."
+           + (f" Retrained since: {', '.join(stale)}." if stale else ""))
+for err in res.errors:
     st.error(err)
+with st.expander("How each runtime ran", expanded=False):
+    st.markdown("\n".join(f"- **{RUNTIME_TITLES[rt]}**: {text}" for rt, text in res.settings.items()))
+size = res.size
 
 statics, timings = tables(res)
 t1 = timings[timings["batch"] == 1]
@@ -77,23 +66,20 @@ with tabs[0]:
         st.plotly_chart(figures.sweep_lines(timings, "Throughput over the batch sweep"), config=figures.PLOTLY_CONFIG,
                         key="eff_sweep")
     eager = t1[t1["runtime"] == "eager_cpu"].set_index("model")["p50_ms"]
-    ghost = [n for n, k in res["keys"].items() if k == "ghost" and n in eager.index]
-    base = [n for n, k in res["keys"].items() if k == "baseline" and n in eager.index]
-    if ghost and base:
-        r = eager[ghost[0]] / eager[base[0]]
-        if r >= 1.0:
-            st.warning(f"**Ghost is not faster here:** {r:.2f}× the baseline's CPU latency. Ghost modules cut parameters "
-                       "and MACs, not necessarily CPU time: their depthwise 'cheap operations' run poorly on CPU kernels. "
-                       "Paper 000 reports 62 ms vs 120 ms; this host does not reproduce that.", icon=":material/info:")
-        else:
-            st.success(f"Ghost runs at {r:.2f}× the baseline's CPU latency on this host.")
+    ghost = [n for n, k in res.keys.items() if k == "ghost" and n in eager.index]
+    if ghost and res.ratio(ghost[0], "eager_cpu") is not None:
+        ratios = {rt: res.ratio(ghost[0], rt) for rt in res.runtimes if res.ratio(ghost[0], rt) is not None}
+        st.info(f"**{ghost[0]}** runs at " + ", ".join(f"{r:.2f}× ({RUNTIME_TITLES[rt]})" for rt, r in ratios.items())
+                + " the baseline's eager CPU latency on this host.", icon=":material/speed:")
+    with st.expander("Which Ghost design this is, and why", expanded=False):
+        st.markdown(ghost_design_note())
     q8 = t1[t1["runtime"] == "ort_int8"].set_index("model")["p50_ms"]
     f32 = t1[t1["runtime"] == "ort_fp32"].set_index("model")["p50_ms"]
     slower = [m for m in q8.index if m in f32.index and q8[m] > f32[m]]
     if slower:
-        st.info(f"int8 is slower than fp32 for {', '.join(slower)}: ONNX Runtime has no fast int8 kernels for "
-                "depthwise convolutions (Ghost's cheap operations) on this CPU, so it falls back to slow paths.",
-                icon=":material/info:")
+        st.warning(f"int8 is slower than fp32 for {', '.join(slower)}: some layer of it has no int8 kernel in ONNX "
+                   "Runtime (it runs dequantise → float op → quantise), e.g. a grouped conv that is not depthwise or "
+                   "a BatchNorm that did not fold. The default Ghost design avoids both.", icon=":material/info:")
 with tabs[1]:
     sizes = statics.melt(id_vars=["model"], value_vars=["size_mb", "onnx_fp32_mb", "onnx_int8_mb"],
                          var_name="format", value_name="MB").dropna()
@@ -104,7 +90,7 @@ with tabs[1]:
     st.plotly_chart(figures.grouped_bars(params, "model", "M", "count", "Parameters (dense and non-zero)", "millions"),
                     config=figures.PLOTLY_CONFIG, key="eff_params")
 with tabs[2]:
-    acc = statics.assign(accuracy=statics["model"].map(res["accuracy"]),
+    acc = statics.assign(accuracy=statics["model"].map(res.accuracy),
                          latency=statics["model"].map(eager)).dropna(subset=["accuracy"])
     if len(acc):
         a, b = st.columns(2)

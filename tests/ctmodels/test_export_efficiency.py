@@ -1,4 +1,4 @@
-"""ONNX export parity for every model key, int8 quantisation, timing and static statistics."""
+"""ONNX export parity for every model key, int8 quantisation, and the measurement engine."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ctmodels.checkpoint import ModelCard, save
-from ctmodels.efficiency import ResultCache, interleaved, make_runner, static_stats
+from ctmodels.efficiency import Measurement, inference_ready, latest, measure, save_latest, static_stats
 from ctmodels.export import OrtPredictor, export_onnx, parity, quantize_int8
 from ctmodels.inference import load_model
 from ctmodels.nets import MODEL_KEYS, create
@@ -43,16 +43,64 @@ def test_int8_quantisation_runs_and_agrees(tmp_path):
     assert out.shape == (8, 2) and np.isfinite(out).all()
 
 
-def test_timing_and_stats(tmp_path):
+def _two_tiny_models(tmp_path):
     for key in ("baseline", "kd"):
+        torch.manual_seed(0)
         save(create(key), ModelCard(model_key=key, input_size=32), tmp_path / key)
-    lms = [load_model(tmp_path / k) for k in ("baseline", "kd")]
+    return [load_model(tmp_path / k) for k in ("baseline", "kd")]
+
+
+def test_the_engine_measures_two_models(tmp_path):
+    lms = _two_tiny_models(tmp_path)
+    calls = []
+    seen = []
+    calib = lambda lm: (calls.append(lm.name), np.random.default_rng(0).standard_normal((4, 1, 32, 32)).astype(np.float32))[1]  # noqa: E731
+    m = measure(lms, ["eager_cpu", "ort_fp32", "ort_int8"], size=32, batches=(1, 2), repeats=3, calibration=calib,
+                progress=lambda f, t: seen.append(f), artifacts=tmp_path / "onnx", source="test")
+    assert isinstance(m, Measurement) and not m.errors and m.source == "test"
+    assert {(t.model, t.runtime, t.batch) for t in m.timings} == {
+        (n, rt, b) for n in ("baseline", "kd") for rt in ("eager_cpu", "ort_fp32", "ort_int8") for b in (1, 2)}
+    for t in m.timings:
+        assert t.n == 3 and 0 < t.p50_ms <= t.p90_ms and t.images_per_s > 0
+    assert m.ratio("baseline", "eager_cpu") == 1.0 and 0 < m.ratio("kd", "ort_int8") < 50
+    assert m.statics["kd"].params < m.statics["baseline"].params and m.statics["kd"].onnx_int8_mb > 0
+    assert sorted(calls) == ["baseline", "kd"]  # calibrated once per checkpoint ...
+    assert seen == sorted(seen) and seen[-1] == 1.0
+    assert set(m.settings) == {"eager_cpu", "ort_fp32", "ort_int8"} and "spinning on" in m.settings["ort_fp32"]
+    again = measure(lms[1:], ["ort_int8"], size=32, repeats=1, calibration=calib, artifacts=tmp_path / "onnx")
+    assert not again.errors and sorted(calls) == ["baseline", "kd"]  # ... and the int8 file is reused
+    # the latest measurement survives a round trip (the Efficiency page opens with it)
+    assert latest(tmp_path / "cache") is None
+    save_latest(m, tmp_path / "cache")
+    back = latest(tmp_path / "cache")
+    assert back == m and back.ratio("kd", "eager_cpu") == m.ratio("kd", "eager_cpu")
+
+
+def test_a_runtime_that_fails_is_reported_and_the_rest_still_run(tmp_path):
+    lms = _two_tiny_models(tmp_path)
+    m = measure(lms, ["eager_cpu", "ort_int8"], size=32, repeats=2, calibration=None, artifacts=tmp_path / "onnx")
+    assert len(m.errors) == 2 and all("calibration" in e for e in m.errors)  # int8 without slices
+    assert {t.runtime for t in m.timings} == {"eager_cpu"}
+
+
+def test_inference_ready_copy_folds_bn_and_keeps_the_outputs():
+    torch.manual_seed(0)
+    for key in ("baseline", "ghost"):
+        model = create(key).eval()
+        with torch.no_grad():  # non-trivial BN statistics, as after training
+            for mod in model.modules():
+                if isinstance(mod, torch.nn.BatchNorm2d):
+                    mod.running_var.uniform_(0.5, 2.0)
+                    mod.running_mean.uniform_(-0.1, 0.1)
+        ready = inference_ready(model)
+        assert not any(isinstance(x, torch.nn.BatchNorm2d) for x in ready.modules())
+        assert any(isinstance(x, torch.nn.BatchNorm2d) for x in model.modules())  # the app's model is untouched
+        x = torch.randn(2, 1, 64, 64)
+        with torch.no_grad():
+            assert torch.allclose(ready(x.contiguous(memory_format=torch.channels_last)), model(x), atol=1e-3)
+
+
+def test_static_stats(tmp_path):
+    lms = _two_tiny_models(tmp_path)
     st = static_stats(lms[1], size=64)
     assert 0.99 * st.params <= st.nonzero_params <= st.params and st.macs > 0 and st.size_mb > 40
-    runners = {(lm.name, "eager_cpu"): make_runner(lm, "eager_cpu", tmp_path / "onnx", None, 1) for lm in lms}
-    res = interleaved(runners, size=32, batch=1, warmup=1, repeats=3)
-    t = res[("kd", "eager_cpu")]
-    assert t.n == 3 and 0 < t.p50_ms <= t.p90_ms and t.images_per_s > 0
-    cache = ResultCache(tmp_path / "cache")
-    cache.put(lms[1].ckpt_id, t)
-    assert cache.get(lms[1].ckpt_id, "eager_cpu", 32, 1) == t

@@ -26,3 +26,8 @@ def test_bench_report(workspace_with_models, tmp_path):
     assert data["models"]["baseline"]["ratio_to_baseline_eager"]["eager_cpu"] == 1.0
     assert data["app"]["p50_s"] > 0 and len(data["app"]["models"]) == 4
     assert "best_int8" in data["goals"] and rep["goals"] == data["goals"]
+    assert "spinning on" in data["settings"]["ort_fp32"] and "How each runtime ran" in (tmp_path / "bench.md").read_text()
+    from ctmodels.efficiency import latest
+
+    shown = latest()  # the Efficiency page opens with it
+    assert shown is not None and shown.source == "make bench" and set(shown.keys) == set(data["models"])
