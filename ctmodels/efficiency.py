@@ -36,6 +36,7 @@ import torch
 
 from .export import OrtPredictor, export_onnx, quantize_int8
 from .inference import LoadedModel
+from .workspace import workspace_dir
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +298,7 @@ class Measurement:
     accuracy: dict[str, float | None]  # held-out slice accuracy from each card
     errors: list[str] = field(default_factory=list)
     measured: str = ""
-    source: str = ""  # "page" or "make bench"
+    source: str = ""  # who measured: "Efficiency page", "make bench"
 
     def p50(self, model: str, runtime: str, batch: int = 1) -> float | None:
         return next((t.p50_ms for t in self.timings
@@ -335,8 +336,6 @@ def measure(
     """Static stats, ONNX export/quantisation (cached per checkpoint), then interleaved timing at batch
     1 and every other batch size in ``batches``. A runtime that fails for one model is recorded in
     ``errors`` and the rest still run. ``calibration(lm)`` gives int8 calibration slices."""
-    from .workspace import workspace_dir
-
     say: Progress = progress or (lambda f, t: None)
     artifacts = artifacts or workspace_dir() / "cache" / "onnx"
     threads = int(host_info()["cores"])
@@ -382,8 +381,6 @@ def measure(
 
 
 def _latest_path(root: Path | None) -> Path:
-    from .workspace import workspace_dir
-
     dev = hashlib.sha1(device_tag().encode()).hexdigest()[:10]
     return (root or workspace_dir() / "cache" / "efficiency") / f"latest-{dev}.json"
 
