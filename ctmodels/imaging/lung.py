@@ -91,17 +91,20 @@ def _keep_lung_components(air: np.ndarray) -> np.ndarray:
     lab, n = ndi.label(air)
     if n == 0:
         return air
-    sizes = np.bincount(lab.ravel())
+    sizes = np.zeros(n + 1, dtype=np.int64)
+    for s in lab:  # slice by slice: np.bincount casts its input to int64, a copy 2x the label volume
+        sizes += np.bincount(s.ravel(), minlength=n + 1)
     sizes[0] = 0
     biggest = int(sizes.argmax())
     slices = ndi.find_objects(lab)
-    zc = ndi.center_of_mass(lab == biggest)[0]
-    keep = [
-        k
-        for k in range(1, n + 1)
-        if sizes[k] >= 0.08 * sizes[biggest] and slices[k - 1] is not None and slices[k - 1][0].start <= zc
-    ]
-    return np.isin(lab, keep)
+    # z of the biggest component's centre, slice by slice: ndi.center_of_mass would multiply the whole
+    # volume by float64 coordinate grids (2x the HU volume's memory, for one number)
+    counts = np.array([np.count_nonzero(s == biggest) for s in lab], dtype=np.float64)
+    zc = float((counts * np.arange(len(counts))).sum() / counts.sum())
+    keep = np.zeros(n + 1, dtype=bool)  # a lookup table: np.isin would build volume-sized int64 temporaries
+    for k in range(1, n + 1):
+        keep[k] = sizes[k] >= 0.08 * sizes[biggest] and slices[k - 1] is not None and slices[k - 1][0].start <= zc
+    return keep[lab]
 
 
 def _remove_airways(mask: np.ndarray, hu: np.ndarray, body: np.ndarray, pixel_mm: float) -> np.ndarray:
@@ -159,7 +162,9 @@ def segment_lungs(volume: Volume) -> np.ndarray:
     air = (hu < AIR_THRESHOLD_HU) & body
     air = _drop_border_air(air)
     mask = _keep_lung_components(air)
+    del air
     mask = _remove_airways(mask, hu, body, px)
+    del hu, body  # the rest needs only the mask (P002: peak 3.8x the volume incl. itself, was 5.8x)
     # Seal thin channels (vessels running to the hilum) so enclosed consolidation becomes a hole.
     disk = morphology.disk(max(1, int(round(2.5 / px))))
     for i in range(mask.shape[0]):

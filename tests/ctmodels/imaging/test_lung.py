@@ -30,6 +30,22 @@ def test_liver_dome_is_not_pulled_into_the_lung():
     assert (mask & below_lung).sum() < 0.01 * mask.sum()
 
 
+def test_segmentation_and_involvement_need_at_most_3x_the_volume_beside_it():
+    """Every upload is segmented once per session: no int64 or float64 copies of the volume (np.bincount's
+    cast, ndi.center_of_mass's grids) and no HU copy kept alive past its use (P002: peak 5.8x → 3.8x)."""
+    import tracemalloc
+
+    vol = generate_patient("PH", 40.0, seed=1).to_volume()
+    tracemalloc.start()
+    try:
+        mask = segment_lungs(vol)
+        involvement(vol, mask)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= 3.0 * vol.array.nbytes + 8 * 2**20, peak / vol.array.nbytes
+
+
 def test_needs_hounsfield_units():
     vol = Volume(np.zeros((1, 32, 32), np.float32), is_hu=False)
     with pytest.raises(NotHUError, match="Hounsfield"):
