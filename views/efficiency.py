@@ -11,8 +11,8 @@ from ui.efficiency_view import ghost_design_note, measure_with_progress, table1,
 from ui.models import available_models, loaded
 
 st.title("Efficiency")
-st.caption("Measured on this machine, now. Speeds are ratios to the ResNet50 baseline measured in the same run; "
-           "the paper's numbers are shown *as reported*.")
+st.caption("Measured on this machine (the latest measurement, from this page or `make bench`). Speeds are ratios to "
+           "the ResNet50 baseline measured in the same run; the paper's numbers are shown *as reported*.")
 
 with st.expander("This host", expanded=False):
     st.json(host_info())
