@@ -37,7 +37,7 @@ def ghost_design_note() -> str:
         f"The default **ResNet50 + Ghost** puts Ghost modules on all three convs of every bottleneck "
         f"(placement `{d['placement']}`), ratio per stage ({ratios}), in the **`{d['design']}`** design: each "
         "ghost group comes from its own depthwise 3×3 conv (channel multiplier 1), every conv has its own "
-        "BatchNorm (which replaces the block's), and no channels are sliced off. That keeps 0.36× the "
+        "BatchNorm (which replaces the block's), and no channels are sliced off. That keeps 0.43× the "
         "baseline's parameters, and every layer has a fast kernel: BatchNorm folds into its conv, depthwise "
         "convs run on oneDNN's channels-last and ONNX Runtime's int8 depthwise kernels.\n\n"
         "The first design (`v1`, ratio 3: one depthwise conv making two ghosts per map, sliced to width, then "
