@@ -4,8 +4,11 @@ Uploaded scans are kept in the session only (never written to disk, never shared
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +20,19 @@ from ctmodels.datasets.model import Case
 from ctmodels.imaging import ImageReadError, Volume, read_any
 from ctmodels.imaging.lung import Involvement, involvement, segment_lungs
 from ctmodels.imaging.lung_field import lung_field
+
+
+#: Whole-scan work (reading an upload, segmenting its lungs, scoring every slice) runs at most this many
+#: at once per server: each holds a few volumes' worth of temporaries, so five radiologists uploading a
+#: series together would stack five transient peaks, and two cores finish them no sooner in parallel.
+_HEAVY_SLOTS = threading.BoundedSemaphore(max(1, min(2, os.cpu_count() or 1)))
+
+
+@contextlib.contextmanager
+def whole_scan_work() -> Iterator[None]:
+    """Hold one of the server's whole-scan slots (others wait; the page shows its spinner meanwhile)."""
+    with _HEAVY_SLOTS:
+        yield
 
 
 def stamp(path: Path | str) -> float:
@@ -90,7 +106,8 @@ def read_upload(uploaded) -> Volume:
         return hit
     cache.clear()
     try:
-        vol = read_any(data, name=uploaded.name)
+        with whole_scan_work():
+            vol = read_any(data, name=uploaded.name)
     except ImageReadError as exc:
         cache[key] = exc
         raise
@@ -104,5 +121,6 @@ def analyse_upload(vol: Volume, uploaded) -> LungAnalysis:
     cache = st.session_state.setdefault("upload_analysis", {})
     if key not in cache:
         cache.clear()
-        cache[key] = analyse_volume(vol)
+        with whole_scan_work():
+            cache[key] = analyse_volume(vol)
     return cache[key]

@@ -14,6 +14,7 @@ from training.jobs import demo_status, launch_demo, launch_real, real_status
 from training.real import have_real_data
 from ui import export, figures, render
 from ui.compare_view import agreement_table, demo_builder, pick_scan, result_grid, set_builder
+from ui.loaders import whole_scan_work
 from ui.models import (PHANTOM, REAL, SET_TITLES, available_models, default_selection, loaded, set_for_scan,
                        sets_present)
 from ui.widgets import burned_in, burned_in_warning
@@ -59,7 +60,7 @@ models = [loaded(c) for c in chosen]
 cache = st.session_state.setdefault("cmp_volume_preds", {})
 pred_key = (picked.key, tuple(m.ckpt_id for m in models))
 if pred_key not in cache:
-    with st.spinner("Scoring every lung slice…"):
+    with st.spinner("Scoring every lung slice…"), whole_scan_work():
         cache.clear()
         cache[pred_key] = {m.name: predict_volume(m, vol, lung) for m in models}
 vpreds = cache[pred_key]

@@ -16,6 +16,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
+#: url -> the server process behind it (tests that watch the server's memory)
+SERVERS: dict[str, subprocess.Popen] = {}
 
 
 def _free_port() -> int:
@@ -44,8 +46,10 @@ def _serve(ws: Path):
                 time.sleep(0.3)
         else:
             raise RuntimeError("the app did not start: " + (ws / "server.log").read_text()[-2000:])
+        SERVERS[url] = proc
         yield url
     finally:
+        SERVERS.pop(url, None)
         proc.terminate()
         try:
             proc.wait(10)

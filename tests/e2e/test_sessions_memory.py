@@ -1,0 +1,74 @@
+"""Five radiologists upload the real COVID-CT-MD P002 series (133 DICOM slices, a 140 MB float32 volume)
+on Compare at the same moment: the server's peak memory (resident set, sampled every 0.2 s) stays within
+2.5 GB and every session gets its verdicts. Slow: minutes on 2 cores."""
+
+from __future__ import annotations
+
+import io
+import re
+import threading
+import time
+import zipfile
+
+import psutil
+import pytest
+
+from tests.e2e.conftest import CHROMIUM, SERVERS
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+SESSIONS = 5
+LIMIT_GB = 2.5
+
+
+def _p002_zip(real_data) -> bytes:
+    folder = real_data / "covid-ct-md" / "Sample data" / "COVID-19 subjects" / "P002"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+            zf.write(f, f.relative_to(folder).as_posix())
+    return buf.getvalue()
+
+
+def test_five_sessions_scoring_p002_stay_within_the_memory_budget(app_url_both_sets, real_data):
+    from playwright.sync_api import sync_playwright
+
+    server = psutil.Process(SERVERS[app_url_both_sets].pid)
+    data = _p002_zip(real_data)
+    peak = [server.memory_info().rss]
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            try:
+                peak[0] = max(peak[0], server.memory_info().rss)
+            except psutil.Error:
+                return
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    t0 = time.time()
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                        args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+            pages = [browser.new_context(viewport={"width": 1400, "height": 1000}).new_page() for _ in range(SESSIONS)]
+            for page in pages:
+                page.set_default_timeout(600_000)
+                page.goto(f"{app_url_both_sets}/compare")
+                page.get_by_role("heading", name="Compare models").first.wait_for()
+                radio = page.get_by_role("radio", name="Upload")
+                (radio if radio.count() else page.get_by_text("Upload", exact=True).first).click()
+                page.locator('input[type="file"]').first.wait_for(state="attached")
+            for page in pages:  # all five uploads in flight together
+                page.locator('input[type="file"]').first.set_input_files(
+                    files=[{"name": "P002.zip", "mimeType": "application/zip", "buffer": data}])
+            for page in pages:
+                page.get_by_text(re.compile(r"All \d verdicts and CAMs computed")).wait_for(timeout=600_000)
+            browser.close()
+    finally:
+        stop.set()
+        watcher.join(2)
+    gb = peak[0] / 2**30
+    print(f"{SESSIONS} sessions scoring P002: server peak RSS {gb:.2f} GB, {time.time() - t0:.0f} s")
+    assert gb <= LIMIT_GB, f"server peak {gb:.2f} GB > {LIMIT_GB} GB"
