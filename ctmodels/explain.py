@@ -56,8 +56,8 @@ def cam_batch(
     way: the mean of the four flips' CAMs, each turned back, for the class of the mean logits. Besides
     explaining the verdict actually shown, this cancels evidence that sits at one image border only
     (a padding artefact, not anatomy): on real severe slices the Ghost ResNet50's CAM peak fell in the
-    infection 0.23 of the time single-pass and 0.59 flip-averaged, in-sample (uniform map: 0.18); on held-out
-    slices it stays below a uniform map (docs/real_ct.md).
+    infection 0.23 of the time single-pass and 0.59 flip-averaged, in-sample (uniform map: 0.18; the first,
+    v1, Ghost design; docs/real_ct.md for the held-out numbers of both designs).
     The input carries the gradient, so models with frozen weights still give gradient-based CAMs.
     """
     if method not in METHODS:
