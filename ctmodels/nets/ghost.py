@@ -48,6 +48,16 @@ PLACEMENTS = ("paper", "full")
 DESIGNS = ("v1", "fused")
 
 
+def _torchvision_init(module: nn.Module) -> None:
+    """The init torchvision gives the convs a Ghost module replaces, so ghost nets train comparably."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class GhostModule(nn.Module):
     """Primary conv makes ``ceil(out/ratio)`` intrinsic maps; a depthwise conv makes the rest.
 
@@ -87,13 +97,7 @@ class GhostModule(nn.Module):
             nn.BatchNorm2d(new_ch),
             nn.ReLU(inplace=True) if relu else nn.Identity(),
         )
-        # Same init torchvision gives the convs it replaces, so ghost nets train comparably.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        _torchvision_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1 = self.primary_conv(x)
@@ -133,12 +137,7 @@ class FusedGhostModule(nn.Module):
             nn.Sequential(nn.Conv2d(init_ch, init_ch, dw_size, 1, dw_size // 2, groups=init_ch, bias=False),
                           nn.BatchNorm2d(init_ch))
             for _ in range(ratio - 1))
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        _torchvision_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1 = self.primary_conv(x)
