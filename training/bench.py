@@ -32,6 +32,7 @@ from ctmodels.inference import LoadedModel, load_model
 from ctmodels.nets import MODEL_KEYS, compare_defaults
 from ctmodels.workspace import REPO_ROOT, demo_data_dir, models_dir, workspace_dir
 
+from .data import Prepared
 from .fsutil import write_json_atomic, write_text_atomic
 from .heldout import calibration_slices, held_out, normalised
 
@@ -93,7 +94,7 @@ def run(size: int = 224, repeats: int = 20, sweep: tuple[int, ...] = (1, 8), out
     return report
 
 
-def report_from(m: Measurement, models: dict[str, LoadedModel], data) -> dict[str, Any]:
+def report_from(m: Measurement, models: dict[str, LoadedModel], data: Prepared) -> dict[str, Any]:
     """The engine's measurement plus accuracy per runtime and ONNX parity on held-out slices."""
     artifacts = workspace_dir() / "cache" / "onnx"
     test_idx = data.subset(2)
