@@ -190,18 +190,17 @@ def _stage_ratios(stages: tuple[int, ...], ratio: int | Sequence[int]) -> dict[i
     return dict(zip(stages, ratios))
 
 
-def _ghostify(
-    model: tv_resnet.ResNet,
-    conv_names: Sequence[str],
-    stages: Sequence[int],
-    ratio: int | Sequence[int],
-    dw_size: int,
-    design: str = "v1",
-) -> tv_resnet.ResNet:
+def _ghost_plan(stages: Sequence[int], ratio: int | Sequence[int], design: str) -> dict[int, int]:
+    """Stage -> ratio, every argument checked (builders call it before paying for a ResNet init)."""
     if design not in DESIGNS:
         raise ValueError(f"design must be one of {DESIGNS}, got {design!r}")
-    stages = _check_stages(stages)
-    for stage, r in _stage_ratios(stages, ratio).items():
+    return _stage_ratios(_check_stages(stages), ratio)
+
+
+def _ghostify(
+    model: tv_resnet.ResNet, conv_names: Sequence[str], plan: dict[int, int], dw_size: int, design: str,
+) -> tv_resnet.ResNet:
+    for stage, r in plan.items():
         layer: nn.Sequential = getattr(model, f"layer{stage}")
         for block in layer:
             for name in conv_names:
@@ -228,13 +227,10 @@ def ghost_resnet50(
     """
     if placement not in PLACEMENTS:
         raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
-    stages = _check_stages(stages)  # fail before paying for a ResNet50 init
-    _stage_ratios(stages, ratio)
-    if design not in DESIGNS:
-        raise ValueError(f"design must be one of {DESIGNS}, got {design!r}")
+    plan = _ghost_plan(stages, ratio, design)
     model = replace_stem(tv_resnet.resnet50(weights=None, num_classes=num_classes), in_channels)
     names = ("conv3",) if placement == "paper" else ("conv1", "conv2", "conv3")
-    return _ghostify(model, names, stages, ratio, dw_size, design)
+    return _ghostify(model, names, plan, dw_size, design)
 
 
 def ghost_resnet18(
@@ -245,6 +241,6 @@ def ghost_resnet18(
     dw_size: int = 3,
 ) -> tv_resnet.ResNet:
     """ResNet18 whose BasicBlock conv1/conv2 are Ghost modules: the ``ghost_kd`` student."""
-    stages = _check_stages(stages)
+    plan = _ghost_plan(stages, ratio, "v1")
     model = replace_stem(tv_resnet.resnet18(weights=None, num_classes=num_classes), in_channels)
-    return _ghostify(model, ("conv1", "conv2"), stages, ratio, dw_size)
+    return _ghostify(model, ("conv1", "conv2"), plan, dw_size, "v1")
