@@ -6,6 +6,8 @@ zip-slip names (absolute, '..'), symlink members, nested archives, too many memb
 total size over the limit and per-member compression ratios only a zip bomb has. While reading,
 the actual decompressed size may never exceed the declared one (read in chunks).
 Folders get the same treatment: symlinks pointing outside the folder are refused.
+A caller may also ``probe`` the members' first bytes before any is read whole (a DICOM series is counted
+from its headers, so a refusal costs a few KB per member, not the series).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import stat
 import zipfile
 from io import BytesIO
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import BinaryIO, Callable, Sequence
 
 from .errors import (
     CorruptImageError,
@@ -39,6 +41,9 @@ from .limits import (
 logger = logging.getLogger(__name__)
 
 Member = tuple[str, bytes]
+#: The first ``n`` bytes of a member, or None when they cannot be read (reading it whole then says why).
+PrefixReader = Callable[[int], "bytes | None"]
+Probe = Callable[[Sequence[tuple[str, PrefixReader]]], None]
 
 EMPTY_MESSAGE = "The zip contains no DICOM, NIfTI or image files."
 NESTED_MESSAGE = (
@@ -106,11 +111,13 @@ def _is_symlink(info: zipfile.ZipInfo) -> bool:
     return stat.S_ISLNK(info.external_attr >> 16)
 
 
-def read_zip(source: bytes | str | os.PathLike | BinaryIO, keep_all: bool = False) -> list[Member]:
+def read_zip(source: bytes | str | os.PathLike | BinaryIO, keep_all: bool = False,
+             probe: Probe | None = None) -> list[Member]:
     """Candidate image members of a zip, read safely into memory (never extracted to disk).
 
     ``keep_all`` also keeps helper files (CSV labels, JSON manifests): used when a whole dataset is
-    uploaded for training. The safety checks are the same either way.
+    uploaded for training. The safety checks are the same either way. ``probe`` sees every member's
+    prefix reader first and may refuse the upload before anything is read whole.
     """
     try:
         zf = zipfile.ZipFile(BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
@@ -118,6 +125,8 @@ def read_zip(source: bytes | str | os.PathLike | BinaryIO, keep_all: bool = Fals
         raise CorruptImageError("The zip file is damaged or incomplete and cannot be opened.") from exc
     with zf:
         infos = _select_members(zf.infolist(), keep_all)
+        if probe is not None:
+            probe([(info.filename.replace("\\", "/"), _zip_prefix(zf, info)) for info in infos])
         members = [(info.filename.replace("\\", "/"), _read_member(zf, info)) for info in infos]
     for name, data in members:
         if is_zip(data):
@@ -174,6 +183,26 @@ def _check_ratio(info: zipfile.ZipInfo) -> None:
         )
 
 
+def _zip_prefix(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> PrefixReader:
+    def read(n: int) -> bytes | None:
+        try:
+            with zf.open(info) as fh:
+                return fh.read(min(n, info.file_size))
+        except Exception:  # damaged, encrypted, unknown method: the whole read reports it
+            return None
+    return read
+
+
+def _file_prefix(path: Path) -> PrefixReader:
+    def read(n: int) -> bytes | None:
+        try:
+            with path.open("rb") as fh:
+                return fh.read(n)
+        except OSError:
+            return None
+    return read
+
+
 def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
     """Read in chunks; stop as soon as more comes out than the directory declared."""
     out = bytearray()
@@ -203,10 +232,10 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
     return bytes(out)
 
 
-def read_folder(path: str | os.PathLike) -> list[Member]:
-    """Candidate image files under a folder (recursively), with the zip rules applied."""
+def read_folder(path: str | os.PathLike, probe: Probe | None = None) -> list[Member]:
+    """Candidate image files under a folder (recursively), with the zip rules applied (and ``probe``)."""
     root = Path(path).resolve()
-    members: list[Member] = []
+    files: list[tuple[str, Path]] = []
     total = 0
     count = 0
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
@@ -240,9 +269,12 @@ def read_folder(path: str | os.PathLike) -> list[Member]:
                 raise ImageTooLargeError(
                     f"The folder holds more than {MAX_INPUT_BYTES / 1024**3:.0f} GB of files."
                 )
-            members.append((rel, p.read_bytes()))
-    if not members:
+            files.append((rel, p))
+    if not files:
         raise EmptyArchiveError("The folder contains no DICOM, NIfTI or image files.")
+    if probe is not None:
+        probe([(rel, _file_prefix(p)) for rel, p in files])
+    members = [(rel, p.read_bytes()) for rel, p in files]
     logger.debug("Folder: %d candidate files", len(members))
     return members
 

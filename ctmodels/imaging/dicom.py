@@ -23,10 +23,11 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pydicom
+import pydicom.encaps
 import pydicom.pixels
 import pydicom.pixels.utils
 from pydicom import config as pydicom_config
@@ -487,6 +488,26 @@ def check_encoding(ds: Dataset) -> None:
             raise CorruptImageError(
                 "The DICOM file is truncated: its image data stop early. Copy the file again."
             )
+    if uid in _JPEG_FAMILY and "PixelData" in ds:
+        _require_whole_codestreams(ds)
+
+
+#: JPEG (baseline, extended, lossless) and JPEG-LS: libjpeg decodes a stream cut short without complaint and
+#: fills the rest of the slice, so a truncated copy would read as a plausible, wrong image.
+_JPEG_FAMILY = frozenset(pydicom.uid.JPEGTransferSyntaxes + pydicom.uid.JPEGLSTransferSyntaxes)
+_END_OF_IMAGE = b"\xff\xd9"
+
+
+def _require_whole_codestreams(ds: Dataset) -> None:
+    """Every frame's codestream ends with the End-Of-Image marker (then at most padding). Coded data never
+    contain FF D9 (JPEG stuffs a 00 after FF, JPEG-LS a byte below 80), so a cut stream lacks it."""
+    with _as_corrupt("The image data in the DICOM file are damaged and cannot be decoded."):
+        frames = pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=_number_of_frames(ds))
+        for frame in frames:
+            if not bytes(frame[-16:]).rstrip(b"\0\xff").endswith(_END_OF_IMAGE):  # padding: 00 or FF
+                raise CorruptImageError(
+                    "The DICOM file is truncated or damaged: its compressed image data end early. Copy the file again."
+                )
 
 
 def _ts_name(uid: UID) -> str:
@@ -616,6 +637,55 @@ _META_SEQ = {
 
 # ---------------------------------------------------------------------------------------------
 # public readers
+
+
+#: A header probe reads this much of a member first, and more while Rows/Columns are not in it yet.
+HEADER_PROBE_BYTES = 64 * 1024
+
+
+def check_series_headers(members: Sequence[tuple[str, Callable[[int], bytes | None]]]) -> None:
+    """Refuse a zip or folder whose DICOM images hold more slices or voxels than a volume may, counted from
+    each member's header before any member is read whole (a few KB each, one at a time).
+
+    Members whose header cannot be read this way (damaged, deflated, not DICOM) are left to the full read.
+    """
+    frames = voxels = 0
+    for name, read_prefix in members:
+        shape = _header_shape(name, read_prefix)
+        if shape is None:
+            continue
+        frames += shape[0]
+        voxels += shape[0] * shape[1] * shape[2]
+        if frames > MAX_SLICES:
+            raise ImageTooLargeError(
+                f"The upload holds more than {MAX_SLICES} DICOM slices (counted from their headers); that is "
+                "more than the app can load at once. Upload one series, or a part of it."
+            )
+        if voxels > MAX_VOXELS:
+            raise ImageTooLargeError(
+                f"The upload's DICOM slices hold more than {MAX_VOXELS / 1e6:.0f} million voxels ({frames} slices "
+                f"of {shape[2]} x {shape[1]} reach it, counted from their headers); that is more than the app "
+                "can load at once. Upload one series, or a part of it."
+            )
+
+
+def _header_shape(name: str, read_prefix: Callable[[int], bytes | None]) -> tuple[int, int, int] | None:
+    """(frames, rows, cols) of a CT image's header, or None when not known from a prefix."""
+    size = HEADER_PROBE_BYTES
+    while True:
+        head = read_prefix(size)
+        if not head or not (has_dicom_preamble(head) or could_be_raw_dicom(head, name)):
+            return None
+        try:
+            with quiet_pydicom():
+                ds = pydicom.dcmread(BytesIO(head), force=True, stop_before_pixels=True)
+            rows, cols = int(ds.Rows), int(ds.Columns)
+            modality = str(ds.get("Modality", "CT") or "CT").upper()
+            return (_number_of_frames(ds), rows, cols) if modality == "CT" else None
+        except Exception:  # cut inside the header (or not a parsable header at all)
+            if len(head) < size:  # the whole member was read: the full read reports what is wrong
+                return None
+            size *= 4
 
 
 def read_dicom(data: bytes, name: str | None = None) -> Volume:

@@ -75,7 +75,7 @@ def _read_any(source: Source, name: str | None) -> Volume:
 
 def _read_path(path: Path, name: str | None) -> Volume:
     if path.is_dir():
-        return _read_members(archive.read_folder(path), container="folder")
+        return _read_members(archive.read_folder(path, probe=dicom.check_series_headers), container="folder")
     if not path.is_file():
         if path.exists() or path.is_symlink():  # a FIFO, socket or device; or a dangling or looping link
             raise NotAnImageError(f"{path.name} is not a regular file (a pipe, device or broken link); "
@@ -86,7 +86,7 @@ def _read_path(path: Path, name: str | None) -> Volume:
     with path.open("rb") as fh:
         head = fh.read(4)
     if archive.is_zip(head):
-        return _read_members(archive.read_zip(path), container="zip")
+        return _read_members(archive.read_zip(path, probe=dicom.check_series_headers), container="zip")
     return read_bytes(path.read_bytes(), name or path.name)
 
 
@@ -135,7 +135,7 @@ def read_bytes(data: bytes, name: str | None = None) -> Volume:
     _check_input_size(len(data))
     kind = sniff_format(data, name)
     if kind == "zip":
-        return _read_members(archive.read_zip(data), container="zip")
+        return _read_members(archive.read_zip(data, probe=dicom.check_series_headers), container="zip")
     if kind == "dicom":
         return dicom.read_dicom(data, name)
     if kind == "nifti":

@@ -40,6 +40,8 @@ from ctmodels.imaging import (
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
 JPEG_LOSSLESS_SV1 = "1.2.840.10008.1.2.4.70"
+JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
+JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
 MPEG2 = "1.2.840.10008.1.2.4.100"  # a video codec: no pixel decoder exists for it
 
 
@@ -239,6 +241,29 @@ def dicom_corrupt_jpeg_lossless() -> bytes:
     return dicom(transfer_syntax=JPEG_LOSSLESS_SV1, pixel_data=encapsulate([garbage]))
 
 
+def dicom_cut_codestream(syntax: str, keep: float = 0.5) -> bytes:
+    """A CT slice whose JPEG-LS (pydicom's MR_small stream) or JPEG baseline codestream stops halfway, as in an
+    interrupted copy: libjpeg decodes what is there and fills the rest without a word."""
+    import pydicom
+    from pydicom.encaps import generate_frames
+
+    if syntax == JPEG_LS_LOSSLESS:
+        src = pydicom.dcmread(pydicom.data.get_testdata_file("MR_small_jpeg_ls_lossless.dcm"))
+        stream, side, bits = next(generate_frames(src.PixelData, number_of_frames=1)), 64, 16
+    else:
+        buf = io.BytesIO()
+        Image.fromarray(np.random.default_rng(4).integers(0, 255, (64, 64), dtype=np.uint8)).save(buf, "JPEG")
+        stream, side, bits = buf.getvalue(), 64, 8
+    return dicom(rows=side, cols=side, transfer_syntax=syntax, pixel_data=encapsulate([stream[: int(len(stream) * keep)]]),
+                 BitsAllocated=bits, BitsStored=bits, HighBit=bits - 1, PixelRepresentation=0)
+
+
+def jpeg_claiming_4096_with_little_data() -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (4096, 4096), 40).save(buf, "JPEG")
+    return buf.getvalue()[:2000]
+
+
 def zip_two_series() -> bytes:
     return zipped([("a.dcm", dicom(series_uid="1.2.3")), ("b.dcm", dicom(series_uid="1.2.4"))])
 
@@ -281,6 +306,12 @@ CASES: list[tuple[str, Callable[[Path], Any], str | None, type[ImageReadError], 
     ("dicom-unsupported-codec", lambda t: dicom_unsupported_codec(), "x.dcm", UnsupportedEncodingError,
      ("compressed",)),
     ("dicom-corrupt-jpeg-lossless", lambda t: dicom_corrupt_jpeg_lossless(), "x.dcm", CorruptImageError,
+     ("damaged",)),
+    ("dicom-jpeg-ls-half-stream", lambda t: dicom_cut_codestream(JPEG_LS_LOSSLESS), "x.dcm", CorruptImageError,
+     ("truncated",)),
+    ("dicom-jpeg-baseline-half-stream", lambda t: dicom_cut_codestream(JPEG_BASELINE), "x.dcm", CorruptImageError,
+     ("truncated",)),
+    ("jpeg-4096-header-tiny-data", lambda t: jpeg_claiming_4096_with_little_data(), "x.jpg", CorruptImageError,
      ("damaged",)),
     ("nifti-4d", lambda t: nifti((8, 8, 4, 3)), "x.nii", UnsupportedDimensionsError, ("4-D",)),
     ("nifti-one-line", lambda t: nifti((1, 64, 10)), "x.nii", UnsupportedDimensionsError, ()),
@@ -391,6 +422,12 @@ def test_a_link_inside_a_folder_does_not_repeat_a_slice(tmp_path: Path) -> None:
     assert read_any(folder).n_slices == 3
 
 
+@pytest.mark.parametrize("syntax", [JPEG_LS_LOSSLESS, JPEG_BASELINE])
+def test_whole_jpeg_codestreams_still_read(syntax: str) -> None:
+    """The cut-stream cases above fail for the cut, not for the wrapping."""
+    assert read_any(dicom_cut_codestream(syntax, keep=1.0), name="x.dcm").shape == (1, 64, 64)
+
+
 def test_a_small_deflated_dicom_still_reads() -> None:
     v = read_any(deflated_dicom(), name="x.dcm")
     assert v.is_hu and v.shape == (1, 32, 32)
@@ -451,3 +488,28 @@ def test_keyboard_interrupt_is_not_swallowed(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(reader.raster, "read_raster", interrupt)
     with pytest.raises(KeyboardInterrupt):
         read_any(png())
+
+
+@pytest.mark.parametrize("container", ["zip", "folder"])
+def test_a_series_too_large_is_refused_from_its_headers_before_any_file_is_read_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, container: str
+) -> None:
+    """A zip of 1999 slices of 512² (10 MB) once cost 2.2 GB before refusing: every member was read and parsed."""
+    from ctmodels.imaging import archive, dicom as dicom_module
+
+    monkeypatch.setattr(dicom_module, "MAX_VOXELS", 10 * 32 * 32)
+    slices = [(f"IM{k:03d}.dcm", dicom(z=float(k), series_uid="1.2.3")) for k in range(11)]
+    if container == "zip":
+        source: Any = zipped(slices)
+        monkeypatch.setattr(archive, "_read_member", lambda *a: pytest.fail("a member was read whole"))
+    else:
+        source = tmp_path / "series"
+        source.mkdir()
+        for name, data in slices:
+            (source / name).write_bytes(data)
+        monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail(f"{self.name} was read whole"))
+    with pytest.raises(ImageTooLargeError, match="counted from their headers") as info:
+        read_any(source, name="x.zip" if container == "zip" else None)
+    assert_readable(str(info.value))
+    monkeypatch.undo()  # the same series, within the real limits, reads
+    assert read_any(source, name="x.zip" if container == "zip" else None).n_slices == 11
