@@ -65,7 +65,7 @@ class PreparedInput:
 def prepare_input(lm: LoadedModel, vol: Volume, slices: list[int], lung_mask: np.ndarray | None) -> PreparedInput:
     units, boxes = [], []
     for i in slices:
-        img, box = prepare_slice(vol.array[i], vol.is_hu, lm.pre, None if lung_mask is None else lung_mask[i])
+        img, box = prepare_slice(vol.slice(i), vol.is_hu, lm.pre, None if lung_mask is None else lung_mask[i])
         units.append(img)
         boxes.append(box)
     unit = np.stack(units)

@@ -26,6 +26,19 @@ def _workspace_env(ws: Path):
             os.environ["CTSS_WORKSPACE"] = old
 
 
+def p002_zip(real: Path = REAL_DATA) -> bytes:
+    """The real COVID-CT-MD P002 series (133 DICOM slices) zipped as a user would upload it."""
+    import io
+    import zipfile
+
+    folder = real / "covid-ct-md" / "Sample data" / "COVID-19 subjects" / "P002"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+            zf.write(f, f.relative_to(folder).as_posix())
+    return buf.getvalue()
+
+
 def _need_real_data() -> None:
     if not (REAL_DATA / "README.md").is_file():
         pytest.skip(f"real sample data not found at {REAL_DATA} (../shared is absent on this machine)")

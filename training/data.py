@@ -202,15 +202,15 @@ def _prepare_arrays(ds: Dataset, pre: Preprocessing, cfg: DataConfig, progress: 
         case_labels[case.case_id] = CLASS_NAMES.index(case.label) if case.label in CLASS_NAMES else -1
         lesion = _lesions(case, vol) if both_looks and not vol.is_hu else None
         for i in chosen:
-            img, _ = prepare_slice(vol.array[i], vol.is_hu, pre, lung[i])
+            img, _ = prepare_slice(vol.slice(i), vol.is_hu, pre, lung[i])
             images.append(np.rint(img * 255).astype(np.uint8))
             if both_looks:
                 field = lung[i] if lesion is None else lung[i] | lesion[i]
-                masked, _ = prepare_slice(vol.array[i], vol.is_hu, pre, field, mask=True)
+                masked, _ = prepare_slice(vol.slice(i), vol.is_hu, pre, field, mask=True)
                 images_masked.append(np.rint(masked * 255).astype(np.uint8))
             labels.append(lab[i])
             invs.append(inv[i])
-            feats.append(lung_features(vol.array[i], vol.is_hu, lung[i]))
+            feats.append(lung_features(vol.slice(i), vol.is_hu, lung[i]))
             patients.append(case.patient_id)
             cases.append(case.case_id)
             slices.append(i)

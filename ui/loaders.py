@@ -5,7 +5,8 @@ Uploaded scans are kept in the session only (never written to disk, never shared
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import ctypes
+import ctypes.util
 import os
 import threading
 from collections.abc import Iterator
@@ -22,17 +23,36 @@ from ctmodels.imaging.lung import Involvement, involvement, segment_lungs
 from ctmodels.imaging.lung_field import lung_field
 
 
-#: Whole-scan work (reading an upload, segmenting its lungs, scoring every slice) runs at most this many
-#: at once per server: each holds a few volumes' worth of temporaries, so five radiologists uploading a
-#: series together would stack five transient peaks, and two cores finish them no sooner in parallel.
-_HEAVY_SLOTS = threading.BoundedSemaphore(max(1, min(2, os.cpu_count() or 1)))
+#: Whole-scan work (reading an upload, segmenting its lungs, scoring every slice) runs one at a time per
+#: server: each holds about two volumes' worth of temporaries, so five radiologists uploading a series
+#: together would stack five transient peaks. Measured with five P002 uploads at once on 2 cores: one at a
+#: time peaks at 2.35-2.38 GB and all finish in 108-112 s; two at a time peaked at 2.87 GB in 107 s.
+_HEAVY_SLOTS = threading.BoundedSemaphore(1)
+
+
+def _libc_trim():
+    """glibc's ``malloc_trim``, or None off glibc. Each session runs in its own thread with its own malloc
+    arena; the per-slice temporaries of whole-scan work (about 1 MB each, under glibc's mmap threshold) stay
+    mapped in those arenas after they are freed unless trimmed, so the server's memory only ever grew."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_TRIM = _libc_trim()
 
 
 @contextlib.contextmanager
 def whole_scan_work() -> Iterator[None]:
-    """Hold one of the server's whole-scan slots (others wait; the page shows its spinner meanwhile)."""
-    with _HEAVY_SLOTS:
-        yield
+    """Hold one of the server's whole-scan slots (others wait; the page shows its spinner meanwhile);
+    afterwards hand the work's freed temporaries back to the system."""
+    try:
+        with _HEAVY_SLOTS:
+            yield
+    finally:
+        if _TRIM is not None:
+            _TRIM(0)
 
 
 def stamp(path: Path | str) -> float:
@@ -96,8 +116,7 @@ def read_upload(uploaded) -> Volume:
 
     The result is kept in this browser session only, so two users never see each other's scans.
     """
-    data = uploaded.getvalue()
-    key = hashlib.sha256(data).hexdigest()
+    key = uploaded.file_id  # a new upload of the same file gets a new id (and is read again)
     cache = st.session_state.setdefault(UPLOAD_KEY, {})
     if key in cache:
         hit = cache[key]
@@ -106,8 +125,8 @@ def read_upload(uploaded) -> Volume:
         return hit
     cache.clear()
     try:
-        with whole_scan_work():
-            vol = read_any(data, name=uploaded.name)
+        with whole_scan_work():  # the upload's bytes are copied only here, one upload at a time
+            vol = read_any(uploaded.getvalue(), name=uploaded.name).compact()  # kept: whole HU as int16
     except ImageReadError as exc:
         cache[key] = exc
         raise

@@ -72,7 +72,7 @@ def scan_viewer(
     if show_classical and analysis is not None:
         overlays.append((analysis.mask[idx], render.COLORS["classical"]))
         outline.append(True)
-        overlays.append((analysis.result.lesion_mask[idx], render.COLORS["classical"]))
+        overlays.append((analysis.result.lesion_slice(idx), render.COLORS["classical"]))
         outline.append(False)
     if show_lesion:
         overlays.append((masks.lesion[idx] == 1, render.COLORS["ggo"]))

@@ -71,4 +71,4 @@ def lung_field(volume: Volume) -> np.ndarray:
     """Lung field (S, H, W): the classical HU segmentation, or the 8-bit estimate slice by slice."""
     if volume.is_hu:
         return segment_lungs(volume)
-    return np.stack([estimate_lung_field(sl) for sl in volume.array])
+    return np.stack([estimate_lung_field(volume.slice(i)) for i in range(volume.n_slices)])

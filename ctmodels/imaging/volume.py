@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -12,7 +12,9 @@ import numpy as np
 class Volume:
     """A scan as a stack of axial slices.
 
-    ``array`` is float32 with shape (slices, rows, cols). Slice 0 is the most superior slice
+    ``array`` is float32 with shape (slices, rows, cols) as every reader makes it; ``compact()`` keeps
+    whole-number HU as int16 instead (half the memory, for scans a session holds), so read voxels through
+    ``slice(i)``, which is float32 either way. Slice 0 is the most superior slice
     (head end), the order radiologists scroll and the order of COVID-CT-MD's slice labels.
     Rows run anterior to posterior and columns patient-right to patient-left (radiological view).
 
@@ -33,7 +35,7 @@ class Volume:
     def __post_init__(self) -> None:
         if self.array.ndim != 3:
             raise ValueError(f"Volume array must be 3-D (slices, rows, cols), got {self.array.shape}")
-        if self.array.dtype != np.float32:
+        if self.array.dtype != np.float32 and not (self.array.dtype == np.int16 and self.is_hu):
             object.__setattr__(self, "array", self.array.astype(np.float32))
 
     @property
@@ -45,7 +47,23 @@ class Volume:
         return tuple(int(s) for s in self.array.shape)  # type: ignore[return-value]
 
     def slice(self, index: int) -> np.ndarray:
-        return self.array[index]
+        """One slice, float32 (a view of a float32 volume, a converted copy of a compact one)."""
+        return self.array[index].astype(np.float32, copy=False)
+
+    def compact(self) -> Volume:
+        """The same scan with its HU kept as int16 when every value is a whole number in int16's range (CT
+        HU are: stored integers times a whole slope plus a whole intercept); otherwise this volume."""
+        if not self.is_hu or self.array.dtype != np.float32:
+            return self
+        small = np.empty(self.array.shape, np.int16)
+        for i, sl in enumerate(self.array):  # slice by slice: no second float volume on the way
+            if sl.min(initial=0) < -32768 or sl.max(initial=0) > 32767:
+                return self
+            with np.errstate(invalid="ignore"):  # NaN casts to nonsense, which the comparison then rejects
+                small[i] = sl
+            if not np.array_equal(small[i], sl):
+                return self
+        return replace(self, array=small)
 
     def describe(self) -> str:
         """One line for captions: size, spacing and what the values mean."""

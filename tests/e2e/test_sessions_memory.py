@@ -4,16 +4,15 @@ on Compare at the same moment: the server's peak memory (resident set, sampled e
 
 from __future__ import annotations
 
-import io
 import re
 import threading
 import time
-import zipfile
 
 import psutil
 import pytest
 
-from tests.e2e.conftest import CHROMIUM, SERVERS
+from tests.conftest import p002_zip
+from tests.e2e.conftest import ARTIFACTS, CHROMIUM, SERVERS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -21,22 +20,12 @@ SESSIONS = 5
 LIMIT_GB = 2.5
 
 
-def _p002_zip(real_data) -> bytes:
-    folder = real_data / "covid-ct-md" / "Sample data" / "COVID-19 subjects" / "P002"
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for f in sorted(p for p in folder.rglob("*") if p.is_file()):
-            zf.write(f, f.relative_to(folder).as_posix())
-    return buf.getvalue()
-
-@pytest.mark.xfail(strict=False, reason="not met yet: 3.17 GB measured here on 2026-11-30 (the issue measured 5.8 GB "
-                   "before the lung-segmentation and whole-scan-slot changes); each session still keeps its 133 MB "
-                   "float32 volume, its masks and the uploaded bytes")
-def test_five_sessions_scoring_p002_stay_within_the_memory_budget(app_url_both_sets, real_data):
+def test_five_sessions_scoring_p002_stay_within_the_memory_budget(app_url_both_sets, workspace_with_both_sets,
+                                                                    real_data):
     from playwright.sync_api import sync_playwright
 
     server = psutil.Process(SERVERS[app_url_both_sets].pid)
-    data = _p002_zip(real_data)
+    data = p002_zip(real_data)
     peak = [server.memory_info().rss]
     stop = threading.Event()
 
@@ -66,8 +55,15 @@ def test_five_sessions_scoring_p002_stay_within_the_memory_budget(app_url_both_s
             for page in pages:  # all five uploads in flight together
                 page.locator('input[type="file"]').first.set_input_files(
                     files=[{"name": "P002.zip", "mimeType": "application/zip", "buffer": data}])
-            for page in pages:
-                page.get_by_text(re.compile(r"All \d verdicts and CAMs computed")).wait_for(timeout=600_000)
+            for k, page in enumerate(pages):
+                try:
+                    page.get_by_text(re.compile(r"All \d verdicts and CAMs computed")).wait_for(timeout=300_000)
+                except Exception:  # keep what each session showed, and what the server said
+                    ARTIFACTS.mkdir(exist_ok=True)
+                    for j, other in enumerate(pages):
+                        other.screenshot(path=str(ARTIFACTS / f"sessions_memory_{j}.png"), full_page=True)
+                    log = (workspace_with_both_sets / "server.log").read_text()[-3000:]
+                    pytest.fail(f"session {k} showed no verdicts in 5 min (screenshots in {ARTIFACTS}); server log:\n{log}")
             browser.close()
     finally:
         stop.set()

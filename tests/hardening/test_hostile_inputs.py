@@ -5,17 +5,15 @@ memory blow-up. The slow run adds issue 16's small-but-expensive uploads at thei
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REAL_DATA
+from tests.conftest import REAL_DATA, p002_zip
 from tests.hardening.corpus import build, issue_inputs
 from tests.ui.apptest import open_page
 
@@ -88,15 +86,6 @@ def _bad_input_cases(folder: Path) -> list[dict]:
     return items
 
 
-def _p002_zip() -> bytes:
-    folder = REAL_DATA / "covid-ct-md" / "Sample data" / "COVID-19 subjects" / "P002"
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for f in sorted(p for p in folder.rglob("*") if p.is_file()):
-            zf.write(f, f.relative_to(folder).as_posix())
-    return buf.getvalue()
-
-
 @pytest.mark.slow
 def test_every_hostile_input_within_its_memory_and_time_bound(corpus, seeds, tmp_path):
     """Peak memory of each read ≤ 2 × its decoded volume + FIXED_OVERHEAD_BYTES, ≤ 10 s, typed or correct."""
@@ -106,7 +95,7 @@ def test_every_hostile_input_within_its_memory_and_time_bound(corpus, seeds, tmp
         (heavy / f"{k:03d}__{name}").write_bytes(data)
     items = as_items(heavy) + _bad_input_cases(tmp_path / "cases") + as_items(corpus)
     if (REAL_DATA / "covid-ct-md").is_dir():
-        (heavy / "P002.zip").write_bytes(_p002_zip())
+        (heavy / "P002.zip").write_bytes(p002_zip())
         items.append({"id": "real:P002.zip", "name": "P002.zip", "file": str(heavy / "P002.zip")})
     # first uses of each reader import their libraries' lazy parts: read one of each before measuring
     warm = [{"id": f"warmup:{i['id']}", "name": i["name"], "file": i["file"]}

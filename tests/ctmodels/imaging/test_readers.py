@@ -573,3 +573,15 @@ def test_no_identifying_value_in_logs_or_warnings(caplog: pytest.LogCaptureFixtu
     for needle in [*IDENTIFYING.values(), bad_uid, "ID-12345", "JANE"]:
         assert needle not in text, needle
     assert_safe_meta(v, DICOM_META_KEYS)
+
+
+def test_compact_keeps_whole_hu_as_int16_and_anything_else_as_it_was() -> None:
+    """Sessions hold compact uploads (half the memory); compacting must never change a value."""
+    hu = np.array([[[-1024.0, -850.0], [40.0, 3071.0]]], np.float32)
+    small = Volume(hu, is_hu=True, spacing=(1.0, 0.7, 0.7)).compact()
+    assert small.array.dtype == np.int16 and small.spacing == (1.0, 0.7, 0.7)
+    assert small.slice(0).dtype == np.float32 and np.array_equal(small.slice(0), hu[0])
+    for values, is_hu in [([0.5, 1.0], True), ([1e6, 0.0], True), ([np.nan, 0.0], True), ([12.0, 200.0], False)]:
+        vol = Volume(np.array([[values, values]], np.float32), is_hu=is_hu)
+        assert vol.compact() is vol, values  # fractional, out of int16, NaN, or not HU: kept float32
+    assert Volume(np.zeros((1, 2, 2), np.int16), is_hu=False).array.dtype == np.float32
