@@ -265,4 +265,11 @@ def issue_inputs(seed_dicom: Path) -> list[tuple[str, bytes]]:
         ("zip_1999_512_slices_believable_ratio.zip", _slices_zip(seed_dicom, 1999, 512, noise_rows=4)),
         ("zip_2000_zero_1mib_members.zip", _zip([(f"m{k:04d}.dcm", bytes(1 << 20)) for k in range(2000)])),
         ("nifti_9x4096.nii.gz", gz.getvalue()),
+        ("nifti_bgzip_members.nii.gz", _bgzip(nib.Nifti1Image(
+            np.random.default_rng(6).integers(-1024, 400, (512, 512, 40), dtype=np.int16), np.eye(4)).to_bytes())),
     ]
+
+
+def _bgzip(data: bytes, block: int = 65280) -> bytes:
+    """Many gzip members of at most 64 KB each, as bgzip writes them."""
+    return b"".join(gzip.compress(data[i:i + block]) for i in range(0, len(data), block))

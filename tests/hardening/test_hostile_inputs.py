@@ -118,6 +118,11 @@ def test_every_hostile_input_within_its_memory_and_time_bound(corpus, seeds, tmp
     assert not over, over
     slow = {k: r for _, k, r in report if r["seconds"] > SECONDS_PER_INPUT}
     assert not slow, slow
+    reads = {"nifti_9x4096.nii.gz": "ok:9x4096x4096", "nifti_bgzip_members.nii.gz": "ok:40x512x512"}
+    for key, r in results.items():
+        for name, expected in reads.items():
+            if key.endswith("__" + name):
+                assert r["outcome"] == expected, (key, r)
     if (REAL_DATA / "covid-ct-md").is_dir():
         assert results["real:P002.zip"]["outcome"].startswith("ok:133x512x512"), results["real:P002.zip"]
 
