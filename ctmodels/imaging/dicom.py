@@ -505,9 +505,8 @@ def _require_whole_codestreams(ds: Dataset) -> None:
         frames = pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=_number_of_frames(ds))
         for frame in frames:
             if not bytes(frame[-16:]).rstrip(b"\0\xff").endswith(_END_OF_IMAGE):  # padding: 00 or FF
-                raise CorruptImageError(
-                    "The DICOM file is truncated or damaged: its compressed image data end early. Copy the file again."
-                )
+                raise CorruptImageError("The DICOM file is truncated or damaged: its compressed image data "
+                                        "end early. Copy the file again.")
 
 
 def _ts_name(uid: UID) -> str:
@@ -663,9 +662,9 @@ def check_series_headers(members: Sequence[tuple[str, Callable[[int], bytes | No
             )
         if voxels > MAX_VOXELS:
             raise ImageTooLargeError(
-                f"The upload's DICOM slices hold more than {MAX_VOXELS / 1e6:.0f} million voxels ({frames} slices "
-                f"of {shape[2]} x {shape[1]} reach it, counted from their headers); that is more than the app "
-                "can load at once. Upload one series, or a part of it."
+                f"The upload's DICOM slices hold more than {MAX_VOXELS / 1e6:.0f} million voxels "
+                f"({frames} slices of {shape[2]} x {shape[1]} reach it, counted from their headers); that is "
+                "more than the app can load at once. Upload one series, or a part of it."
             )
 
 

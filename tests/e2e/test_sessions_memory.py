@@ -63,7 +63,8 @@ def test_five_sessions_scoring_p002_stay_within_the_memory_budget(app_url_both_s
                     for j, other in enumerate(pages):
                         other.screenshot(path=str(ARTIFACTS / f"sessions_memory_{j}.png"), full_page=True)
                     log = (workspace_with_both_sets / "server.log").read_text()[-3000:]
-                    pytest.fail(f"session {k} showed no verdicts in 5 min (screenshots in {ARTIFACTS}); server log:\n{log}")
+                    pytest.fail(f"session {k} showed no verdicts in 5 min (screenshots in {ARTIFACTS}); "
+                                f"server log:\n{log}")
             browser.close()
     finally:
         stop.set()

@@ -30,8 +30,8 @@ def measure(items: list[dict], folder: Path, cap_gb: float) -> dict[str, dict]:
     manifest, out = folder / "manifest.json", folder / "results.json"
     manifest.write_text(json.dumps(items))
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    res = subprocess.run([sys.executable, "-m", "tests.hardening.measure_reads", str(manifest), str(out), str(cap_gb)],
-                         capture_output=True, text=True, timeout=1800, env=env, cwd=REPO)
+    command = [sys.executable, "-m", "tests.hardening.measure_reads", str(manifest), str(out), str(cap_gb)]
+    res = subprocess.run(command, capture_output=True, text=True, timeout=1800, env=env, cwd=REPO)
     assert res.returncode == 0, res.stderr[-3000:]
     return json.loads(out.read_text())
 

@@ -254,8 +254,9 @@ def dicom_cut_codestream(syntax: str, keep: float = 0.5) -> bytes:
         buf = io.BytesIO()
         Image.fromarray(np.random.default_rng(4).integers(0, 255, (64, 64), dtype=np.uint8)).save(buf, "JPEG")
         stream, side, bits = buf.getvalue(), 64, 8
-    return dicom(rows=side, cols=side, transfer_syntax=syntax, pixel_data=encapsulate([stream[: int(len(stream) * keep)]]),
-                 BitsAllocated=bits, BitsStored=bits, HighBit=bits - 1, PixelRepresentation=0)
+    cut = encapsulate([stream[: int(len(stream) * keep)]])
+    return dicom(rows=side, cols=side, transfer_syntax=syntax, pixel_data=cut, BitsAllocated=bits, BitsStored=bits,
+                 HighBit=bits - 1, PixelRepresentation=0)
 
 
 def jpeg_claiming_4096_with_little_data() -> bytes:
