@@ -12,9 +12,9 @@ import numpy as np
 class Volume:
     """A scan as a stack of axial slices.
 
-    ``array`` is float32 with shape (slices, rows, cols) as every reader makes it; ``compact()`` keeps
-    whole-number HU as int16 instead (half the memory, for scans a session holds), so read voxels through
-    ``slice(i)``, which is float32 either way. Slice 0 is the most superior slice
+    ``array`` has shape (slices, rows, cols) and is float32, or int16 for whole-number HU (DICOM series
+    come that way; ``compact()`` makes it so for others a session holds): half the memory. Read voxels
+    through ``slice(i)``, which is float32 either way. Slice 0 is the most superior slice
     (head end), the order radiologists scroll and the order of COVID-CT-MD's slice labels.
     Rows run anterior to posterior and columns patient-right to patient-left (radiological view).
 

@@ -4,7 +4,8 @@ a 10 s alarm, and record the outcome, the seconds and the peak memory the read a
 Peak memory is the process's resident high-water mark (``VmHWM``, reset through ``/proc/self/clear_refs``
 before each input, freed heap handed back with ``malloc_trim`` first) minus the resident size just before
 the read: everything the read touched, C libraries (zlib, libjpeg, Pillow) included, not only what Python
-traces. The input's bytes are in memory before that, as an upload's are.
+traces. The input's bytes are in memory before that, as an upload's are. A read's decoded size is its voxel
+count times 4 bytes (the float32 volume), also when the volume keeps whole HU as int16 (half that).
 
 Usage: ``python -m tests.hardening.measure_reads MANIFEST.json OUT.json [address-space GB]``; the manifest is
 a list of ``{"id", "name", "file"}`` (bytes read from ``file`` first) or ``{"id", "name", "path"}`` (the path
@@ -57,7 +58,7 @@ def main(manifest: Path, out: Path, cap_gb: float) -> None:
         signal.alarm(10)
         try:
             vol = read_any(source, name=item["name"])
-            decoded = vol.array.nbytes
+            decoded = vol.array.size * 4  # its float32 volume, whether it keeps float32 or whole HU as int16
             outcome = "ok:" + "x".join(map(str, vol.shape))
             del vol
         except ImageReadError as exc:

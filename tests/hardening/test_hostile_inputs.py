@@ -19,8 +19,9 @@ from tests.ui.apptest import open_page
 
 REPO = Path(__file__).resolve().parents[2]
 
-#: What a read may add beyond twice its decoded float32 volume (the volume itself plus one working copy):
-#: decompression buffers, one member or page at a time, parsed headers, library state.
+#: What a read may add beyond twice its decoded float32 volume (voxels x 4 bytes: the volume itself plus one
+#: working copy; DICOM keeps whole HU as int16, half that): decompression buffers, one member or page at a
+#: time, parsed headers, library state.
 FIXED_OVERHEAD_BYTES = 64 * 1024**2
 SECONDS_PER_INPUT = 10.0
 
@@ -110,7 +111,7 @@ def test_every_hostile_input_within_its_memory_and_time_bound(corpus, seeds, tmp
     report.sort(key=lambda t: t[0], reverse=True)
     print(f"\n{len(report)} inputs; heaviest reads (peak / bound):")
     for share, key, r in report[:12]:
-        print(f"  {share:5.2f}  {r['peak_bytes'] / 2**20:7.1f} MB peak, {r['decoded_bytes'] / 2**20:6.1f} MB volume, "
+        print(f"  {share:5.2f}  {r['peak_bytes'] / 2**20:7.1f} MB peak, {r['decoded_bytes'] / 2**20:6.1f} MB float32, "
               f"{r['seconds']:5.2f} s  {key}: {r['outcome'][:70]}")
     bad = {k: r for _, k, r in report if not r["outcome"].startswith(("ok:", "typed:"))}
     assert not bad, bad

@@ -144,7 +144,7 @@ def zip_bytes(members: list[tuple[str, bytes]]) -> bytes:
 def assert_series(v: Volume) -> None:
     assert v.shape == (N, 32, 32)
     assert v.is_hu
-    assert v.array.dtype == np.float32
+    assert v.array.dtype == np.int16  # whole HU: int16, half of float32
     assert v.slice_positions == pytest.approx(tuple(Z))
     for k in range(N):
         np.testing.assert_array_equal(v.array[k], expected_hu(k))
@@ -585,3 +585,15 @@ def test_compact_keeps_whole_hu_as_int16_and_anything_else_as_it_was() -> None:
         vol = Volume(np.array([[values, values]], np.float32), is_hu=is_hu)
         assert vol.compact() is vol, values  # fractional, out of int16, NaN, or not HU: kept float32
     assert Volume(np.zeros((1, 2, 2), np.int16), is_hu=False).array.dtype == np.float32
+
+
+def test_dicom_hu_are_int16_when_whole_and_float32_otherwise() -> None:
+    from ctmodels.imaging import ImplausibleScanError
+    from tests.ctmodels.imaging.test_bad_input import dicom
+
+    assert read_any(dicom(), name="x.dcm").array.dtype == np.int16  # slope 1, intercept -1024: whole HU
+    half = read_any(dicom(RescaleSlope=0.5), name="x.dcm")
+    assert half.array.dtype == np.float32 and half.slice(0)[0, 0] == 1000 * 0.5 - 1024
+    high = np.full((32, 32), 40000, np.uint16).tobytes()  # 40000 - 1024 is beyond int16: not wrapped around
+    with pytest.raises(ImplausibleScanError, match="3.9e"):
+        read_any(dicom(pixel_data=high, BitsStored=16, HighBit=15), name="x.dcm")
