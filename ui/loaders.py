@@ -26,7 +26,7 @@ from ctmodels.imaging.lung_field import lung_field
 #: Whole-scan work (reading an upload, segmenting its lungs, scoring every slice) runs one at a time per
 #: server: each holds about two volumes' worth of temporaries, so five radiologists uploading a series
 #: together would stack five transient peaks. Measured with five P002 uploads at once on 2 cores: one at a
-#: time peaks at 2.35-2.44 GB and all finish in 108-112 s; two at a time peaked at 2.87 GB in 107 s.
+#: time peaks at 2.35-2.46 GB and all finish in 103-112 s; two at a time peaked at 2.87 GB in 107 s.
 _HEAVY_SLOTS = threading.BoundedSemaphore(1)
 
 

@@ -27,19 +27,22 @@ def test_five_sessions_scoring_p002_stay_within_the_memory_budget(app_url_both_s
     server = psutil.Process(SERVERS[app_url_both_sets].pid)
     data = p002_zip(real_data)
     peak = [server.memory_info().rss]
+    timeline: list[tuple[float, float]] = []  # (seconds, GB): where the peak falls, printed
     stop = threading.Event()
 
     def watch() -> None:
         while not stop.is_set():
             try:
-                peak[0] = max(peak[0], server.memory_info().rss)
+                rss = server.memory_info().rss
             except psutil.Error:
                 return
+            peak[0] = max(peak[0], rss)
+            timeline.append((time.time() - t0, rss / 2**30))
             time.sleep(0.2)
 
+    t0 = time.time()
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    t0 = time.time()
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
@@ -70,5 +73,6 @@ def test_five_sessions_scoring_p002_stay_within_the_memory_budget(app_url_both_s
         stop.set()
         watcher.join(2)
     gb = peak[0] / 2**30
-    print(f"{SESSIONS} sessions scoring P002: server peak RSS {gb:.2f} GB, {time.time() - t0:.0f} s")
+    print(f"{SESSIONS} sessions scoring P002: server peak RSS {gb:.2f} GB, {time.time() - t0:.0f} s; every 10 s: "
+          + " ".join(f"{t:.0f}s {g:.2f}" for t, g in timeline[::50]))
     assert gb <= LIMIT_GB, f"server peak {gb:.2f} GB > {LIMIT_GB} GB"
