@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import os
 import threading
 from collections.abc import Iterator
@@ -27,15 +26,16 @@ from ctmodels.imaging.lung_field import lung_field
 #: server: each holds about two volumes' worth of temporaries, so five radiologists uploading a series
 #: together would stack five transient peaks. Measured with five P002 uploads at once on 2 cores: one at a
 #: time peaks at 2.35-2.46 GB and all finish in 103-112 s; two at a time peaked at 2.87 GB in 107 s.
-_HEAVY_SLOTS = threading.BoundedSemaphore(1)
+_WHOLE_SCAN_SLOT = threading.Lock()
 
 
 def _libc_trim():
     """glibc's ``malloc_trim``, or None off glibc. Each session runs in its own thread with its own malloc
     arena; the per-slice temporaries of whole-scan work (about 1 MB each, under glibc's mmap threshold) stay
-    mapped in those arenas after they are freed unless trimmed, so the server's memory only ever grew."""
+    mapped in those arenas after they are freed unless trimmed, so the server's memory only ever grew.
+    Opened by glibc's fixed name: ``ctypes.util.find_library`` would run ldconfig at every server start."""
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        return ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):
         return None
 
@@ -45,10 +45,10 @@ _TRIM = _libc_trim()
 
 @contextlib.contextmanager
 def whole_scan_work() -> Iterator[None]:
-    """Hold one of the server's whole-scan slots (others wait; the page shows its spinner meanwhile);
-    afterwards hand the work's freed temporaries back to the system."""
+    """Hold the server's whole-scan slot (others wait; the page shows its spinner meanwhile); afterwards
+    hand the work's freed temporaries back to the system."""
     try:
-        with _HEAVY_SLOTS:
+        with _WHOLE_SCAN_SLOT:
             yield
     finally:
         if _TRIM is not None:

@@ -125,9 +125,10 @@ def read_zip(source: bytes | str | os.PathLike | BinaryIO, keep_all: bool = Fals
         raise CorruptImageError("The zip file is damaged or incomplete and cannot be opened.") from exc
     with zf:
         infos = _select_members(zf.infolist(), keep_all)
+        names = [info.filename.replace("\\", "/") for info in infos]
         if probe is not None:
-            probe([(info.filename.replace("\\", "/"), _zip_prefix(zf, info)) for info in infos])
-        members = [(info.filename.replace("\\", "/"), _read_member(zf, info)) for info in infos]
+            probe([(name, _zip_prefix(zf, info)) for name, info in zip(names, infos)])
+        members = [(name, _read_member(zf, info)) for name, info in zip(names, infos)]
     for name, data in members:
         if is_zip(data):
             raise UnsafeArchiveError(NESTED_MESSAGE.format("a zip file"))

@@ -217,52 +217,34 @@ def _second_series(seed: Path) -> bytes:
     return _dicom_bytes(ds)
 
 
-def _multipage_tiff(pages: int, side: int) -> bytes:
-    page = Image.new("L", (side, side))
-    out = io.BytesIO()
-    page.save(out, format="TIFF", save_all=True, append_images=[page] * (pages - 1), compression="tiff_deflate")
-    return out.getvalue()
+def _slices_zip(n: int, side: int, noise_rows: int = 0) -> bytes:
+    """``n`` CT slices of zeros, each with ``noise_rows`` random rows (which keep the zip's ratio believable)."""
+    from tests.ctmodels.imaging.test_bad_input import dicom
 
-
-def _deflated_dicom_bomb(seed_dicom: Path, inflated: int) -> bytes:
-    """The seed slice in Deflated Explicit VR with its data set replaced by ``inflated`` zero bytes, deflated."""
-    import zlib
-
-    ds = pydicom.dcmread(seed_dicom)
-    head = _dicom_bytes(ds, DeflatedExplicitVRLittleEndian)
-    start = 144 + int.from_bytes(head[140:144], "little")  # after the file meta group
-    packer, chunk = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS), bytes(1 << 20)
-    return head[:start] + b"".join(packer.compress(chunk) for _ in range(inflated >> 20)) + packer.flush()
-
-
-def _slices_zip(seed_dicom: Path, n: int, side: int, noise_rows: int = 0) -> bytes:
-    """``n`` slices of zeros, each with ``noise_rows`` random rows (which keep the zip's ratio believable)."""
-    ds = pydicom.dcmread(seed_dicom)
-    ds.Rows = ds.Columns = side
     rng = np.random.default_rng(5)
     members = []
     for k in range(n):
         pixels = np.zeros((side, side), np.uint16)
         pixels[:noise_rows] = rng.integers(0, 4096, (noise_rows, side))
-        ds.PixelData = pixels.tobytes()
-        ds.ImagePositionPatient = [0.0, 0.0, float(-k)]
-        ds.InstanceNumber = k + 1
-        members.append((f"IM{k:05d}.dcm", _dicom_bytes(ds)))
+        members.append((f"IM{k:05d}.dcm", dicom(rows=side, cols=side, z=float(-k), series_uid="1.2.3",
+                                                pixel_data=pixels.tobytes(), InstanceNumber=k + 1)))
     return _zip(members)
 
 
-def issue_inputs(seed_dicom: Path) -> list[tuple[str, bytes]]:
+def issue_inputs() -> list[tuple[str, bytes]]:
     """The small uploads that made the server allocate gigabytes (issue 16's table), at the issue's sizes."""
-    many_pages = _multipage_tiff(1999, 64)
+    from tests.ctmodels.imaging.test_bad_input import deflated_dicom, tiff_pages
+
+    many_pages = tiff_pages(1999, 64)
     gz = io.BytesIO()
     with gzip.GzipFile(fileobj=gz, mode="wb", compresslevel=6) as f:
         f.write(nib.Nifti1Image(np.full((4096, 4096, 9), -1000, np.int16), np.eye(4)).to_bytes())
     return [
         ("zip_40_tiffs_1999_pages.zip", _zip([(f"stack{k:02d}.tif", many_pages) for k in range(40)])),
-        ("tiff_300_pages_4096.tif", _multipage_tiff(300, 4096)),
-        ("deflated_2gb.dcm", _deflated_dicom_bomb(seed_dicom, 2 << 30)),
-        ("zip_1999_zero_512_slices.zip", _slices_zip(seed_dicom, 1999, 512)),
-        ("zip_1999_512_slices_believable_ratio.zip", _slices_zip(seed_dicom, 1999, 512, noise_rows=4)),
+        ("tiff_300_pages_4096.tif", tiff_pages(300, 4096)),
+        ("deflated_2gb.dcm", deflated_dicom(2 << 30)),
+        ("zip_1999_zero_512_slices.zip", _slices_zip(1999, 512)),
+        ("zip_1999_512_slices_believable_ratio.zip", _slices_zip(1999, 512, noise_rows=4)),
         ("zip_2000_zero_1mib_members.zip", _zip([(f"m{k:04d}.dcm", bytes(1 << 20)) for k in range(2000)])),
         ("nifti_9x4096.nii.gz", gz.getvalue()),
         ("nifti_bgzip_members.nii.gz", _bgzip(nib.Nifti1Image(

@@ -42,16 +42,12 @@ def as_items(folder: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def seeds(small_phantoms) -> tuple[Path, Path, Path]:
-    return (sorted((small_phantoms / "dicom" / "PH0001").glob("*.dcm"))[5],
-            next((small_phantoms / "kaggle" / "ct_scans").glob("*.nii")),
-            next((small_phantoms / "png").glob("*/*.png")))
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory, seeds) -> Path:
+def corpus(tmp_path_factory, small_phantoms) -> Path:
+    seed_dicom = sorted((small_phantoms / "dicom" / "PH0001").glob("*.dcm"))[5]
+    seed_nifti = next((small_phantoms / "kaggle" / "ct_scans").glob("*.nii"))
+    seed_png = next((small_phantoms / "png").glob("*/*.png"))
     folder = tmp_path_factory.mktemp("corpus")
-    for k, (name, data) in enumerate(build(*seeds)):
+    for k, (name, data) in enumerate(build(seed_dicom, seed_nifti, seed_png)):
         (folder / f"{k:03d}__{name}").write_bytes(data)
     return folder
 
@@ -88,11 +84,11 @@ def _bad_input_cases(folder: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_every_hostile_input_within_its_memory_and_time_bound(corpus, seeds, tmp_path):
+def test_every_hostile_input_within_its_memory_and_time_bound(corpus, tmp_path):
     """Peak memory of each read ≤ 2 × its decoded volume + FIXED_OVERHEAD_BYTES, ≤ 10 s, typed or correct."""
     heavy = tmp_path / "heavy"
     heavy.mkdir()
-    for k, (name, data) in enumerate(issue_inputs(seeds[0])):
+    for k, (name, data) in enumerate(issue_inputs()):
         (heavy / f"{k:03d}__{name}").write_bytes(data)
     items = as_items(heavy) + _bad_input_cases(tmp_path / "cases") + as_items(corpus)
     if (REAL_DATA / "covid-ct-md").is_dir():

@@ -203,11 +203,9 @@ def animated_png(tmp_path: Path) -> bytes:
 
 
 def tiff_pages(n: int, side: int) -> bytes:
-    from PIL import Image
-
-    pages = [Image.new("L", (side, side)) for _ in range(n)]
+    page = Image.new("L", (side, side))  # one blank page, appended n-1 times: n pages of 4096² cost 16 MB
     buf = io.BytesIO()
-    pages[0].save(buf, format="TIFF", save_all=True, append_images=pages[1:], compression="tiff_deflate")
+    page.save(buf, format="TIFF", save_all=True, append_images=[page] * (n - 1), compression="tiff_deflate")
     return buf.getvalue()
 
 
