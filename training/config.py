@@ -17,6 +17,8 @@ from ctmodels.nets import MODEL_KEYS
 from ctmodels.preprocess import Preprocessing
 
 COMMANDS = ("train", "distill", "prune", "cv")
+#: What the verdict is made from (``ctmodels.verdict``); 'auto': the lesion area for nets with a lesion head.
+VERDICT_SCORES = ("auto", "head", "lesion", "both")
 TARGETS = ("label", "involvement")
 OPTIMIZERS = ("adamw", "adam", "rmsprop", "sgd")
 
@@ -43,6 +45,8 @@ class DataConfig:
     cv_folds: int = 0
     cv_fold: int = 0
     cv_seed: int = 0
+    # Leave one source out: that source's patients are the test split (training.data.SOURCES).
+    holdout_source: str = ""
 
 
 @dataclass
@@ -58,6 +62,13 @@ class AugmentConfig:
     # Show a training slice masked with probability mask_prob, when the preprocessing masks HU inputs
     # only: 8-bit slices are then also seen with the look HU inputs have (training.data.Prepared).
     mask_prob: float = 0.0
+    # What differs between sources besides window and level (training.data._source_look), all off at 0:
+    # gamma in [1/(1+g), 1+g]; with probability lowres, down- and up-sampled by 1.3-2.5x; with probability
+    # blur, a Gaussian blur (sigma 0.3-1.2 px); Gaussian noise with a standard deviation up to ``noise``.
+    gamma: float = 0.0
+    lowres: float = 0.0
+    blur: float = 0.0
+    noise: float = 0.0
 
 
 @dataclass
@@ -72,6 +83,9 @@ class OptimConfig:
     early_stopping_patience: int = 0  # 0: off
     balanced_sampling: bool = True
     label_smoothing: float = 0.0
+    # Weight of the lesion term (Dice + BCE against the infection mask) for nets with a lesion head
+    # (``model_kwargs: {lesion_head: width}``); slices without a mask add nothing to it.
+    lesion_weight: float = 1.0
 
 
 @dataclass
@@ -103,6 +117,7 @@ class CVConfig:
     """Patient-grouped k-fold cross-validation of a model-set recipe (see ``training.cv``)."""
 
     recipe: str = "real"  # 'real' or 'demo': which set's recipe every fold trains
+    split: str = "patients"  # 'patients': k folds of patients; 'sources': leave one source out (training.data.SOURCES)
     folds: int = 5
     repeats: int = 1  # each repeat reshuffles the patients into new folds (seed + repeat)
     seed: int = 0
@@ -131,6 +146,7 @@ class RunConfig:
     init: str | None = None  # local ImageNet ResNet weights file (never downloaded)
     name: str | None = None
     notes: str = ""
+    verdict: str = "auto"  # see VERDICT_SCORES
 
     @property
     def pre(self) -> Preprocessing:
@@ -188,6 +204,8 @@ class RunConfig:
             raise ConfigError("threshold must be between 0 and 100 % of lung")
         if self.data.label_level not in ("slice", "patient"):
             raise ConfigError("label_level must be 'slice' or 'patient'")
+        if self.verdict not in VERDICT_SCORES:
+            raise ConfigError(f"unknown verdict score {self.verdict!r}; choose from {', '.join(VERDICT_SCORES)}")
         if self.data.target not in TARGETS:
             raise ConfigError(f"unknown target {self.data.target!r}; choose from {', '.join(TARGETS)}")
         if self.data.cv_folds and not (2 <= self.data.cv_folds <= 20 and 0 <= self.data.cv_fold < self.data.cv_folds):
@@ -219,6 +237,10 @@ def _validate_cv_settings(cv: CVConfig | None) -> None:
         raise ConfigError("cross-validation needs its settings (folds, repeats, models)")
     if cv.recipe not in ("real", "demo"):
         raise ConfigError(f"unknown recipe {cv.recipe!r}; choose 'real' or 'demo'")
+    if cv.split not in ("patients", "sources"):
+        raise ConfigError(f"unknown split {cv.split!r}; choose 'patients' (k-fold) or 'sources' (leave one source out)")
+    if cv.split == "sources" and cv.recipe != "real":
+        raise ConfigError("leave-one-source-out needs the real recipe (the phantoms are one source)")
     if not (2 <= cv.folds <= 20):
         raise ConfigError("cross-validation needs 2–20 folds")
     if not (1 <= cv.repeats <= 20):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -19,14 +20,17 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset as TorchDataset
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from ctmodels.datasets import Dataset, DatasetError, LabelRule, combine, load_masks, open_dataset
 from ctmodels.datasets.loading import involvement_from_masks
 from ctmodels.imaging import ImageReadError, read_any
 from ctmodels.imaging.lung_field import lung_field
-from ctmodels.preprocess import PREPROCESS_VERSION, Preprocessing, lung_slices, normalize, prepare_slice
+from ctmodels.preprocess import (PREPROCESS_VERSION, Preprocessing, lung_slices, normalize, pixel_areas, prepare_slice,
+                                 to_network)
 from ctmodels.workspace import demo_data_dir, real_data_dir, workspace_dir
 
 from .classical import lung_features
@@ -105,6 +109,13 @@ class Prepared:
     # infection mask, which only training has): what a HU input looks like to a model that masks HU
     # inputs only. None unless the preprocessing asks for it (``lung_mask_input`` without ``mask_8bit``).
     images_masked: np.ndarray | None = None
+    # In the network's frame (``ctmodels.preprocess.to_network``), uint8 shares × 255: the infection mask
+    # (what a lesion head learns; zeros where ``has_lesion`` is False) and the lung field the app would
+    # use; float16 slice pixels per network pixel (``pixel_areas``), so involvement is measured in slice area.
+    lesions: np.ndarray | None = None
+    has_lesion: np.ndarray | None = None  # bool (N,)
+    fields: np.ndarray | None = None
+    areas: np.ndarray | None = None
 
     def subset(self, part: int) -> np.ndarray:
         return np.nonzero(self.split == part)[0]
@@ -149,7 +160,7 @@ def fingerprint(ds: Dataset, pre: Preprocessing, cfg: DataConfig) -> str:
         "root": str(ds.root), "layout": ds.layout, "files": _files_signature(ds),
         "pre": {k: v for k, v in pre.to_dict().items() if k != "flip_average"},  # scoring only, not the arrays
         "rule": [cfg.threshold_pct, cfg.excluded_band, cfg.label_level, cfg.lung_slices_only,
-                 cfg.max_slices_per_case], "v": 3, "pre_version": PREPROCESS_VERSION,
+                 cfg.max_slices_per_case], "v": 4, "pre_version": PREPROCESS_VERSION,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -179,7 +190,7 @@ def _slice_truth(case, vol, rule: LabelRule, cfg: DataConfig) -> tuple[list[int]
 def _prepare_arrays(ds: Dataset, pre: Preprocessing, cfg: DataConfig, progress: OnPrepared | None) -> dict:
     rule = ds.rule
     images, labels, invs, feats, patients, cases, slices, areas, case_labels = [], [], [], [], [], [], [], [], {}
-    hu, images_masked = [], []
+    hu, images_masked, lesions, has_lesion, fields, pix = [], [], [], [], [], []
     both_looks = pre.lung_mask_input and not pre.mask_8bit
     for k, case in enumerate(ds.cases):
         if progress:
@@ -200,12 +211,16 @@ def _prepare_arrays(ds: Dataset, pre: Preprocessing, cfg: DataConfig, progress: 
         lab, inv = _slice_truth(case, vol, rule, cfg)
         hu.append(vol.is_hu)
         case_labels[case.case_id] = CLASS_NAMES.index(case.label) if case.label in CLASS_NAMES else -1
-        lesion = _lesions(case, vol) if both_looks and not vol.is_hu else None
+        lesion = _lesions(case, vol)
         for i in chosen:
-            img, _ = prepare_slice(vol.slice(i), vol.is_hu, pre, lung[i])
+            img, tiles = prepare_slice(vol.slice(i), vol.is_hu, pre, lung[i])
             images.append(np.rint(img * 255).astype(np.uint8))
+            has_lesion.append(lesion is not None)
+            lesions.append(_to_uint8(to_network(lesion[i], tiles, pre.size) if lesion is not None else None, pre.size))
+            fields.append(_to_uint8(to_network(lung[i], tiles, pre.size), pre.size))
+            pix.append(pixel_areas(tiles, pre.size, lung[i].shape).astype(np.float16))
             if both_looks:
-                field = lung[i] if lesion is None else lung[i] | lesion[i]
+                field = lung[i] if lesion is None or vol.is_hu else lung[i] | lesion[i]
                 masked, _ = prepare_slice(vol.slice(i), vol.is_hu, pre, field, mask=True)
                 images_masked.append(np.rint(masked * 255).astype(np.uint8))
             labels.append(lab[i])
@@ -225,8 +240,14 @@ def _prepare_arrays(ds: Dataset, pre: Preprocessing, cfg: DataConfig, progress: 
         "patients": np.array(patients), "cases": np.array(cases), "slice_index": np.array(slices),
         "lung_area": np.array(areas), "case_ids": np.array(list(case_labels)),
         "case_label_values": np.array(list(case_labels.values())), "hu": np.array(all(hu)),
+        "lesions": np.stack(lesions), "has_lesion": np.array(has_lesion, bool), "fields": np.stack(fields),
+        "areas": np.stack(pix),
         **({"images_masked": np.stack(images_masked)} if both_looks else {}),
     }
+
+
+def _to_uint8(share: np.ndarray | None, size: int) -> np.ndarray:
+    return np.zeros((size, size), np.uint8) if share is None else np.rint(share * 255).astype(np.uint8)
 
 
 def _lesions(case, vol) -> np.ndarray | None:
@@ -299,6 +320,32 @@ def cv_test_patients(patient_label: dict[str, int], folds: int, fold: int, seed:
     if fold >= len(parts):
         raise DataError(f"fold {fold} does not exist: only {len(parts)} folds for {len(ids)} patients")
     return {ids[i] for i in parts[fold][1]}
+
+
+#: The sources of the real 8-bit slices, by patient id (leave-one-source-out splits): COVID-19-CT-Seg holds
+#: coronacases.org and radiopaedia.org series; the Inf-Net COVID-SemiSeg slices come from MedSeg's collection.
+SOURCES = {"coronacases": "coronacases.org (COVID-19-CT-Seg)", "radiopaedia": "radiopaedia.org (COVID-19-CT-Seg)",
+           "medseg": "MedSeg (Inf-Net COVID-SemiSeg, doctor's masks)"}
+
+
+def source_of(patient: str) -> str:
+    """Which source a patient's images come from (``SOURCES``), or 'other'."""
+    p = str(patient).lower()
+    if p.startswith("coronacases"):
+        return "coronacases"
+    if p.startswith("radiopaedia"):
+        return "radiopaedia"
+    return "medseg" if p.startswith("slice-") else "other"
+
+
+def source_patients(patient_label: dict[str, int], source: str) -> set[str]:
+    """The patients of one source: the test split of a leave-one-source-out run."""
+    if source not in SOURCES:
+        raise DataError(f"unknown source {source!r}; choose from {', '.join(SOURCES)}")
+    out = {p for p in patient_label if source_of(p) == source}
+    if not out or len(out) == len(patient_label):
+        raise DataError(f"leaving out {source} leaves nothing to {'test' if not out else 'train'} on")
+    return out
 
 
 def load_dataset(cfg: DataConfig) -> Dataset:
@@ -374,8 +421,9 @@ def prepare(cfg: DataConfig, pre: Preprocessing, seed: int, progress: OnPrepared
         raise DataError(f"{ds.name} has only one class ({only}) among its labelled slices; need mild and severe")
     case_label = dict(zip(arrays["case_ids"].tolist(), arrays["case_label_values"].tolist()))
     patient_label = _patient_labels(arrays, labelled, case_label)
-    if cfg.cv_folds:
-        test = cv_test_patients(patient_label, cfg.cv_folds, cfg.cv_fold, cfg.cv_seed)
+    if cfg.cv_folds or cfg.holdout_source:
+        test = (source_patients(patient_label, cfg.holdout_source) if cfg.holdout_source
+                else cv_test_patients(patient_label, cfg.cv_folds, cfg.cv_fold, cfg.cv_seed))
         rest = {p: v for p, v in patient_label.items() if p not in test}
         kept = cfg.split[0] + cfg.split[1]
         parts = split_patients(rest, [cfg.split[0] / kept, cfg.split[1] / kept, 0.0], seed)
@@ -385,7 +433,7 @@ def prepare(cfg: DataConfig, pre: Preprocessing, seed: int, progress: OnPrepared
     split = np.array([parts.get(str(p), -1) for p in arrays["patients"]], dtype=np.int8)
     split[~labelled] = -1
     for part, name in enumerate(("train", "val", "test")):
-        wanted = cfg.split[part] > 0 or (part == 2 and cfg.cv_folds)
+        wanted = cfg.split[part] > 0 or (part == 2 and (cfg.cv_folds or cfg.holdout_source))
         if wanted and not (split == part).any():
             raise DataError(
                 f"the {name} split is empty: {len(patient_label)} labelled patients cannot be split "
@@ -398,20 +446,24 @@ def prepare(cfg: DataConfig, pre: Preprocessing, seed: int, progress: OnPrepared
         slice_index=arrays["slice_index"], lung_area=arrays["lung_area"], split=split, case_labels=case_label,
         fingerprint=fp, dataset_name=ds.name, synthetic=ds.synthetic,
         label_sources=sorted({c.label_source for c in ds.cases}), hu=bool(arrays["hu"]),
-        images_masked=arrays.get("images_masked"),
+        images_masked=arrays.get("images_masked"), lesions=arrays["lesions"], has_lesion=arrays["has_lesion"],
+        fields=arrays["fields"], areas=arrays["areas"],
     )
 
 
 class SliceDataset(TorchDataset):
-    """Prepared slices as (normalised tensor, label, target P(severe)); augmentation with transforms v2."""
+    """Prepared slices as (normalised tensor, label, target P(severe), lesion share map (1, S, S), has a lesion
+    mask); augmentation with transforms v2 moves the image and its lesion map together."""
 
     def __init__(self, data: Prepared, indices: np.ndarray, pre: Preprocessing, augment: AugmentConfig | None):
         self.images = data.images
         self.labels = data.labels
         self.targets = data.targets
+        self.lesions, self.has_lesion = data.lesions, data.has_lesion
         self.indices = np.asarray(indices)
         self.pre = pre
-        self.transform = _augmentation(augment) if augment and augment.enabled else None
+        self.augment = augment if augment and augment.enabled else None
+        self.transform = _augmentation(augment) if self.augment else None
         # training only: show a slice masked (the look HU inputs have) with this probability
         self.masked = data.images_masked if self.transform is not None and augment.mask_prob > 0 else None
         self.mask_prob = augment.mask_prob if self.masked is not None else 0.0
@@ -419,13 +471,17 @@ class SliceDataset(TorchDataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, float]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, float, torch.Tensor, bool]:
         j = self.indices[i]
         source = self.masked if self.masked is not None and torch.rand(()) < self.mask_prob else self.images
         x = torch.from_numpy(source[j]).float().div_(255.0)[None]
+        known = self.lesions is not None and bool(self.has_lesion[j])
+        lesion = torch.from_numpy(self.lesions[j]).float().div_(255.0)[None] if known else torch.zeros_like(x)
         if self.transform is not None:
-            x = self.transform(x).clamp_(0, 1)
-        return normalize(x, self.pre), int(self.labels[j]), float(self.targets[j])
+            x, lesion = self.transform(tv_tensors.Image(x), tv_tensors.Mask(lesion))
+            x = _source_look(x.as_subclass(torch.Tensor), self.augment).clamp_(0, 1)
+            lesion = lesion.as_subclass(torch.Tensor)
+        return normalize(x, self.pre), int(self.labels[j]), float(self.targets[j]), lesion, known
 
 
 def _augmentation(a: AugmentConfig) -> v2.Compose:
@@ -439,6 +495,28 @@ def _augmentation(a: AugmentConfig) -> v2.Compose:
     if a.brightness or a.contrast:
         ops.append(v2.ColorJitter(brightness=a.brightness, contrast=a.contrast))
     return v2.Compose(ops)
+
+
+def _uniform(lo: float, hi: float) -> float:
+    return lo + (hi - lo) * float(torch.rand(()))
+
+
+def _source_look(x: torch.Tensor, a: AugmentConfig) -> torch.Tensor:
+    """What differs between sources besides window and level (``brightness``/``contrast``): the grey-level
+    curve (gamma), resolution (down- and up-sampled), sharpness (blur) and noise. Each is off at 0 and
+    draws no random numbers then, so recipes without them train exactly as before."""
+    if a.gamma:
+        x = x.clamp(0, 1) ** math.exp(_uniform(-math.log1p(a.gamma), math.log1p(a.gamma)))
+    if a.lowres and float(torch.rand(())) < a.lowres:
+        h, w = x.shape[-2:]
+        f = _uniform(1.3, 2.5)
+        small = F.interpolate(x[None], size=(max(8, int(h / f)), max(8, int(w / f))), mode="area")
+        x = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)[0]
+    if a.blur and float(torch.rand(())) < a.blur:
+        x = v2.functional.gaussian_blur(x, kernel_size=5, sigma=_uniform(0.3, 1.2))
+    if a.noise:
+        x = x + torch.randn_like(x) * _uniform(0.0, a.noise)
+    return x
 
 
 def class_weights(labels: np.ndarray) -> np.ndarray:

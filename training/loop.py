@@ -13,29 +13,29 @@ import logging
 import math
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from ctmodels.checkpoint import ModelCard
 from ctmodels.checkpoint import save as save_checkpoint
+from ctmodels.nets.lesion import has_lesion_head, lesion_outputs
 from ctmodels.preprocess import Preprocessing
 
 from . import distributed as dist
 from .config import OptimConfig, RunConfig
 from .data import Prepared, SliceDataset, sample_weights
 from .fsutil import write_json_atomic, write_text_atomic
+from .losses import Batch, LossFn, ce_loss, lesion_loss, soft_cross_entropy
 from .runs import Run
 from .state import TrainState, has_state, load_state_model, restore_state, save_state
 
 log = logging.getLogger(__name__)
-#: loss(logits, inputs, target P(severe)) → scalar; the target is the hard label unless the data says soft.
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def pick_device(name: str) -> torch.device:
@@ -136,48 +136,65 @@ def recalibrate_batchnorm(model: nn.Module, ctx: Context, batches: int = 25) -> 
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average over the recalibration batches
     model.train()
-    for b, (x, *_) in enumerate(_loader(ctx, ctx.data.subset(0), True, ctx.cfg.optim.batch_size, ctx.cfg.seed)):
-        x = x.to(ctx.device)
-        if ctx.cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        model(x)
-        if b + 1 >= batches:
-            break
+    with _outputs(model):  # a lesion head's BatchNorms see its (pruned) inputs too
+        for b, (x, *_) in enumerate(_loader(ctx, ctx.data.subset(0), True, ctx.cfg.optim.batch_size, ctx.cfg.seed)):
+            x = x.to(ctx.device)
+            if ctx.cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            model(x)
+            if b + 1 >= batches:
+                break
     for m, mom in zip(bns, saved):
         m.momentum = mom
     model.eval()
 
 
-def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Cross-entropy of mild/severe logits against a target P(severe); equals the usual loss for 0/1 targets."""
-    t = target.to(logits.dtype)
-    return F.cross_entropy(logits, torch.stack([1 - t, t], dim=1), label_smoothing=label_smoothing)
+def _outputs(model: nn.Module):
+    """Inside: ``model(x)`` returns (logits, lesion logits) for a net with a lesion head; plain logits otherwise."""
+    return lesion_outputs(model) if has_lesion_head(model) else nullcontext(model)
 
 
-def ce_loss(label_smoothing: float = 0.0) -> LossFn:
-    def loss(logits: torch.Tensor, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return soft_cross_entropy(logits, target, label_smoothing)
-    return loss
+def _forward(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    out = net(x)
+    return out if isinstance(out, tuple) else (out, None)
+
+
+def _batch(ctx: Context, items: tuple) -> Batch:
+    x, _, t, lesion, known = items
+    x = x.to(ctx.device, non_blocking=True)
+    if ctx.cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return Batch(x, t.to(ctx.device), lesion.to(ctx.device), known.to(ctx.device))
 
 
 @torch.no_grad()
-def validate(model: nn.Module, ctx: Context, loss_fn: LossFn | None = None) -> tuple[float, float]:
-    """(cross-entropy against the training targets, accuracy against the labels) on the validation split."""
+def validate(model: nn.Module, ctx: Context) -> tuple[float, float, float | None]:
+    """On the validation split: (cross-entropy against the training targets, plus the weighted lesion loss for
+    a net with a lesion head; accuracy against the labels; the lesion maps' Dice over the split, or None)."""
     idx = ctx.data.subset(1)
     if len(idx) == 0:
-        return float("nan"), float("nan")
+        return float("nan"), float("nan"), None
     model.eval()
     total, correct, n = 0.0, 0, 0
-    for x, y, t in _loader(ctx, idx, False, 64, 0):
-        x, y, t = x.to(ctx.device), y.to(ctx.device), t.to(ctx.device)
-        if ctx.cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(ctx.device.type, dtype=ctx.amp_dtype(), enabled=ctx.amp_dtype() is not None):
-            logits = model(x)
-        total += soft_cross_entropy(logits.float(), t).item() * len(y)
-        correct += (logits.argmax(1) == y).sum().item()
-        n += len(y)
-    return total / n, correct / n
+    inter = psum = tsum = 0.0
+    weight = ctx.cfg.optim.lesion_weight
+    with _outputs(model):
+        for items in _loader(ctx, idx, False, 64, 0):
+            batch, y = _batch(ctx, items), items[1].to(ctx.device)
+            with torch.autocast(ctx.device.type, dtype=ctx.amp_dtype(), enabled=ctx.amp_dtype() is not None):
+                logits, lesion = _forward(model, batch.x)
+            loss = soft_cross_entropy(logits.float(), batch.target)
+            if lesion is not None and weight:
+                loss = loss + weight * lesion_loss(lesion.float(), batch)
+                keep = batch.has_lesion
+                p = (torch.sigmoid(lesion.float()[keep]) >= 0.5).float()
+                t = (batch.lesion[keep] >= 0.5).float()
+                inter, psum, tsum = inter + float((p * t).sum()), psum + float(p.sum()), tsum + float(t.sum())
+            total += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            n += len(y)
+    dice = 2 * inter / (psum + tsum) if psum + tsum > 0 else None
+    return total / n, correct / n, dice
 
 
 def fit(
@@ -199,7 +216,7 @@ def fit(
     state on resume, so a kill at any moment loses no finished epoch and duplicates none.
     """
     cfg, o = ctx.cfg, ctx.cfg.optim
-    loss_fn = loss_fn or ce_loss(o.label_smoothing)
+    loss_fn = loss_fn or ce_loss(o.label_smoothing, o.lesion_weight)
     state_dir = ctx.run.state_dir if stage == "train" else ctx.run.dir / f"state-{stage}"
     best_dir = ctx.run.best_dir if stage == "train" else ctx.run.dir / f"best-{stage}"
     start_epoch, history, best_loss, best_epoch = 0, [], math.inf, -1
@@ -231,13 +248,12 @@ def fit(
         net.train()
         t0, seen, loss_sum, correct = time.time(), 0, 0.0, 0
         nb = len(loader)
-        for b, (x, y, t) in enumerate(loader):
-            x, y, t = (v.to(ctx.device, non_blocking=True) for v in (x, y, t))
-            if cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(ctx.device.type, dtype=ctx.amp_dtype(), enabled=ctx.amp_dtype() is not None):
-                logits = net(x)
-                loss = loss_fn(logits.float(), x, t)
+        for b, items in enumerate(loader):
+            batch, y = _batch(ctx, items), items[1].to(ctx.device)
+            with torch.autocast(ctx.device.type, dtype=ctx.amp_dtype(), enabled=ctx.amp_dtype() is not None), \
+                    _outputs(net):
+                logits, lesion = _forward(net, batch.x)
+                loss = loss_fn(logits.float(), None if lesion is None else lesion.float(), batch)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -255,11 +271,12 @@ def fit(
         if scheduler is not None:
             scheduler.step()
         seconds = time.time() - t0
-        val_loss, val_acc = validate(model, ctx)
+        val_loss, val_acc, val_dice = validate(model, ctx)
         rec = {
             "stage": stage, "epoch": epoch + 1, "epochs": epochs,
             "train_loss": round(loss_sum / max(seen, 1), 5), "train_acc": round(correct / max(seen, 1), 5),
             "val_loss": round(val_loss, 5), "val_acc": round(val_acc, 5),
+            **({"val_dice": round(val_dice, 4)} if val_dice is not None else {}),
             "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2),
             "images_per_s": round(seen * dist.world_size() / max(seconds, 1e-6), 2),
             "steps": nb, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),

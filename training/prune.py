@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
+from ctmodels.nets.lesion import LesionOutputs, has_lesion_head
+
 from .config import PruneConfig
 
 log = logging.getLogger(__name__)
@@ -25,20 +27,27 @@ STAGES = ("layer1", "layer2", "layer3", "layer4")
 ROUND_TO = 16
 
 
+def _forward_all(model: nn.Module, x: torch.Tensor):
+    """Every output the net has: a lesion head must be traced too, or pruning a stage would leave the
+    head's input projection at the old width."""
+    return model.forward_both(x) if has_lesion_head(model) else model(x)
+
+
 def count(model: nn.Module, size: int) -> tuple[int, int]:
-    """(MACs, parameters) at a 1×1×size×size input."""
+    """(MACs, parameters) at a 1×1×size×size input, the lesion head included."""
     ex = torch.zeros(1, 1, size, size, device=next(model.parameters()).device)
-    macs, params = tp.utils.count_ops_and_params(model, ex)
+    macs, params = tp.utils.count_ops_and_params(LesionOutputs(model) if has_lesion_head(model) else model, ex)
     return int(macs), int(params)
 
 
 def _pruner(model: nn.Module, size: int, ratios: dict[str, float], steps: int) -> tp.pruner.MetaPruner:
     ex = torch.zeros(1, 1, size, size, device=next(model.parameters()).device)
+    head = [model.lesion_head] if has_lesion_head(model) else []  # its own widths stay; its inputs follow
     return tp.pruner.MetaPruner(
         model, ex, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=0.0,
         pruning_ratio_dict={getattr(model, s): r for s, r in ratios.items() if r > 0},
-        iterative_steps=steps, ignored_layers=[model.fc],
-        round_to=ROUND_TO,
+        iterative_steps=steps, ignored_layers=[model.fc, *head],
+        round_to=ROUND_TO, forward_fn=_forward_all,
     )
 
 
@@ -86,13 +95,17 @@ class MagnitudeMasks:
 
     The input conv and the classifier stay dense (0.03 % of a ResNet50's weights): under one global
     threshold the classifier, whose weights are small, lost 99.8 % of them, the logits shrank to almost
-    nothing and the temperature fit ended at its floor (real-CT set, AdamW 5e-5 fine-tune).
+    nothing and the temperature fit ended at its floor (real-CT set, AdamW 5e-5 fine-tune). A lesion head
+    stays dense too (0.6 %): paper 001 sparsifies the backbone, and its small 1x1 projections would
+    meet the classifier's fate.
     """
+
+    DENSE = ("conv1", "fc", "lesion_head")
 
     def __init__(self, model: nn.Module, final_sparsity: float, total_steps: int, power: float = 3.0,
                  update_every: int = 5) -> None:
-        layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-        self.params = {n: m.weight for n, m in layers[1:-1]}
+        self.params = {n: m.weight for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+                       and n.split(".")[0] not in self.DENSE}
         self.final, self.total, self.power, self.every = final_sparsity, max(1, total_steps), power, update_every
         self.masks: dict[str, torch.Tensor] = {}
         self.current = 0.0

@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 from torchvision.models import resnet as tv_resnet
 
-from ctmodels.nets.resnet import replace_stem
+from ctmodels.nets.resnet import resnet18, resnet50
 
 __all__ = ["GhostModule", "FusedGhostModule", "ghost_resnet50", "ghost_resnet18", "PLACEMENTS", "DESIGNS"]
 
@@ -218,6 +218,7 @@ def ghost_resnet50(
     in_channels: int = 1,
     dw_size: int = 3,
     design: str = "v1",
+    lesion_head: int = 0,
 ) -> tv_resnet.ResNet:
     """ResNet50 with Ghost modules in the residual branch of the chosen stages.
 
@@ -228,7 +229,7 @@ def ghost_resnet50(
     if placement not in PLACEMENTS:
         raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
     plan = _ghost_plan(stages, ratio, design)
-    model = replace_stem(tv_resnet.resnet50(weights=None, num_classes=num_classes), in_channels)
+    model = resnet50(num_classes, in_channels, lesion_head)
     names = ("conv3",) if placement == "paper" else ("conv1", "conv2", "conv3")
     return _ghostify(model, names, plan, dw_size, design)
 
@@ -239,8 +240,9 @@ def ghost_resnet18(
     num_classes: int = 2,
     in_channels: int = 1,
     dw_size: int = 3,
+    lesion_head: int = 0,
 ) -> tv_resnet.ResNet:
     """ResNet18 whose BasicBlock conv1/conv2 are Ghost modules: the ``ghost_kd`` student."""
     plan = _ghost_plan(stages, ratio, "v1")
-    model = replace_stem(tv_resnet.resnet18(weights=None, num_classes=num_classes), in_channels)
+    model = resnet18(num_classes, in_channels, lesion_head)
     return _ghostify(model, ("conv1", "conv2"), plan, dw_size, "v1")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch.nn as nn
 from torchvision.models import resnet as tv_resnet
 
+from ctmodels.nets.lesion import CTResNet
+
 __all__ = ["resnet50", "resnet18", "replace_stem"]
 
 
@@ -37,13 +39,16 @@ def replace_stem(model: tv_resnet.ResNet, in_channels: int) -> tv_resnet.ResNet:
     return model
 
 
-def resnet50(num_classes: int = 2, in_channels: int = 1) -> tv_resnet.ResNet:
-    """ResNet50 (torchvision V1.5 bottlenecks), random init: the ``baseline`` and ``sparse`` nets."""
-    model = tv_resnet.resnet50(weights=None, num_classes=num_classes)
-    return replace_stem(model, in_channels)
+def resnet50(num_classes: int = 2, in_channels: int = 1, lesion_head: int = 0) -> tv_resnet.ResNet:
+    """ResNet50 (torchvision V1.5 bottlenecks), random init: the ``baseline`` and ``sparse`` nets.
+
+    ``lesion_head``: width of the lesion decoder (:mod:`ctmodels.nets.lesion`); 0 builds none.
+    """
+    model = replace_stem(CTResNet(tv_resnet.Bottleneck, [3, 4, 6, 3], num_classes=num_classes), in_channels)
+    return model.add_lesion_head(lesion_head) if lesion_head else model
 
 
-def resnet18(num_classes: int = 2, in_channels: int = 1) -> tv_resnet.ResNet:
+def resnet18(num_classes: int = 2, in_channels: int = 1, lesion_head: int = 0) -> tv_resnet.ResNet:
     """ResNet18, random init: the ``kd`` student distilled from the ResNet50 teacher."""
-    model = tv_resnet.resnet18(weights=None, num_classes=num_classes)
-    return replace_stem(model, in_channels)
+    model = replace_stem(CTResNet(tv_resnet.BasicBlock, [2, 2, 2, 2], num_classes=num_classes), in_channels)
+    return model.add_lesion_head(lesion_head) if lesion_head else model

@@ -69,10 +69,42 @@ def test_prepare_demo(workspace, tiny):
     again = prepare(cfg.data, cfg.pre, seed=0)  # from the cache
     assert np.array_equal(again.images, data.images) and again.fingerprint == data.fingerprint
     ds = SliceDataset(data, data.subset(0), cfg.pre, AugmentConfig())
-    x, y, target = ds[0]
+    x, y, target, lesion, known = ds[0]
     assert x.shape == (1, 32, 32) and y in (0, 1) and float(target) == float(y)  # label target: the label itself
+    assert known and lesion.shape == x.shape and 0 <= float(lesion.min()) and float(lesion.max()) <= 1  # phantom masks
+    assert data.lesions.shape == data.images.shape == data.fields.shape and data.has_lesion.all()
+    assert data.areas.shape == data.images.shape and (data.areas.astype(np.float32) > 0).any()
     w = class_weights(data.labels[data.subset(0)])
     assert np.isclose(w[data.labels[data.subset(0)] == 0].sum(), w[data.labels[data.subset(0)] == 1].sum())
+
+
+def test_augmentation_moves_the_lesion_map_with_the_image(workspace, tiny):
+    """A flip (or any geometric change) must move the infection mask exactly as it moves the image, while
+    intensity changes (window, gamma, noise, blur) touch the image only."""
+    import torch
+
+    from ctmodels.preprocess import normalize
+
+    cfg = tiny()
+    data = prepare(cfg.data, cfg.pre, seed=0)
+    j = int(np.argmax(data.lesions.reshape(len(data.lesions), -1).sum(1)))
+    img = torch.from_numpy(data.images[j]).float()[None] / 255
+    les = torch.from_numpy(data.lesions[j]).float()[None] / 255
+    assert not torch.equal(les, les.flip(-1))  # an asymmetric lesion, so a flip shows
+    flips_only = AugmentConfig(rotation_deg=0, zoom=0, translate=0, brightness=0, contrast=0, hflip=True, vflip=False)
+    ds = SliceDataset(data, np.array([j]), cfg.pre, flips_only)
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(12):
+        x, _, _, lesion, _ = ds[0]
+        flipped = torch.allclose(lesion, les.flip(-1))
+        assert flipped or torch.allclose(lesion, les)
+        assert torch.allclose(x, normalize(img.flip(-1) if flipped else img, cfg.pre), atol=1e-5)
+        seen.add(flipped)
+    assert seen == {True, False}
+    looks = AugmentConfig(rotation_deg=0, zoom=0, translate=0, hflip=False, gamma=0.3, noise=0.05, blur=1.0, lowres=1.0)
+    x, _, _, lesion, _ = SliceDataset(data, np.array([j]), cfg.pre, looks)[0]
+    assert torch.equal(lesion, les) and not torch.allclose(x, normalize(img, cfg.pre), atol=1e-3)
 
 
 def test_data_errors(workspace, tiny, tmp_path):

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from ctmodels.nets import create
 from training.config import PruneConfig, RunConfig
-from training.distill import kd_loss
+from training.losses import Batch, kd_loss, lesion_loss
 from training.evaluate import binary_metrics, expected_calibration_error, fit_temperature, patient_scores
 from training.prune import MagnitudeMasks, stage_ratios
 from training.runs import RunStore
@@ -44,7 +44,7 @@ def test_kd_loss_matches_formula():
     x, y = torch.randn(5, 4), torch.tensor([0, 1, 1, 0, 1])
     s = torch.randn(5, 2)
     T, a = 4.0, 0.3
-    got = kd_loss(teacher, T, a)(s, x, y)
+    got = kd_loss(teacher, T, a)(s, None, Batch(x, y))
     t = teacher(x).detach()
     want = a * F.cross_entropy(s, y) + (1 - a) * T * T * F.kl_div(
         F.log_softmax(s / T, 1), F.softmax(t / T, 1), reduction="batchmean")
@@ -80,3 +80,46 @@ def test_run_store(tmp_path):
     assert [r.id for r in store.list(status="running")] == [run.id]
     store.delete(run.id)
     assert store.list() == [] and not run.dir.exists()
+
+
+def test_lesion_loss_counts_only_slices_with_masks():
+    z = torch.zeros(3, 1, 8, 8)
+    mask = torch.zeros(3, 1, 8, 8)
+    mask[0, 0, :4] = 1
+    none = Batch(torch.zeros(3, 1, 8, 8), torch.zeros(3), mask, torch.tensor([False, False, False]))
+    assert float(lesion_loss(z, none)) == 0.0
+    one = Batch(none.x, none.target, mask, torch.tensor([True, False, False]))
+    two = Batch(none.x, none.target, mask, torch.tensor([True, True, False]))
+    assert float(lesion_loss(z, one)) != pytest.approx(float(lesion_loss(z, two)))  # slice 2 (no lesion) counts
+    better = torch.full((3, 1, 8, 8), -6.0)
+    better[0, 0, :4] = 6.0
+    assert float(lesion_loss(better, one)) < 0.1 < float(lesion_loss(z, one))
+
+
+def test_kd_loss_distils_the_teacher_lesion_map():
+    from ctmodels.nets import create
+
+    torch.manual_seed(0)
+    teacher = create("kd", lesion_head=8).eval()
+    x = torch.randn(4, 1, 32, 32)
+    t_logits, t_lesion = teacher.forward_both(x)
+    batch = Batch(x, torch.tensor([0.1, 0.9, 0.2, 0.7]), torch.zeros(4, 1, 32, 32), torch.zeros(4, dtype=torch.bool))
+    loss = kd_loss(teacher, 4.0, 0.5)
+    assert float(loss(t_logits, t_lesion, batch)) < float(loss(t_logits, -t_lesion, batch))  # copying the map pays
+
+
+def test_lesion_bias_matches_the_mask_area_and_cut_needs_both_classes():
+    from training.evaluate import choose_cut, lesion_bias, shift_lesion
+
+    rng = np.random.default_rng(0)
+    truth = (rng.random((20, 16, 16)) < 0.1).astype(np.float32)
+    under = np.where(truth > 0, 0.35, 0.02).astype(np.float32)  # under-segmented map
+    b = lesion_bias(under, truth)
+    assert b > 0 and shift_lesion(under, b).sum() == pytest.approx(truth.sum(), rel=0.01)
+    assert lesion_bias(under, np.zeros_like(truth)) == 0.0
+    p = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.35, 0.8, 0.9, 0.15, 0.05, 0.65, 0.75])
+    y = np.array([0, 0, 0, 1, 1, 1, 1, 1, 0, 0, 1, 0])
+    cut, how = choose_cut(p, y)
+    assert 0.3 < cut <= 0.35 and how["sensitivity"] == 1.0 and how["specificity"] == pytest.approx(5 / 6)
+    cut, how = choose_cut(p[:4], y[:4])  # one severe slice: no fit, P = 0.5
+    assert cut == 0.5 and "cut left at 0.5" in how["note"]
