@@ -140,6 +140,9 @@ class ModelCard:
     preprocessing: dict[str, Any] = field(default_factory=lambda: {"clahe": False, "roi_crop": False})
     class_names: list[str] = field(default_factory=lambda: ["mild", "severe"])
     temperature: float = 1.0
+    #: How outputs become P(severe) and a verdict (``ctmodels.verdict.VerdictRule``: score, calibration,
+    #: the cut chosen on validation data and how it did there). Empty: the head, temperature, P ≥ 0.5.
+    verdict: dict[str, Any] = field(default_factory=dict)
     #: The verdict's rule: threshold (% of lung involved), excluded band, and what was learned
     #: ('label', or 'involvement' as soft targets; training.data.severe_targets).
     label_rule: dict[str, Any] = field(default_factory=dict)
@@ -506,5 +509,7 @@ def checkpoint_id(folder: str | Path) -> str:
         "class_names": card.class_names,
         "temperature": card.temperature,
     }
+    if card.verdict:  # cards written before verdict rules keep their ids (and their caches)
+        keyed["verdict"] = card.verdict
     text = json.dumps(keyed, sort_keys=True, default=_json_default)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

@@ -81,29 +81,6 @@ def cam_batch(
     return mean / np.where(peak > 0, peak, 1.0)[:, None, None], torch.stack(logits).mean(0)
 
 
-def to_slice(cam: np.ndarray, tiles, shape: tuple[int, int]) -> np.ndarray:
-    """Place a network-sized CAM back onto the slice: each input region onto the box it came from,
-    turned back when the tile was turned to lay the lungs side by side."""
-    h, w = shape
-    if tiles is None:
-        t = torch.from_numpy(cam)[None, None]
-        return F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()
-    if isinstance(tiles[0], (int, np.integer)):  # a single (r0, r1, c0, c1) box
-        tiles = [(tuple(tiles), (0, cam.shape[0], 0, cam.shape[1]), 0)]
-    out = np.zeros((h, w), np.float32)
-    for tile in tiles:
-        (r0, r1, c0, c1), (ir0, ir1, ic0, ic1) = tile[0], tile[1]
-        turns = tile[2] if len(tile) > 2 else 0  # the input region was turned this many quarters: undo it
-        region = np.rot90(cam[ir0:ir1, ic0:ic1], -turns)
-        part = torch.from_numpy(np.ascontiguousarray(region))[None, None]
-        resized = F.interpolate(part, size=(r1 - r0, c1 - c0), mode="bilinear", align_corners=False)[0, 0].numpy()
-        sr0, sr1, sc0, sc1 = max(r0, 0), min(r1, h), max(c0, 0), min(c1, w)
-        if sr1 > sr0 and sc1 > sc0:
-            region = resized[sr0 - r0 : sr1 - r0, sc0 - c0 : sc1 - c0]
-            out[sr0:sr1, sc0:sc1] = np.maximum(out[sr0:sr1, sc0:sc1], region)
-    return out
-
-
 def mass_inside(cam: np.ndarray, mask: np.ndarray) -> float | None:
     """Share of the CAM's total mass that falls inside ``mask`` (e.g. the lungs)."""
     total = float(cam.sum())

@@ -1,10 +1,13 @@
 """Inference from a checkpoint card: the card's preprocessing, calibrated probabilities, and a
 patient-level verdict for volumes.
 
-Patient-level verdict: the lung-area-weighted mean of calibrated P(severe) over the slices the model
-scores (lung section ≥ its card's ``min_lung_share`` of the largest: 5 % by default, 30 % for the
-real-CT set, which learned from mid-chest slices only), severe when ≥ 0.5; the same aggregation
-``training.evaluate`` reports, so the app's verdict is the one the model was evaluated with.
+Slice P(severe) follows the card's verdict rule (``ctmodels.verdict``: the classification head, or the
+learned lesion area over the lung field for models with a lesion head). Patient-level verdict: the
+lung-area-weighted mean of P(severe) over the slices the model scores (lung section ≥ its card's
+``min_lung_share`` of the largest: 5 % by default, 30 % for the real-CT set, which learned from mid-chest
+slices only), severe at the card's cut; the same aggregation ``training.evaluate`` reports, so the app's
+verdict is the one the model was evaluated with. Models with a lesion head also give the learned lesion
+map (``lesion_map``) and the learned involvement per slice and per scan.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ import torch
 
 from .checkpoint import ModelCard, checkpoint_id, load
 from .imaging import Volume
-from .preprocess import Preprocessing, lung_slices, network_logits, normalize, prepare_slice
+from .preprocess import (Preprocessing, lesion_areas, lung_slices, network_logits, network_outputs, normalize,
+                         pixel_areas, prepare_slice, to_network, to_slice)
+from .verdict import VerdictRule
 
 
 @dataclass
@@ -42,6 +47,14 @@ class LoadedModel:
     def severe_index(self) -> int:
         return list(self.card.class_names).index("severe")
 
+    @property
+    def rule(self) -> VerdictRule:
+        return VerdictRule.from_card(self.card)
+
+    @property
+    def has_lesion_map(self) -> bool:
+        return getattr(self.model, "lesion_head", None) is not None
+
 
 def load_model(folder: str | Path, name: str | None = None) -> LoadedModel:
     folder = Path(folder)
@@ -54,36 +67,99 @@ def load_model(folder: str | Path, name: str | None = None) -> LoadedModel:
 
 @dataclass
 class PreparedInput:
-    """Network input for some slices of a volume, and where each came from (for CAM overlays)."""
+    """Network input for some slices of a volume, and where each came from (for CAM and lesion overlays)."""
 
     tensor: torch.Tensor  # (n, 1, S, S), normalised
     unit: np.ndarray  # (n, S, S) in [0, 1], what the network saw before normalisation
     boxes: list  # per slice: the tiles it was cut from (see preprocess.lung_tiles), or None
     slices: list[int]
+    fields: np.ndarray | None = None  # (n, S, S): the lung field's share of each input pixel (lesion models)
+    areas: np.ndarray | None = None  # (n, S, S): slice pixels per input pixel (lesion models)
 
 
 def prepare_input(lm: LoadedModel, vol: Volume, slices: list[int], lung_mask: np.ndarray | None) -> PreparedInput:
-    units, boxes = [], []
+    units, boxes, fields, areas = [], [], [], []
     for i in slices:
-        img, box = prepare_slice(vol.slice(i), vol.is_hu, lm.pre, None if lung_mask is None else lung_mask[i])
+        field_i = None if lung_mask is None else lung_mask[i]
+        img, box = prepare_slice(vol.slice(i), vol.is_hu, lm.pre, field_i)
         units.append(img)
         boxes.append(box)
+        if lm.has_lesion_map:
+            shape = vol.shape[1:]
+            fields.append(to_network(field_i if field_i is not None else np.ones(shape, bool), box, lm.pre.size))
+            areas.append(pixel_areas(box, lm.pre.size, shape))
     unit = np.stack(units)
     t = normalize(torch.from_numpy(unit)[:, None], lm.pre)
-    return PreparedInput(t, unit, boxes, list(slices))
+    return PreparedInput(t, unit, boxes, list(slices), np.stack(fields) if fields else None,
+                         np.stack(areas) if areas else None)
 
 
 def calibrated(lm: LoadedModel, logits: torch.Tensor) -> np.ndarray:
-    """P(severe) from raw logits, temperature-scaled as the card says."""
+    """P(severe) from the classification head's raw logits, temperature-scaled as the card says."""
     scaled = logits.detach().float() / float(lm.card.temperature or 1.0)
     return torch.softmax(scaled, dim=1)[:, lm.severe_index].numpy()
 
 
+@dataclass
+class SliceScores:
+    """What a model says about some slices: P(severe) by its card's rule, and the learned lesion map."""
+
+    p_severe: np.ndarray  # (n,)
+    logits: np.ndarray  # (n, 2) class logits (flip-averaged as the card says)
+    lesion: np.ndarray | None = None  # (n, S, S) lesion probability in the network's frame
+    lesion_area: np.ndarray | None = None  # (n,) slice pixels
+    lung_area: np.ndarray | None = None  # (n,) slice pixels (field plus lesion outside it)
+
+    @property
+    def involvement(self) -> np.ndarray | None:
+        """Learned involvement per slice, % of the lung."""
+        if self.lesion_area is None or self.lung_area is None:
+            return None
+        return 100.0 * self.lesion_area / np.maximum(self.lung_area, 1e-6)
+
+
+def _ordered(lm: LoadedModel, logits: torch.Tensor) -> np.ndarray:
+    """(n, 2) logits as (mild, severe), whatever order the card names the classes in."""
+    z = logits.detach().float().numpy()
+    return z[:, [1 - lm.severe_index, lm.severe_index]]
+
+
+@torch.no_grad()
+def score(lm: LoadedModel, inp: PreparedInput, batch: int = 64) -> SliceScores:
+    """Score prepared slices as the card says (``ctmodels.verdict``): one forward per batch (four with flips)."""
+    logits, maps = [], []
+    for k in range(0, len(inp.tensor), batch):
+        lg, les = network_outputs(lm.model, inp.tensor[k : k + batch], lm.pre)
+        logits.append(lg)
+        if les is not None:
+            maps.append(les.numpy())
+    head = _ordered(lm, torch.cat(logits)) if logits else np.zeros((0, 2), np.float32)
+    if not maps:
+        return SliceScores(lm.rule.p_severe(head), head)
+    lesion = np.concatenate(maps)
+    les, lung = lesion_areas(lesion, inp.fields, inp.areas)
+    out = SliceScores(np.zeros(len(head)), head, lesion, les, lung)
+    out.p_severe = lm.rule.p_severe(head, out.involvement)
+    return out
+
+
 @torch.no_grad()
 def probabilities(lm: LoadedModel, x: torch.Tensor, batch: int = 64) -> np.ndarray:
-    """Calibrated P(severe) for a prepared batch (temperature scaling from the card)."""
+    """Calibrated P(severe) of the classification head for a prepared batch (temperature from the card)."""
     out = [calibrated(lm, network_logits(lm.model, x[k : k + batch], lm.pre)) for k in range(0, len(x), batch)]
     return np.concatenate(out) if out else np.zeros(0)
+
+
+def lesion_map(lm: LoadedModel, volume: Volume, lung_mask: np.ndarray | None, index: int) -> np.ndarray | None:
+    """The learned lesion probability of slice ``index`` on the slice's own pixel grid, (H, W) float32 in
+    [0, 1] (0 outside the part of the slice the network saw); None for a model without a lesion head.
+    The same contract for 8-bit slices and HU volumes."""
+    if not lm.has_lesion_map:
+        return None
+    with lm.lock:
+        inp = prepare_input(lm, volume, [index], lung_mask)
+        lesion = score(lm, inp).lesion
+    return np.clip(to_slice(lesion[0], inp.boxes[0], volume.shape[1:]), 0.0, 1.0).astype(np.float32)
 
 
 @dataclass
@@ -94,15 +170,18 @@ class VolumePrediction:
     slices: list[int]
     p_severe: np.ndarray  # per evaluated slice
     patient_p: float
-    verdict: str
+    verdict: str  # at the card's cut
     seconds: float
+    cut: float = 0.5
+    involvement: np.ndarray | None = None  # learned involvement % per evaluated slice (lesion models)
+    patient_involvement: float | None = None  # learned lesion volume over lung volume of those slices, %
     aggregation: str = field(
-        default="lung-area-weighted mean of calibrated P(severe) over lung slices; severe if ≥ 0.5"
+        default="lung-area-weighted mean of calibrated P(severe) over lung slices; severe at the card's cut"
     )
 
-    def curve(self, n_slices: int) -> list[float | None]:
+    def curve(self, n_slices: int, values: np.ndarray | None = None) -> list[float | None]:
         out: list[float | None] = [None] * n_slices
-        for i, p in zip(self.slices, self.p_severe):
+        for i, p in zip(self.slices, self.p_severe if values is None else values):
             out[i] = float(p)
         return out
 
@@ -123,7 +202,11 @@ def predict_volume(lm: LoadedModel, vol: Volume, lung_mask: np.ndarray | None) -
     """Every slice in the model's scope scored; the patient verdict aggregates them (module docstring)."""
     t0 = time.perf_counter()
     slices = lung_slices(lung_mask, lm.pre.min_lung_share) or list(range(vol.n_slices))
-    p = probabilities(lm, prepare_input(lm, vol, slices, lung_mask).tensor)
-    patient = patient_score(p, None if lung_mask is None else lung_mask[slices].sum(axis=(1, 2)))
-    return VolumePrediction(lm.name, slices, p, patient, "severe" if patient >= 0.5 else "mild",
-                            time.perf_counter() - t0)
+    s = score(lm, prepare_input(lm, vol, slices, lung_mask))
+    patient = patient_score(s.p_severe, None if lung_mask is None else lung_mask[slices].sum(axis=(1, 2)))
+    rule = lm.rule
+    overall = None
+    if s.lesion_area is not None:
+        overall = float(100.0 * s.lesion_area.sum() / max(float(s.lung_area.sum()), 1e-6))
+    return VolumePrediction(lm.name, slices, s.p_severe, patient, rule.verdict(patient), time.perf_counter() - t0,
+                            rule.cut, s.involvement, overall)

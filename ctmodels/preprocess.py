@@ -33,7 +33,7 @@ from .imaging.window import Window, apply_window
 
 
 #: Bumped whenever the code below changes what a network sees (keys caches of prepared data).
-PREPROCESS_VERSION = 4
+PREPROCESS_VERSION = 5
 #: A lung slice: lung section at least this share of the scan's largest (apex and base tips below).
 LUNG_SLICE_SHARE = 0.05
 #: Where aerated lung (-850 HU) and soft tissue (+40 HU) fall in the lung window W1500/L-600.
@@ -287,6 +287,53 @@ def prepare_slice(
     return np.clip(out, 0, 1), tiles
 
 
+def to_network(mask: np.ndarray, tiles: list[Tile] | None, size: int) -> np.ndarray:
+    """A slice-grid mask (bool or [0, 1]) in the network's frame, cut, turned and resized exactly as
+    ``prepare_slice`` cut the image: float32 (size, size), each pixel the share of it the mask covers."""
+    m = np.asarray(mask, dtype=np.float32)
+    if tiles is None:
+        return np.clip(_resize(m, size, size), 0, 1)
+    out = np.zeros((size, size), np.float32)
+    for box, (r0, r1, c0, c1), turns in tiles:
+        out[r0:r1, c0:c1] = _resize(np.rot90(crop(m, box, 0.0), turns), r1 - r0, c1 - c0)
+    return np.clip(out, 0, 1)
+
+
+def to_slice(net_map: np.ndarray, tiles, shape: tuple[int, int]) -> np.ndarray:
+    """A network-frame map (CAM, lesion probability) back on the slice: each input region onto the box it
+    came from, turned back when the tile was turned to lay the lungs side by side; 0 outside every box."""
+    h, w = shape
+    if tiles is None:
+        t = torch.from_numpy(np.ascontiguousarray(net_map, dtype=np.float32))[None, None]
+        return F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()
+    if isinstance(tiles[0], (int, np.integer)):  # a single (r0, r1, c0, c1) box
+        tiles = [(tuple(tiles), (0, net_map.shape[0], 0, net_map.shape[1]), 0)]
+    out = np.zeros((h, w), np.float32)
+    for tile in tiles:
+        (r0, r1, c0, c1), (ir0, ir1, ic0, ic1) = tile[0], tile[1]
+        turns = tile[2] if len(tile) > 2 else 0
+        region = np.rot90(net_map[ir0:ir1, ic0:ic1], -turns)
+        part = torch.from_numpy(np.ascontiguousarray(region, dtype=np.float32))[None, None]
+        resized = F.interpolate(part, size=(r1 - r0, c1 - c0), mode="bilinear", align_corners=False)[0, 0].numpy()
+        sr0, sr1, sc0, sc1 = max(r0, 0), min(r1, h), max(c0, 0), min(c1, w)
+        if sr1 > sr0 and sc1 > sc0:
+            region = resized[sr0 - r0 : sr1 - r0, sc0 - c0 : sc1 - c0]
+            out[sr0:sr1, sc0:sc1] = np.maximum(out[sr0:sr1, sc0:sc1], region)
+    return out
+
+
+def pixel_areas(tiles: list[Tile] | None, size: int, shape: tuple[int, int]) -> np.ndarray:
+    """Slice pixels per network pixel, (size, size) float32: areas measured in the network's frame
+    (a lesion map's) add up to areas on the slice, however differently each lung's tile was scaled."""
+    out = np.zeros((size, size), np.float32)
+    if tiles is None:
+        out[:] = shape[0] * shape[1] / float(size * size)
+        return out
+    for (r0, r1, c0, c1), (ir0, ir1, ic0, ic1), _ in tiles:
+        out[ir0:ir1, ic0:ic1] = (r1 - r0) * (c1 - c0) / float(max((ir1 - ir0) * (ic1 - ic0), 1))
+    return out
+
+
 def lung_slices(lung_mask: np.ndarray | None, share: float = LUNG_SLICE_SHARE) -> list[int]:
     """Slices whose lung section is at least ``share`` of the largest; none without a lung mask (the caller
     decides: ``predict_volume`` then scores every slice)."""
@@ -312,3 +359,32 @@ def network_logits(model: torch.nn.Module, x: torch.Tensor, pre: Preprocessing) 
     if not pre.flip_average:
         return model(x)
     return torch.stack([model(x.flip(dims) if dims else x) for dims in FLIPS]).float().mean(0)
+
+
+def network_outputs(model: torch.nn.Module, x: torch.Tensor, pre: Preprocessing) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Class logits as ``network_logits`` scores them, and for a net with a lesion head its lesion probability
+    (N, S, S) from the same passes (each flip's map turned back, then averaged); None without a head."""
+    if getattr(model, "lesion_head", None) is None:
+        return network_logits(model, x, pre), None
+    views = FLIPS if pre.flip_average else FLIPS[:1]
+    logits, maps = [], []
+    for dims in views:
+        lg, les = model.forward_both(x.flip(dims) if dims else x)
+        logits.append(lg.float())
+        p = torch.sigmoid(les.float())[:, 0]
+        maps.append(p.flip(dims) if dims else p)  # (N, S, S): the same last two dims as the batch's
+    return torch.stack(logits).mean(0), torch.stack(maps).mean(0)
+
+
+def lesion_areas(lesion: np.ndarray, field: np.ndarray, area: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per slice, in slice pixels: the learned lesion area and the lung it is a share of.
+
+    ``lesion``: probabilities, ``field``: the lung field's share of each pixel, ``area``: slice pixels per
+    pixel, all (n, S, S) in the network's frame. The lung is the field plus the lesion found outside it:
+    an 8-bit field leaves dense consolidation out (it is as bright as the chest wall), as the derived
+    labels' lung estimate adds the infection mask back in. Soft areas (sums of probabilities) rank slices
+    more smoothly than thresholded ones.
+    """
+    les = (lesion * area).sum(axis=(-2, -1))
+    lung = (field * area).sum(axis=(-2, -1)) + (lesion * (1.0 - field) * area).sum(axis=(-2, -1))
+    return les.astype(np.float64), lung.astype(np.float64)

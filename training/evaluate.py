@@ -17,7 +17,8 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from torch.utils.data import DataLoader
 
 from ctmodels.inference import patient_score
-from ctmodels.preprocess import Preprocessing, network_logits
+from ctmodels.preprocess import Preprocessing, lesion_areas, network_outputs
+from ctmodels.verdict import VerdictRule
 
 from .data import Prepared, SliceDataset
 
@@ -25,19 +26,55 @@ SPLITS = {"train": 0, "val": 1, "test": 2}
 
 
 @torch.no_grad()
-def predict_logits(
+def predict_outputs(
     model: torch.nn.Module, data: Prepared, indices: np.ndarray, pre: Preprocessing, device: torch.device,
     batch_size: int = 64, channels_last: bool = False,
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Class logits (n, 2) and, for a net with a lesion head, lesion probabilities (n, S, S) in the network's
+    frame, scored as the app scores (flips averaged when the preprocessing says so)."""
     model.eval()
     loader = DataLoader(SliceDataset(data, indices, pre, None), batch_size=batch_size, shuffle=False)
-    out = []
+    logits, maps = [], []
     for x, *_ in loader:
         x = x.to(device)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        out.append(network_logits(model, x, pre).float().cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, 2), np.float32)
+        lg, les = network_outputs(model, x, pre)
+        logits.append(lg.float().cpu())
+        if les is not None:
+            maps.append(les.float().cpu().numpy())
+    head = torch.cat(logits).numpy() if logits else np.zeros((0, 2), np.float32)
+    return head, (np.concatenate(maps) if maps else None)
+
+
+def predict_logits(
+    model: torch.nn.Module, data: Prepared, indices: np.ndarray, pre: Preprocessing, device: torch.device,
+    batch_size: int = 64, channels_last: bool = False,
+) -> np.ndarray:
+    return predict_outputs(model, data, indices, pre, device, batch_size, channels_last)[0]
+
+
+def learned_involvement(data: Prepared, indices: np.ndarray, lesion: np.ndarray | None) -> np.ndarray | None:
+    """Learned involvement % per slice: lesion area over lung, in slice pixels (``ctmodels.preprocess.lesion_areas``)."""
+    if lesion is None or data.fields is None or data.areas is None:
+        return None
+    les, lung = lesion_areas(lesion, data.fields[indices].astype(np.float32) / 255.0,
+                             data.areas[indices].astype(np.float32))
+    return 100.0 * les / np.maximum(lung, 1e-6)
+
+
+def lesion_dice(data: Prepared, indices: np.ndarray, lesion: np.ndarray | None) -> np.ndarray | None:
+    """Per-slice Dice of the thresholded lesion map against the mask, in the network's frame (NaN without a
+    mask or where neither has a lesion). The slice-grid Dice of held-out doctor masks is ``training.cv``'s."""
+    if lesion is None or data.lesions is None:
+        return None
+    pred = lesion >= 0.5
+    truth = data.lesions[indices] >= 128
+    inter = (pred & truth).sum(axis=(1, 2))
+    total = pred.sum(axis=(1, 2)) + truth.sum(axis=(1, 2))
+    out = np.where(total > 0, 2.0 * inter / np.maximum(total, 1), np.nan)
+    out[~data.has_lesion[indices]] = np.nan
+    return out
 
 
 def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
@@ -65,6 +102,109 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
     opt.step(closure)
     t = float(log_t.exp().item())
     return float(min(max(t, 0.05), 20.0))
+
+
+#: A calibration or a cut is fitted only on a validation split with at least this many slices of each class;
+#: otherwise the identity and P = 0.5 stay (a fit to two severe slices moved every verdict of a fold).
+MIN_PER_CLASS = 5
+
+
+def lesion_bias(lesion: np.ndarray, truth: np.ndarray, area: np.ndarray | None = None) -> float:
+    """The logit shift that makes the learned lesion area equal the masks' area over validation slices.
+
+    A segmentation trained with BCE + Dice on small, mostly mild lesions under-segments (measured: 30-40 %
+    less area than the masks), which biases the learned involvement, hence every verdict, towards mild. One
+    shift of the lesion logits (folded into the head's output bias) removes that bias; it is fitted on all
+    validation slices with a mask, mild ones included, so it needs no severe slice."""
+    w = np.ones_like(lesion) if area is None else area
+    target = float((truth * w).sum())
+    if target <= 0 or lesion.size == 0:
+        return 0.0
+    z = np.log(np.clip(lesion, 1e-6, 1 - 1e-6) / np.clip(1 - lesion, 1e-6, 1.0))
+    lo, hi = -4.0, 4.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if float((w / (1 + np.exp(-(z + mid)))).sum()) < target:
+            lo = mid
+        else:
+            hi = mid
+    return float((lo + hi) / 2)
+
+
+def shift_lesion(lesion: np.ndarray, bias: float) -> np.ndarray:
+    """Probabilities as the head gives them once its logits are shifted by ``bias``."""
+    z = np.log(np.clip(lesion, 1e-6, 1 - 1e-6) / np.clip(1 - lesion, 1e-6, 1.0))
+    return (1.0 / (1.0 + np.exp(-(z + bias)))).astype(np.float32)
+
+
+def fit_platt(score: np.ndarray, targets: np.ndarray, labels: np.ndarray | None = None) -> tuple[float, float]:
+    """(a, b) with P = σ(a·score + b) closest (cross-entropy) to the targets the model learned; (1, 0) when the
+    validation split cannot support a fit (fewer than ``MIN_PER_CLASS`` slices of a class). For a learned
+    involvement score the identity already matches the soft targets' scale."""
+    hard = np.round(targets) if labels is None else np.asarray(labels)
+    if min(int((hard == 1).sum()), int((hard == 0).sum())) < MIN_PER_CLASS:
+        return 1.0, 0.0
+    z = torch.tensor(np.asarray(score, dtype=np.float64))
+    t = torch.tensor(np.asarray(targets, dtype=np.float64))
+    ab = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([ab], lr=0.1, max_iter=200)
+
+    def closure():
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(ab[0] * z + ab[1], t)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    a, b = (float(v) for v in ab.detach())
+    if not (0.05 <= a <= 20.0) or not np.isfinite(b):
+        return 1.0, 0.0
+    return a, b
+
+
+#: The verdict's cut is looked for within this range of P(severe) (an extreme cut fitted to a handful of
+#: validation slices would not transfer).
+CUT_RANGE = (0.1, 0.9)
+
+
+def choose_cut(p_severe: np.ndarray, labels: np.ndarray) -> tuple[float, dict[str, Any]]:
+    """The operating point: the cut on P(severe) that maximises Youden's J (sensitivity + specificity − 1) on
+    validation slices, ties to the cut nearest 0.5; 0.5 when the split lacks one class. Returns the cut and
+    how it did there."""
+    p, y = np.asarray(p_severe, float), np.asarray(labels).astype(int)
+    known = y >= 0
+    p, y = p[known], y[known]
+    npos, nneg = int((y == 1).sum()), int((y == 0).sum())
+    if min(npos, nneg) < MIN_PER_CLASS:
+        cut = 0.5
+        return cut, {"n": int(len(y)), "severe": npos, "note": f"fewer than {MIN_PER_CLASS} slices of a class: cut left at 0.5",
+                     "sensitivity": float(((p >= cut) & (y == 1)).sum() / npos) if npos else None,
+                     "specificity": float(((p < cut) & (y == 0)).sum() / nneg) if nneg else None}
+    lo, hi = CUT_RANGE
+    mids = (np.sort(np.unique(p))[:-1] + np.sort(np.unique(p))[1:]) / 2 if len(np.unique(p)) > 1 else np.array([])
+    cands = np.unique(np.r_[0.5, mids[(mids >= lo) & (mids <= hi)]])
+    sens = np.array([((p >= c) & (y == 1)).sum() / npos for c in cands])
+    spec = np.array([((p < c) & (y == 0)).sum() / nneg for c in cands])
+    j = sens + spec - 1.0
+    best = np.nonzero(j >= j.max() - 1e-9)[0]
+    k = best[np.argmin(np.abs(cands[best] - 0.5))]
+    return float(cands[k]), {"n": int(len(y)), "severe": npos, "sensitivity": float(sens[k]),
+                             "specificity": float(spec[k])}
+
+
+def fit_rule(score: str, logits: np.ndarray, involvement: np.ndarray | None, targets: np.ndarray,
+             labels: np.ndarray, threshold_pct: float) -> VerdictRule:
+    """The card's verdict rule, fitted on validation outputs: calibration, then the cut (``ctmodels.verdict``)."""
+    if score != "head" and involvement is None:
+        score = "head"
+    rule = VerdictRule(score=score, threshold_pct=threshold_pct)
+    if score == "head":
+        rule.a = 1.0 / fit_temperature(logits, targets) if len(logits) else 1.0
+    else:
+        rule.a, rule.b = fit_platt(rule.raw(logits, involvement), targets, labels) if len(logits) else (1.0, 0.0)
+    if len(logits):
+        rule.cut, rule.validation = choose_cut(rule.p_severe(logits, involvement), labels)
+    return rule
 
 
 def softmax_severe(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -119,15 +259,22 @@ def patient_scores(p_severe: np.ndarray, patients: np.ndarray, lung_area: np.nda
 
 
 def evaluate(
-    model: torch.nn.Module, data: Prepared, pre: Preprocessing, device: torch.device, temperature: float,
+    model: torch.nn.Module, data: Prepared, pre: Preprocessing, device: torch.device, rule: VerdictRule | float,
     split: str = "test", channels_last: bool = False,
 ) -> dict[str, Any]:
-    """Slice- and patient-level metrics on one split ('all' = every labelled slice)."""
+    """Slice- and patient-level metrics on one split ('all' = every labelled slice), at the rule's cut.
+
+    ``rule``: the model's verdict rule (a bare float is a temperature for the classification head, as
+    cards without a rule have)."""
+    if not isinstance(rule, VerdictRule):
+        rule = VerdictRule("head", 1.0 / float(rule), 0.0, 0.5)
     idx = np.nonzero(data.labels >= 0)[0] if split == "all" else data.subset(SPLITS[split])
-    logits = predict_logits(model, data, idx, pre, device, channels_last=channels_last)
-    p = softmax_severe(logits, temperature)
+    logits, lesion = predict_outputs(model, data, idx, pre, device, channels_last=channels_last)
+    learned = learned_involvement(data, idx, lesion)
+    p = rule.p_severe(logits, learned) if len(idx) else np.zeros(0)
     y = data.labels[idx]
-    res: dict[str, Any] = {"split": split, "temperature": temperature, "slice": binary_metrics(p, y)}
+    res: dict[str, Any] = {"split": split, "temperature": 1.0 / rule.a if rule.score == "head" else None,
+                           "rule": rule.to_dict(), "slice": binary_metrics(p, y, rule.cut)}
     if len(set(y.tolist())) == 2:
         fpr, tpr, _ = roc_curve(y, p)
         res["slice"]["roc"] = {"fpr": _thin(fpr), "tpr": _thin(tpr)}
@@ -143,18 +290,25 @@ def evaluate(
         pscores.append(s)
         pids.append(pid)
     pl, ps = np.array(plabels), np.array(pscores)
-    res["patient"] = binary_metrics(ps, pl)
+    res["patient"] = binary_metrics(ps, pl, rule.cut)
     if len(set(pl.tolist())) == 2:
         fpr, tpr, _ = roc_curve(pl, ps)
         res["patient"]["roc"] = {"fpr": _thin(fpr), "tpr": _thin(tpr)}
     res["patients"] = [{"patient": i, "label": int(lab), "p_severe": round(float(s), 4)}
                        for i, lab, s in zip(pids, pl, ps)]
-    res["aggregation"] = "lung-area-weighted mean of calibrated P(severe) over lung slices; severe if >= 0.5"
+    res["aggregation"] = (f"lung-area-weighted mean of calibrated P(severe) over lung slices; severe if >= "
+                          f"{rule.cut:.3f} (the card's cut)")
     inv = data.involvement[idx]
+    dice = lesion_dice(data, idx, lesion)
+    if dice is not None and np.isfinite(dice).any():
+        res["lesion_dice"] = {"mean": float(np.nanmean(dice)), "n": int(np.isfinite(dice).sum()),
+                              "frame": "network input"}
     res["predictions"] = {  # per slice, for pooling out-of-fold scores across cross-validation folds
         "case": data.cases[idx].tolist(), "patient": data.patients[idx].tolist(), "label": y.tolist(),
         "involvement": [None if np.isnan(v) else round(float(v), 3) for v in inv],
-        "p_severe": [round(float(v), 6) for v in p],
+        "p_severe": [float(f"{v:.6g}") for v in p], "cut": rule.cut,  # significant digits: tiny P keep their order
+        **({"learned_involvement": [round(float(v), 4) for v in learned]} if learned is not None else {}),
+        **({"lesion_dice": [None if np.isnan(v) else round(float(v), 4) for v in dice]} if dice is not None else {}),
     }
     return res
 
@@ -173,6 +327,8 @@ def headline(res: dict[str, Any]) -> dict[str, Any]:
         return None if v is None or (isinstance(v, float) and math.isnan(v)) else round(float(v), 4)
     return {
         "split": res["split"], "slice_accuracy": r(s["accuracy"]), "slice_auc": r(s["roc_auc"]),
-        "slice_f1": r(s["f1"]), "patient_accuracy": r(p["accuracy"]), "patient_auc": r(p["roc_auc"]),
+        "slice_f1": r(s["f1"]), "slice_sensitivity": r(s["recall"]), "slice_specificity": r(s["specificity"]),
+        "patient_accuracy": r(p["accuracy"]), "patient_auc": r(p["roc_auc"]),
         "ece": r(s["ece"]), "n_slices": s["n"], "n_patients": p["n"],
+        **({"lesion_dice": r(res["lesion_dice"]["mean"])} if "lesion_dice" in res else {}),
     }

@@ -21,14 +21,17 @@ import torch
 from ctmodels.checkpoint import CheckpointError, ModelCard, load
 from ctmodels.checkpoint import save as save_checkpoint
 from ctmodels.nets import create, load_imagenet_resnet
+from ctmodels.nets.lesion import has_lesion_head
 from ctmodels.preprocess import Preprocessing
+from ctmodels.verdict import VerdictRule
 
 from . import distributed as dist
 from .config import ConfigError, DistillConfig, RunConfig
 from .data import CLASS_NAMES, DataError, Prepared, prepare
-from .distill import kd_loss
-from .evaluate import evaluate, fit_temperature, headline, predict_logits
+from .evaluate import (evaluate, fit_rule, fit_temperature, headline, learned_involvement, lesion_bias,
+                       predict_outputs, shift_lesion)
 from .fsutil import write_json_atomic
+from .losses import kd_loss
 from .loop import Context, fit, pick_device, recalibrate_batchnorm, set_threads, validate
 from .progress import writer as progress_writer
 from .prune import MagnitudeMasks, StructuredPruner, count, stage_ratios, stage_sensitivity
@@ -125,17 +128,15 @@ def execute(cfg: RunConfig, *, store: RunStore | None = None, run: Run | None = 
     try:
         model, card = _stages(cfg, pre, data, run=run, device=device, parents=parents, resume=resume)
         ctx = Context(run, cfg, data, device, card)
-        val_idx = data.subset(1)
-        temperature = 1.0
-        if len(val_idx):
-            logits = predict_logits(model, data, val_idx, pre, device)
-            temperature = fit_temperature(logits, data.targets[val_idx])
-        test = evaluate(model, data, pre, device, temperature, split="test" if len(data.subset(2)) else "val")
-        summary = {"test": headline(test), "temperature": round(temperature, 4), "data": data.summary()}
+        temperature, rule = _fit_verdict(model, cfg, data, pre, device)
+        test = evaluate(model, data, pre, device, rule, split="test" if len(data.subset(2)) else "val")
+        summary = {"test": headline(test), "temperature": round(temperature, 4), "verdict": rule.to_dict(),
+                   "data": data.summary()}
         if cfg.command == "prune":
             macs, params = count(model, pre.size)
             summary.update({"params": params, "macs": macs})
         card.temperature = temperature
+        card.verdict = rule.to_dict()
         card.metrics = headline(test)
         if dist.is_main():
             save_checkpoint(model.cpu(), card, run.model_dir)
@@ -159,6 +160,34 @@ def execute(cfg: RunConfig, *, store: RunStore | None = None, run: Run | None = 
         logging.getLogger().removeHandler(handler)
         handler.close()
     return store.get(run.id)
+
+
+def _fit_verdict(model: torch.nn.Module, cfg: RunConfig, data: Prepared, pre: Preprocessing,
+                 device: torch.device) -> tuple[float, VerdictRule]:
+    """The head's temperature and the card's verdict rule, both fitted on the validation split; a lesion head's
+    output bias is calibrated first (``training.evaluate.lesion_bias``), recorded in the rule's validation notes."""
+    val = data.subset(1)
+    score = cfg.verdict if cfg.verdict != "auto" else ("lesion" if has_lesion_head(model) else "head")
+    if not len(val):
+        return 1.0, VerdictRule(score="head", threshold_pct=cfg.data.threshold_pct)
+    shift = None
+    logits, lesion = predict_outputs(model, data, val, pre, device)
+    temperature = fit_temperature(logits, data.targets[val])
+    if lesion is not None and data.has_lesion[val].any():
+        known = data.has_lesion[val]
+        shift = lesion_bias(lesion[known], data.lesions[val][known].astype(np.float32) / 255.0,
+                            data.areas[val][known].astype(np.float32))
+        with torch.no_grad():
+            model.lesion_head.out.bias += shift  # the calibration travels with the weights (ONNX, every caller)
+        lesion = shift_lesion(lesion, shift)
+        log.info("lesion map calibrated: logit shift %+.3f (learned lesion area = the masks' on validation)", shift)
+    rule = fit_rule(score, logits, learned_involvement(data, val, lesion), data.targets[val], data.labels[val],
+                    cfg.data.threshold_pct)
+    if shift is not None:
+        rule.validation["lesion_logit_shift"] = round(shift, 4)
+    log.info("verdict: %s (calibration a=%.3f b=%.3f; validation %s)", rule.describe(), rule.a, rule.b,
+             rule.validation)
+    return temperature, rule
 
 
 def cv_job(run: Run, store: RunStore, run_cv) -> dict[str, Any]:
@@ -213,7 +242,7 @@ def _stages(cfg: RunConfig, pre: Preprocessing, data: Prepared, *, run: Run, dev
         teacher.to(device)
         model = create(cfg.model, **cfg.model_kwargs)
         card = _card(cfg, pre, data, cfg.model, cfg.model_kwargs, run, cfg.distill.teacher)
-        loss = kd_loss(teacher, cfg.distill.temperature, cfg.distill.alpha)
+        loss = kd_loss(teacher, cfg.distill.temperature, cfg.distill.alpha, cfg.optim.lesion_weight)
         model, _ = fit(Context(run, cfg, data, device, card), model, epochs=cfg.optim.epochs, loss_fn=loss,
                        resume=resume)
         return model, card
@@ -232,11 +261,11 @@ def _prune(cfg: RunConfig, pre: Preprocessing, data: Prepared, *, run: Run, devi
     if p.distill:  # the parent as it was, before pruning changes ``model`` in place
         teacher, _ = _load_parent(p.checkpoint, "model to prune")
         kd = cfg.distill or DistillConfig()
-        loss = kd_loss(teacher.to(device), kd.temperature, kd.alpha)
+        loss = kd_loss(teacher.to(device), kd.temperature, kd.alpha, cfg.optim.lesion_weight)
     macs0, params0 = count(model, pre.size)
     report: dict[str, Any] = {"before": {"params": params0, "macs": macs0}, "steps": []}
     if p.unstructured:
-        card = _card(cfg, pre, data, "sparse", {}, run, p.checkpoint)
+        card = _card(cfg, pre, data, "sparse", _head_arch(pcard), run, p.checkpoint)
         ctx = Context(run, cfg, data, device, card)
         steps_per_epoch = max(1, len(data.subset(0)) // cfg.optim.batch_size)
         schedule_epochs = max(1, math.ceil(p.finetune_epochs * 2 / 3))
@@ -250,7 +279,7 @@ def _prune(cfg: RunConfig, pre: Preprocessing, data: Prepared, *, run: Run, devi
             f"Unstructured magnitude pruning to {report['sparsity']:.0%} zero weights: smaller when compressed, "
             "no dense speed-up.")
     else:
-        card = _card(cfg, pre, data, "pruned", {"base": "baseline"}, run, p.checkpoint)
+        card = _card(cfg, pre, data, "pruned", {"base": "baseline", **_head_arch(pcard)}, run, p.checkpoint)
         ctx = Context(run, cfg, data, device, card)
         val_cap = data.subset(1)[:256]
 
@@ -270,7 +299,7 @@ def _prune(cfg: RunConfig, pre: Preprocessing, data: Prepared, *, run: Run, devi
             epochs = p.finetune_epochs + (2 if k == p.steps - 1 else 0)  # two more epochs after the last cut
             best, _ = fit(ctx, model, epochs=epochs, stage=f"prune-step{k + 1}", lr=cfg.optim.lr, loss_fn=loss)
             model.load_state_dict(best.state_dict())  # keep the object the pruner tracks
-            vloss, vacc = validate(model, ctx)
+            vloss, vacc, _ = validate(model, ctx)
             report["steps"].append({"step": k + 1, "params": params, "macs": macs, "val_loss": vloss, "val_acc": vacc})
             log.info("prune step %d/%d: %.2fM params, %.2f GMACs, val acc %.3f", k + 1, p.steps, params / 1e6,
                      macs / 1e9, vacc)
@@ -280,6 +309,12 @@ def _prune(cfg: RunConfig, pre: Preprocessing, data: Prepared, *, run: Run, devi
     if dist.is_main():
         write_json_atomic(run.dir / "pruning.json", report)
     return model, card
+
+
+def _head_arch(parent: ModelCard) -> dict[str, Any]:
+    """The parent's lesion head, which a pruned or sparse model keeps (``ctmodels.nets.lesion``)."""
+    width = (parent.arch or {}).get("lesion_head")
+    return {"lesion_head": int(width)} if width else {}
 
 
 def _restrict_val(data: Prepared, idx: np.ndarray) -> Prepared:
