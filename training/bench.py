@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ctmodels.compare import compare_slice
+from ctmodels.assessment import assess
 from ctmodels.datasets import open_dataset
 from ctmodels.efficiency import (
     Measurement, available_runtimes, make_runner, measure, onnx_paths, save_latest,
@@ -54,13 +54,13 @@ def app_latency(models: list[LoadedModel], repeats: int = 5) -> dict[str, Any]:
     ds = open_dataset(demo_data_dir() / "kaggle")
     case = next(c for c in ds.cases if c.label == "severe")
     vol = read_any(case.image)
-    lung = segment_lungs(vol)
-    idx = int(np.argmax(lung.sum(axis=(1, 2))))
-    compare_slice(models, vol, idx, lung)  # warm-up
+    assessment = assess(vol, models, segment_lungs(vol))
+    idx = assessment.largest_lung_slice()
+    assessment.at(idx)  # warm-up
     times = []
     for k in range(repeats):
         t0 = time.perf_counter()
-        compare_slice(models, vol, idx - 2 + (k % 5), lung)
+        assessment.at(idx - 2 + (k % 5))
         times.append(time.perf_counter() - t0)
     return {"models": [m.name for m in models], "method": "GradCAM", "input_size": models[0].pre.size,
             "p50_s": round(statistics.median(times), 3), "max_s": round(max(times), 3), "n": repeats}

@@ -15,13 +15,15 @@ from typing import Any
 import numpy as np
 
 from ctmodels.datasets import Case
-from ctmodels.explain import cam_batch, to_slice
+from ctmodels.explain import cam_batch
 from ctmodels.imaging import ImageReadError, read_any
 from ctmodels.imaging.lung_field import lung_field
 from ctmodels.inference import load_model, prepare_input
+from ctmodels.preprocess import to_slice
 
 
-def _lesion(case: Case, shape: tuple[int, int]) -> np.ndarray | None:
+def case_lesion(case: Case, shape: tuple[int, int]) -> np.ndarray | None:
+    """A 2-D case's infection mask (bool, the slice's shape), or None without a usable one."""
     if case.lesion_mask is None:
         return None
     try:
@@ -40,7 +42,7 @@ def cam_in_lesions(model_dir: Path, cases: list[Case], method: str = "GradCAM") 
             vol = read_any(case.image)
         except ImageReadError:
             continue
-        lesion = _lesion(case, vol.shape[1:])
+        lesion = case_lesion(case, vol.shape[1:])
         if lesion is None or not lesion.any():
             continue
         field = lung_field(vol)

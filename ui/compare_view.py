@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from ctmodels.compare import Comparison
+from ctmodels.assessment import SliceAssessment
 from ctmodels.datasets import DatasetError, builtin_sources
 from ctmodels.explain import heatmap_overlay
 from ctmodels.imaging import ImageReadError, Volume
@@ -116,13 +116,26 @@ def demo_builder(launch, status) -> None:
                 "demo phantoms.", "15 minutes", launch, status, "cmp_build_demo", "Build the demo model set")
 
 
-def result_grid(vol: Volume, comp: Comparison, lung: np.ndarray | None, involvement_txt: str | None) -> dict[str, np.ndarray]:
-    """Input slice + one column per model: verdict, calibrated probability, time, CAM overlay."""
-    idx = comp.slice_index
+def lesion_overlay(gray_rgb: np.ndarray, lesion: np.ndarray) -> np.ndarray:
+    """The learned lesion map on the slice: orange where P(lesion) ≥ 0.5, fading in from 0.3, outlined."""
+    alpha = (0.55 * np.clip((lesion - 0.3) / 0.2, 0, 1))[..., None]
+    color = np.asarray(render.COLORS["lesion"], np.float32)
+    out = gray_rgb.astype(np.float32) * (1 - alpha) + color * alpha
+    edge = lesion >= 0.5
+    edge = edge & ~render.erode(edge)
+    out[edge] = color
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def result_grid(vol: Volume, view: SliceAssessment, lung: np.ndarray | None,
+                involvement_txt: str | None) -> dict[str, np.ndarray]:
+    """Input slice + one column per model: verdict at its cut, P(severe), time, CAM overlay, and the learned
+    lesion map with the slice's learned involvement for models that have one."""
+    idx = view.index
     window = LUNG if vol.is_hu else None
     base = render.slice_rgb(vol.slice(idx), window,
                             [(lung[idx], render.COLORS["lung"])] if lung is not None else None, outline_only=(True,))
-    cols = st.columns(1 + len(comp.results))
+    cols = st.columns(1 + len(view.results))
     with cols[0]:
         st.markdown("**Input**")
         st.image(render.fit_for_display(base, 384), width="stretch",
@@ -131,20 +144,24 @@ def result_grid(vol: Volume, comp: Comparison, lung: np.ndarray | None, involvem
             st.markdown(involvement_txt)
     panels = {}
     gray = render.slice_rgb(vol.slice(idx), window)
-    for col, r in zip(cols[1:], comp.results):
+    for col, r in zip(cols[1:], view.results):
         over = heatmap_overlay(gray, r.cam)
         panels[r.model] = over
         with col:
             st.markdown(f"**{r.model}**")
             st.badge(r.verdict.upper(), color=VERDICT_COLOR[r.verdict])
-            st.markdown(f"P(severe) **{r.p_severe:.0%}** · {r.seconds * 1000:.0f} ms")
+            st.markdown(f"P(severe) **{r.p_severe:.0%}** (cut {r.cut:.0%}) · {r.seconds * 1000:.0f} ms")
             st.image(render.fit_for_display(over, 384), width="stretch",
-                     caption=f"{r.cam_layer}, explains '{r.explained}'")
+                     caption=f"Grad-CAM, {r.cam_layer}, explains '{r.explained}'")
             st.caption("CAM mass in lungs: " + (f"**{r.cam_in_lung:.0%}**" if r.cam_in_lung is not None else "n/a"))
+            if r.lesion is not None:
+                st.image(render.fit_for_display(lesion_overlay(gray, r.lesion), 384), width="stretch",
+                         caption="Learned lesion map (orange: P(lesion) ≥ 50 %)")
+                st.caption(f"Learned involvement: **{r.involvement:.1f} %** of this slice's lung")
     return panels
 
 
-def agreement_table(comp: Comparison) -> pd.DataFrame:
+def agreement_table(view: SliceAssessment) -> pd.DataFrame:
     rows = [{"models": f"{a} ↔ {b}", "Pearson r": None if r is None else round(r, 2),
-             "top-20 % IoU": None if iou is None else round(iou, 2)} for (a, b), (r, iou) in comp.agreement.items()]
+             "top-20 % IoU": None if iou is None else round(iou, 2)} for (a, b), (r, iou) in view.agreement.items()]
     return pd.DataFrame(rows)

@@ -33,14 +33,15 @@ def slice_rgb(
             continue
         m = mask.astype(bool)
         if outline_only and outline_only[k]:
-            m = m & ~_erode(m)
+            m = m & ~erode(m)
             rgb[m] = np.asarray(color, dtype=np.float32)
         else:
             rgb[m] = (1 - alpha) * rgb[m] + alpha * np.asarray(color, dtype=np.float32)
     return np.clip(rgb, 0, 255).astype(np.uint8)
 
 
-def _erode(m: np.ndarray) -> np.ndarray:
+def erode(m: np.ndarray) -> np.ndarray:
+    """One-pixel binary erosion (outlines are a mask minus its erosion)."""
     out = m.copy()
     out[1:] &= m[:-1]
     out[:-1] &= m[1:]

@@ -6,10 +6,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from ctmodels.compare import compare_slice, refer_reasons
+from ctmodels.assessment import assess
 from ctmodels.explain import METHODS
 from ctmodels.imaging.window import LUNG
-from ctmodels.inference import in_scope, predict_volume
 from training.jobs import demo_status, launch_demo, launch_real, real_status
 from training.real import have_real_data
 from ui import export, figures, render
@@ -57,41 +56,30 @@ by_name = {c.name: c for c in choices}
 chosen = [by_name[n] for n in selected]
 models = [loaded(c) for c in chosen]
 
-cache = st.session_state.setdefault("cmp_volume_preds", {})
-pred_key = (picked.key, tuple(m.ckpt_id for m in models))
-if pred_key not in cache:
+cache = st.session_state.setdefault("cmp_assessment", {})
+assessment_key = (picked.key, tuple(m.ckpt_id for m in models))
+if assessment_key not in cache:
     with st.spinner("Scoring every lung slice…"), whole_scan_work():
         cache.clear()
-        cache[pred_key] = {m.name: predict_volume(m, vol, lung) for m in models}
-vpreds = cache[pred_key]
+        cache[assessment_key] = assess(vol, models, lung, analysis.result if analysis is not None else None)
+assessment = cache[assessment_key]
 
-if vol.n_slices > 1:
-    curves = np.array([[np.nan if v is None else v for v in vp.curve(vol.n_slices)] for vp in vpreds.values()])
-    mean_curve = np.array([np.nan if np.isnan(c).all() else np.nanmean(c) for c in curves.T])
-    area = lung.sum(axis=(1, 2)) if lung is not None else np.ones(vol.n_slices)
-    # representative slices only: apex and base crescents (< 25 % of the largest lung section) are noisy
-    mean_curve[area < 0.25 * area.max()] = np.nan
-    most = int(np.nanargmax(mean_curve)) if np.isfinite(mean_curve).any() else vol.n_slices // 2
+if assessment.is_volume:
     if st.button("Jump to most severe slice", key="cmp_jump"):
-        st.session_state["cmp_slice"] = most
+        st.session_state["cmp_slice"] = assessment.most_severe_slice()
     if st.session_state.get("cmp_slice_for") != picked.key or st.session_state.get("cmp_slice", 0) >= vol.n_slices:
-        st.session_state["cmp_slice"] = int(np.argmax(area))  # open on the largest lung section
+        st.session_state["cmp_slice"] = assessment.largest_lung_slice()  # open on the largest lung section
         st.session_state["cmp_slice_for"] = picked.key
     idx = st.slider("Slice (0 = most superior)", 0, vol.n_slices - 1, key="cmp_slice")
 else:
     idx = 0
 
-comp = compare_slice(models, vol, idx, lung, method, explain)
-volume = vol.n_slices > 1
-reasons = refer_reasons(vol, lung, comp.results, [vp.verdict for vp in vpreds.values()] if volume else None,
-                        [vp.patient_p for vp in vpreds.values()] if volume else None,
-                        models_know_8bit=all(c.eight_bit for c in chosen),
-                        outside_scope=[m.name for m in models if not in_scope(m, lung, idx)])
-if reasons:
-    st.error("**Refer / out of scope** — do not rely on these outputs:\n\n" + "\n".join(f"- {r}" for r in reasons),
+view = assessment.at(idx, method, explain)
+if view.reasons:
+    st.error("**Refer / out of scope** — do not rely on these outputs:\n\n" + "\n".join(f"- {r}" for r in view.reasons),
              icon=":material/report:")
 else:
-    st.success(f"All {len(models)} models agree: **{comp.results[0].verdict}** on this slice.", icon=":material/check:")
+    st.success(f"All {len(models)} models agree: **{view.results[0].verdict}** on this slice.", icon=":material/check:")
 burned_in_warning(vol.meta)
 if not vol.is_hu and all(c.eight_bit for c in chosen):
     st.caption("8-bit image (display intensities, not HU): the lung field is estimated from intensities and the "
@@ -103,7 +91,7 @@ if any(c.synthetic for c in chosen) and not picked.synthetic:
         if have_real_data():
             set_builder("real-CT model set", "Real CT deserves models trained on real CT: build the real-CT set "
                         "(the same six models, trained on the real 8-bit slices in ../shared/data/real).",
-                        "15 minutes", launch_real, real_status, "cmp_build_real", "Build the real-CT model set")
+                        "30 minutes", launch_real, real_status, "cmp_build_real", "Build the real-CT model set")
         else:
             st.caption("Real-CT models come from `make real-models`, which trains on the real sample data in "
                        "`../shared/data/real` (absent on this machine).")
@@ -112,36 +100,37 @@ if picked.synthetic and all(c.set == REAL for c in chosen):
                f"{SET_TITLES[PHANTOM].lower()} to compare like with like.", icon=":material/science:")
 
 inv_txt = None
-if analysis is not None:
-    ps = analysis.result.per_slice[idx]
-    inv_txt = (f"Classical involvement: **{analysis.result.percent:.1f} %** of lung volume"
+if assessment.classical is not None:
+    ps = assessment.classical.per_slice[idx]
+    inv_txt = (f"Classical involvement: **{assessment.classical.percent:.1f} %** of lung volume"
                + (f", **{ps:.1f} %** on this slice" if not np.isnan(ps) else ""))
-panels = result_grid(vol, comp, lung, inv_txt)
-st.caption(f"All {len(models)} verdicts and CAMs computed in {comp.seconds:.2f} s.")
+panels = result_grid(vol, view, lung, inv_txt)
+st.caption(f"All {len(models)} verdicts, CAMs and lesion maps computed in {view.seconds:.2f} s. "
+           + " ".join(f"{m.name}: {m.model.rule.describe()}." for m in assessment.models))
 
-rows = []
-for r in comp.results:
-    vp = vpreds[r.model]
-    rows.append({"model": r.model, "kind": r.key, "slice": idx, "slice P(severe)": round(r.p_severe, 4),
-                 "slice verdict": r.verdict, "patient P(severe)": round(vp.patient_p, 4) if vol.n_slices > 1 else None,
-                 "patient verdict": vp.verdict if vol.n_slices > 1 else None,
-                 "CAM mass in lungs": None if r.cam_in_lung is None else round(r.cam_in_lung, 3),
-                 "inference ms": round(r.seconds * 1000, 1), "trained on": by_name[r.model].trained_on})
-if vol.n_slices > 1:
+rows = assessment.table(view)
+if assessment.is_volume:
     st.subheader("Patient level")
-    st.caption(next(iter(vpreds.values())).aggregation)
-    st.dataframe(pd.DataFrame(rows)[["model", "patient verdict", "patient P(severe)"]], hide_index=True, width="stretch")
-    series = {name: [None if v is None else 100 * v for v in vp.curve(vol.n_slices)] for name, vp in vpreds.items()}
-    if analysis is not None:
-        series["classical involvement %"] = list(analysis.result.per_slice)
-    st.plotly_chart(figures.slice_curve(series, current=idx, threshold_pct=50.0,
-                                        title="Per-slice evidence: P(severe) % by model, classical involvement %",
-                                        ytitle="%"),
+    st.caption(assessment.models[0].prediction.aggregation + ". Learned involvement: lesion volume over lung "
+               "volume of the slices each model scores.")
+    st.dataframe(pd.DataFrame(rows)[["model", "patient verdict", "patient P(severe)", "cut",
+                                      "scan learned involvement %"]], hide_index=True, width="stretch")
+    series = {name: [None if v is None else 100 * v for v in curve] for name, curve in assessment.curves().items()}
+    st.plotly_chart(figures.slice_curve(series, current=idx,
+                                        title="Per-slice evidence: P(severe) % by model", ytitle="P(severe) %"),
                     key="cmp_curve")
-if len(comp.results) > 1:
+    involvement = {f"{name} (learned)": curve for name, curve in assessment.involvement_curves().items()}
+    if assessment.classical is not None:
+        involvement["classical (HU)"] = list(assessment.classical.per_slice)
+    if involvement:
+        st.plotly_chart(figures.slice_curve(involvement, current=idx, threshold_pct=25.0,
+                                            title="Involvement by slice: learned lesion area and classical HU band",
+                                            ytitle="% of the slice's lung"),
+                        key="cmp_involvement_curve")
+if len(view.results) > 1:
     st.subheader("Where the models look")
     st.caption("CAM agreement inside the lungs: do compressed models look where the baseline looks?")
-    st.dataframe(agreement_table(comp), hide_index=True, width="stretch")
+    st.dataframe(agreement_table(view), hide_index=True, width="stretch")
 
 st.subheader("Export")
 e1, e2 = st.columns(2)
@@ -150,9 +139,9 @@ if burned_in(vol.meta):  # the pixels may show names or IDs: no image of them is
 else:
     base = render.slice_rgb(vol.slice(idx), LUNG if vol.is_hu else None)
     png = export.comparison_png(
-        base, [(r.model, panels[r.model], f"{r.verdict} · P(severe) {r.p_severe:.0%}") for r in comp.results],
+        base, [(r.model, panels[r.model], f"{r.verdict} · P(severe) {r.p_severe:.0%}") for r in view.results],
         "Model comparison", f"slice {idx + 1}/{vol.n_slices} · {vol.describe()}",
-        [f"Refer: {x}" for x in reasons[:2]],
+        [f"Refer: {x}" for x in view.reasons[:2]],
     )
     e1.download_button("Download comparison (PNG)", png, "comparison.png", "image/png", key="cmp_png")
 e2.download_button("Download numbers (CSV)", export.numbers_csv(rows), "comparison.csv", "text/csv", key="cmp_csv")

@@ -15,7 +15,7 @@ import shutil
 import numpy as np
 import pytest
 
-from ctmodels.compare import compare_slice
+from ctmodels.assessment import assess
 from ctmodels.imaging.lung import segment_lungs
 from ctmodels.imaging.phantom import PhantomConfig, build_dataset, generate_patient
 from ctmodels.inference import load_model
@@ -31,9 +31,9 @@ def cam_mass_in_lungs(models, cfg: PhantomConfig, cases=((101, 55.0), (102, 65.0
     masses: dict[str, list[float]] = {m.name: [] for m in models}
     for seed, target in cases:
         vol = generate_patient(f"S{seed}", target, seed, cfg).to_volume()
-        lung = segment_lungs(vol)
-        for idx in np.argsort(lung.sum(axis=(1, 2)))[-3:]:
-            for r in compare_slice(models, vol, int(idx), lung).results:
+        assessment = assess(vol, models, segment_lungs(vol))
+        for idx in np.argsort(assessment.lung.sum(axis=(1, 2)))[-3:]:
+            for r in assessment.at(int(idx)).results:
                 masses[r.model].append(r.cam_in_lung)
     means = {k: round(float(np.mean(v)), 3) for k, v in masses.items()}
     print("GradCAM mass inside the lungs:", means)

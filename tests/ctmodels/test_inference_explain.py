@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ctmodels.compare import compare_slice, refer_reasons
-from ctmodels.explain import METHODS, agreement, mass_inside, target_layer_name, to_slice
+from ctmodels.assessment import assess
+from ctmodels.explain import METHODS, agreement, mass_inside, target_layer_name
+from ctmodels.preprocess import to_slice
 from ctmodels.imaging import Volume
 from ctmodels.imaging.lung import segment_lungs
 from ctmodels.imaging.phantom import PhantomConfig, generate_patient
@@ -45,6 +46,15 @@ def test_predict_volume(models, severe_case):
     assert patient_scores(vp.p_severe, np.array(["PHX"] * len(area)), area)["PHX"] == pytest.approx(vp.patient_p)
 
 
+def test_a_model_without_a_lesion_head_has_no_lesion_map(models, severe_case):
+    from ctmodels.inference import lesion_map
+
+    _, vol, lung = severe_case
+    assert lesion_map(models[0], vol, lung, int(np.argmax(lung.sum(axis=(1, 2))))) is None
+    vp = predict_volume(models[0], vol, lung)
+    assert vp.involvement is None and vp.patient_involvement is None
+
+
 def test_patient_score_weights_slices_by_lung_area():
     assert patient_score(np.array([0.2, 0.8]), np.array([3, 1])) == pytest.approx(0.35)
     assert patient_score(np.array([0.2, 0.8]), np.array([0, 0])) == pytest.approx(0.5)  # no lung anywhere: plain mean
@@ -55,7 +65,7 @@ def test_patient_score_weights_slices_by_lung_area():
 def test_every_cam_method_maps_onto_the_slice(models, severe_case, method):
     _, vol, lung = severe_case
     idx = int(np.argmax(lung.sum(axis=(1, 2))))
-    comp = compare_slice(models, vol, idx, lung, method=method)
+    comp = assess(vol, models, lung).at(idx, method=method)
     assert [r.model for r in comp.results] == ["ghost", "pruned", "kd", "baseline"]
     for r in comp.results:
         assert r.cam.shape == vol.shape[1:] and 0 <= r.cam.min() and r.cam.max() <= 1.0 + 1e-6
@@ -68,11 +78,12 @@ def test_every_cam_method_maps_onto_the_slice(models, severe_case, method):
 
 
 def test_one_pass_verdict_matches_plain_inference(models, severe_case):
-    """compare_slice reads P(severe) off the CAM's own forward pass; it must equal a separate no-grad pass."""
+    """The slice verdict beside a CAM (whichever class it explains) equals a separate no-grad pass."""
     _, vol, lung = severe_case
     idx = int(np.argmax(lung.sum(axis=(1, 2))))
-    predicted = compare_slice(models, vol, idx, lung)
-    asked = compare_slice(models, vol, idx, lung, explain="mild")
+    assessment = assess(vol, models, lung)
+    predicted = assessment.at(idx)
+    asked = assessment.at(idx, explain="mild")
     for lm, r, a in zip(models, predicted.results, asked.results):
         p = float(probabilities(lm, prepare_input(lm, vol, [idx], lung).tensor)[0])
         assert r.p_severe == pytest.approx(p, abs=1e-5) and r.explained == r.verdict
@@ -103,7 +114,7 @@ def test_flip_averaging_model_is_explained_by_its_four_flips(models, severe_case
     assert maps.shape == expected.shape and maps.max() == pytest.approx(1.0)
     np.testing.assert_allclose(maps, expected / expected.max(), atol=1e-4)
     assert not np.allclose(maps, views[0] / max(views[0].max(), 1e-8), atol=1e-3)  # the flips do change the map
-    r = compare_slice([flipping], vol, idx, lung).results[0]
+    r = assess(vol, [flipping], lung).at(idx).results[0]
     assert r.p_severe == pytest.approx(float(probabilities(flipping, x)[0]), abs=1e-5)
 
 
@@ -130,10 +141,14 @@ def test_to_slice_and_mass():
 def test_refer_reasons(models, severe_case):
     _, vol, lung = severe_case
     flat = Volume(np.full((1, 64, 64), 100.0, np.float32), is_hu=False)
-    comp = compare_slice(models[:1], flat, 0, None)
-    assert any("8-bit" in r for r in refer_reasons(flat, None, comp.results))
+    view = assess(flat, models[:1]).at(0)
+    assert any("8-bit" in r for r in view.reasons) and any("No lung field" in r for r in view.reasons)
     air = Volume(np.full((3, 64, 64), -1000.0, np.float32), is_hu=True, spacing=(5, 1, 1))
-    assert any("No lungs" in r for r in refer_reasons(air, np.zeros(air.shape, bool), comp.results))
+    assert any("No lungs" in r for r in assess(air, models[:1]).at(1).reasons)
+    many = assess(vol, models, lung)
+    view = many.at(int(np.argmax(lung.sum(axis=(1, 2)))))
+    unsure = [r.model for r in view.results if abs(r.p_severe - r.cut) < 0.15]
+    assert bool(unsure) == any("Low confidence" in r for r in view.reasons)
 
 
 def test_export_png_shows_all_panels(models, severe_case):
@@ -143,7 +158,7 @@ def test_export_png_shows_all_panels(models, severe_case):
 
     _, vol, lung = severe_case
     idx = int(np.argmax(lung.sum(axis=(1, 2))))
-    comp = compare_slice(models, vol, idx, lung)
+    comp = assess(vol, models, lung).at(idx)
     gray = render.slice_rgb(vol.slice(idx), LUNG)
     ramp = np.linspace(0.2, 1.0, gray.shape[1])[None, :] * np.ones(gray.shape[:2])  # a CAM sure to show colour
     panels = [(r.model, heatmap_overlay(gray, np.clip(0.5 * r.cam + ramp, 0, 1)), f"{r.verdict}") for r in comp.results]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ctmodels.explain import to_slice
+from ctmodels.preprocess import to_slice
 from ctmodels.imaging import Volume, read_any
 from ctmodels.imaging.lung import segment_lungs
 from ctmodels.imaging.lung_field import estimate_lung_field, lung_field

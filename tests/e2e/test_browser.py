@@ -122,12 +122,14 @@ def test_a_real_upload_gets_the_real_ct_set(app_url_both_sets, browser_page, rea
     jpg = (real_data / "infnet-semiseg" / "Imgs" / "3.jpg").read_bytes()
     page.locator('input[type="file"]').first.set_input_files(
         files=[{"name": "infnet-3.jpg", "mimeType": "image/jpeg", "buffer": jpg}])
-    page.get_by_text(re.compile(r"All \d verdicts and CAMs computed")).wait_for(timeout=120_000)
+    page.get_by_text(re.compile(r"All \d verdicts, CAMs and lesion maps computed")).wait_for(timeout=120_000)
     _wait_idle(page, 120)
     imgs = page.locator('[data-testid="stImage"] img')
-    imgs.nth(4).wait_for(timeout=60_000)
+    imgs.nth(8).wait_for(timeout=60_000)  # the input, four CAMs, four learned lesion maps
     for model in ("ghost", "pruned", "kd", "baseline"):
         assert page.get_by_text(f"{model} (real CT)", exact=True).filter(visible=True).count() >= 1
     assert page.get_by_text(re.compile(r"P\(severe\) \d+%")).count() >= 4
+    assert page.get_by_text("Learned lesion map (orange: P(lesion) ≥ 50 %)").count() == 4
+    assert page.get_by_text(re.compile(r"Learned involvement: \d+\.\d %")).count() == 4
     assert page.get_by_text("trained on synthetic phantoms").count() == 0
     _shot(page, "compare_real")

@@ -60,7 +60,7 @@ def test_five_sessions_scoring_p002_stay_within_the_memory_budget(app_url_both_s
                     files=[{"name": "P002.zip", "mimeType": "application/zip", "buffer": data}])
             for k, page in enumerate(pages):
                 try:
-                    page.get_by_text(re.compile(r"All \d verdicts and CAMs computed")).wait_for(timeout=300_000)
+                    page.get_by_text(re.compile(r"All \d verdicts, CAMs and lesion maps computed")).wait_for(timeout=300_000)
                 except Exception:  # keep what each session showed, and what the server said
                     ARTIFACTS.mkdir(exist_ok=True)
                     for j, other in enumerate(pages):

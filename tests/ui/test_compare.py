@@ -140,11 +140,16 @@ def _check_real_results(at, volume: bool):
     body = texts(at)
     for m in REAL_MODELS:
         assert f"**{m}**" in body
-    assert len(at.image) == 1 + len(MODELS)  # the input and one CAM per real-CT model
+    # the input, and per real-CT model its CAM and its learned lesion map (every real-CT model has a lesion head)
+    assert len(at.image) == 1 + 2 * len(MODELS)
+    assert body.count("Learned lesion map") == len(MODELS) and body.count("Learned involvement:") == len(MODELS)
     assert "trained on synthetic phantoms" not in body
     if volume:
         table = next(d.value for d in at.dataframe if "patient verdict" in d.value.columns)
         assert list(table["model"]) == REAL_MODELS
+        learned = table["scan learned involvement %"]
+        assert learned.notna().all() and ((learned >= 0) & (learned <= 100)).all()
+        assert any("Involvement by slice" in str(c.proto) for c in at.get("plotly_chart"))
 
 
 def test_real_scans_get_the_real_ct_set(workspace_with_both_sets, real_data):
