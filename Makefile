@@ -32,8 +32,9 @@ demo-models: venv demo-data ## train the demo model set (≈15 min on 2 cores; k
 real-models: venv ## train the real-CT model set on ../shared/data/real (≈13 min on 2 idle cores; kept if built)
 	$(PY) -m training real
 
-real-cv: venv ## patient-grouped 5-fold CV of the real-CT recipe (≈1 h per repeat on 2 cores) → docs/measurements/real_cv.*
+real-cv: venv ## CV of the real-CT recipe: 5 patient folds, then leave one source out (≈2 + 1.5 h per repeat, 2 cores) → docs/measurements/real_{cv,loso}.*
 	$(PY) -m training cv --recipe real --folds 5 --repeats $(or $(REPEATS),1) --out docs/measurements
+	$(PY) -m training cv --recipe real --split sources --repeats $(or $(REPEATS),1) --out docs/measurements
 
 bench: demo-models ## benchmark the demo models → reports/bench.json and reports/bench.md
 	$(PY) -m training.bench

@@ -155,8 +155,8 @@ def cmd_cv(a: argparse.Namespace) -> int:
         if run is None:
             return EXIT_BAD_INPUT
     else:
-        settings = {k: v for k, v in (("recipe", a.recipe), ("folds", a.folds), ("repeats", a.repeats),
-                                      ("seed", a.seed)) if v is not None}
+        settings = {k: v for k, v in (("recipe", a.recipe), ("split", a.split), ("folds", a.folds),
+                                      ("repeats", a.repeats), ("seed", a.seed)) if v is not None}
         if a.models:
             settings["models"] = [m.strip() for m in a.models.split(",") if m.strip()]
         if a.quick:
@@ -184,8 +184,9 @@ def cmd_cv(a: argparse.Namespace) -> int:
     if a.out:
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "real_cv.json" if report["recipe"] == "real" else out / "cv.json", report)
-        (out / ("real_cv.md" if report["recipe"] == "real" else "cv.md")).write_text((run.dir / "report.md").read_text())
+        stem = ("real_loso" if report.get("split") == "sources" else "real_cv") if report["recipe"] == "real" else "cv"
+        write_json_atomic(out / f"{stem}.json", report)
+        (out / f"{stem}.md").write_text((run.dir / "report.md").read_text())
     print((run.dir / "report.md").read_text())
     return 0
 
@@ -269,9 +270,11 @@ def main(argv: list[str] | None = None) -> int:
     rl = sub.add_parser("real", help="build the real-CT model set on ../shared/data/real (make real-models)")
     rl.add_argument("--force", action="store_true", help="retrain models that already exist")
     rl.add_argument("--quick", action="store_true", help="tiny settings (for tests)")
-    cv = sub.add_parser("cv", help="patient-grouped k-fold cross-validation of a model-set recipe")
+    cv = sub.add_parser("cv", help="cross-validation of a model-set recipe, by patient (k-fold) or by source")
     cv.add_argument("--recipe", choices=["real", "demo"], help="whose recipe every fold trains (default real)")
-    cv.add_argument("--folds", type=int, help="number of folds (default 5)")
+    cv.add_argument("--split", choices=["patients", "sources"],
+                    help="patients: k folds of patients (default); sources: leave one source out")
+    cv.add_argument("--folds", type=int, help="number of folds (default 5; by source: one per source)")
     cv.add_argument("--repeats", type=int, help="repeats with reshuffled folds (default 1)")
     cv.add_argument("--seed", type=int, help="seed of the first repeat")
     cv.add_argument("--models", help="comma-separated model keys (default: every kind)")

@@ -1,12 +1,13 @@
 """Evaluate models on the COVID-CT-MD series in HU, through the app's upload path (evaluation only).
 
-P002 (COVID-19) carries the radiologists' per-slice infection labels; normal001 is normal by
-diagnosis (all its slices count as uninfected). Each series is zipped in memory and read like an
-upload, its lungs segmented, and every model scores it with ``predict_volume``, exactly as on the
-Compare page. A slice the model does not score (outside its scope: lung section under its card's
-``min_lung_share`` of the largest) gets score 0; the AUC over the scored slices alone is reported too. Reported beside the models: the classical
-HU involvement rule and the lung-area prior (mid-chest slices hold the most lung and are most
-often infected), the two references in ../shared/data/real/README.md.
+P002 (COVID-19) and cap001 (community-acquired pneumonia) carry the radiologists' per-slice infection
+labels; normal001 is normal by diagnosis (all its slices count as uninfected). Each series is zipped in
+memory and read like an upload, its lungs segmented, and every model scores it with ``predict_volume``,
+exactly as on the Compare page. A slice the model does not score (outside its scope: lung section under
+its card's ``min_lung_share`` of the largest) gets score 0; the AUC over the scored slices alone is
+reported too. Per-slice AUC is reported for P002 and cap001 each, and for all three series pooled.
+Reported beside the models: the classical HU involvement rule and the lung-area prior (mid-chest slices
+hold the most lung and are most often infected), the two references in ../shared/data/real/README.md.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from ctmodels.imaging.lung import involvement, segment_lungs
 from ctmodels.inference import LoadedModel, load_model, predict_volume
 from ctmodels.workspace import real_data_dir
 
-SERIES = ("P002", "normal001")
+SERIES = ("P002", "cap001", "normal001")
+LABELLED = ("P002", "cap001")
 
 
 def _as_upload(folder: Path):
@@ -57,33 +59,36 @@ def evaluate_models(models: dict[str, Path], root: Path | None = None) -> dict[s
         scores: dict[str, list[float]] = {"HU involvement rule": list(np.nan_to_num(involvement(vol, lung).per_slice)),
                                           "lung-area prior": list(area)}
         patient: dict[str, float] = {}
+        verdict: dict[str, str] = {}
+        learned: dict[str, float | None] = {}
         scored: dict[str, list[int]] = {}
         for name, lm in loaded.items():
             vp = predict_volume(lm, vol, lung)
             scores[name] = [0.0 if v is None else v for v in vp.curve(vol.n_slices)]
-            patient[name] = vp.patient_p
+            patient[name], verdict[name], learned[name] = vp.patient_p, vp.verdict, vp.patient_involvement
             scored[name] = list(vp.slices)
-        per[case.case_id] = {"labels": labels, "scores": scores, "patient_p": patient, "scored": scored,
-                             "n_slices": vol.n_slices}
+        per[case.case_id] = {"labels": labels, "scores": scores, "patient_p": patient, "verdict": verdict,
+                             "learned": learned, "scored": scored, "n_slices": vol.n_slices}
     missing = [s for s in SERIES if s not in per]
     if missing:
         raise FileNotFoundError(f"COVID-CT-MD series {', '.join(missing)} not found under {root}")
-    out: dict[str, Any] = {"models": {}, "references": {}, "definition": __doc__.split("\n\n")[1].replace("\n", " ")}
-    p2, n1 = per["P002"], per["normal001"]
-    for name in p2["scores"]:
-        row = {
-            "slice_auc_p002": _auc(p2["labels"], p2["scores"][name]),
-            "slice_auc_pooled": _auc(p2["labels"] + n1["labels"], p2["scores"][name] + n1["scores"][name]),
-        }
+    out: dict[str, Any] = {"models": {}, "references": {}, "series": list(SERIES),
+                           "definition": __doc__.split("\n\n")[1].replace("\n", " ")}
+    pooled_labels = [v for sid in SERIES for v in per[sid]["labels"]]
+    for name in per["P002"]["scores"]:
+        row: dict[str, Any] = {f"slice_auc_{sid.lower()}": _auc(per[sid]["labels"], per[sid]["scores"][name])
+                               for sid in LABELLED}
+        row["slice_auc_pooled"] = _auc(pooled_labels, [v for sid in SERIES for v in per[sid]["scores"][name]])
         if name in loaded:
-            s2, s1 = p2["scored"][name], n1["scored"][name]
-            row.update({"patient_p_p002": p2["patient_p"][name], "patient_p_normal001": n1["patient_p"][name],
-                        "verdict_p002": "severe" if p2["patient_p"][name] >= 0.5 else "mild",
-                        "verdict_normal001": "severe" if n1["patient_p"][name] >= 0.5 else "mild",
-                        "slices_scored": len(s2) + len(s1),
-                        "slice_auc_scored_only": _auc([p2["labels"][i] for i in s2] + [n1["labels"][i] for i in s1],
-                                                      [p2["scores"][name][i] for i in s2]
-                                                      + [n1["scores"][name][i] for i in s1])})
+            row["slices_scored"] = sum(len(per[sid]["scored"][name]) for sid in SERIES)
+            row["slice_auc_scored_only"] = _auc(
+                [per[sid]["labels"][i] for sid in SERIES for i in per[sid]["scored"][name]],
+                [per[sid]["scores"][name][i] for sid in SERIES for i in per[sid]["scored"][name]])
+            for sid in SERIES:
+                p = per[sid]["patient_p"][name]
+                row[f"patient_p_{sid.lower()}"] = p
+                row[f"verdict_{sid.lower()}"] = per[sid]["verdict"][name]
+                row[f"learned_involvement_{sid.lower()}"] = per[sid]["learned"][name]
             out["models"][name] = row
         else:
             out["references"][name] = row
@@ -94,12 +99,20 @@ def markdown(res: dict[str, Any]) -> str:
     def f(v: float | None) -> str:
         return "–" if v is None else f"{v:.3f}"
 
-    lines = ["| model | per-slice AUC, P002 + normal001 (287) | per-slice AUC, P002 (133) | AUC on scored slices "
-             "(n) | patient P(severe) P002 | normal001 | normal001 verdict |", "|---|---|---|---|---|---|---|"]
+    def pct(v: float | None) -> str:
+        return "–" if v is None else f"{v:.1f} %"
+
+    lines = ["| model | per-slice AUC P002 (133) | cap001 (168) | all three pooled (455) | AUC on scored slices (n) | "
+             "patient P(severe) P002 / cap001 / normal001 | verdicts | learned involvement P002 / cap001 / normal001 |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, r in res["models"].items():
-        lines.append(f"| {name} | {f(r['slice_auc_pooled'])} | {f(r['slice_auc_p002'])} | "
-                     f"{f(r['slice_auc_scored_only'])} ({r['slices_scored']}) | {f(r['patient_p_p002'])} | "
-                     f"{f(r['patient_p_normal001'])} | {r['verdict_normal001']} |")
+        lines.append(f"| {name} | {f(r['slice_auc_p002'])} | {f(r['slice_auc_cap001'])} | {f(r['slice_auc_pooled'])} | "
+                     f"{f(r['slice_auc_scored_only'])} ({r['slices_scored']}) | "
+                     f"{f(r['patient_p_p002'])} / {f(r['patient_p_cap001'])} / {f(r['patient_p_normal001'])} | "
+                     f"{r['verdict_p002']} / {r['verdict_cap001']} / {r['verdict_normal001']} | "
+                     f"{pct(r['learned_involvement_p002'])} / {pct(r['learned_involvement_cap001'])} / "
+                     f"{pct(r['learned_involvement_normal001'])} |")
     for name, r in res["references"].items():
-        lines.append(f"| *{name}* (reference) | {f(r['slice_auc_pooled'])} | {f(r['slice_auc_p002'])} | | | | |")
+        lines.append(f"| *{name}* (reference) | {f(r['slice_auc_p002'])} | {f(r['slice_auc_cap001'])} | "
+                     f"{f(r['slice_auc_pooled'])} | | | | |")
     return "\n".join(lines) + "\n"

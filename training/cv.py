@@ -1,14 +1,18 @@
-"""Patient-grouped k-fold cross-validation of a model-set recipe, with the classical reference on the same folds.
+"""Cross-validation of a model-set recipe, by patient or by source, with the classical reference on the same folds.
 
-With 14 patients one split is noise. Each repeat shuffles the patients into ``folds`` folds
-(stratified by each patient's worst slice; a slice without a patient ID is its own patient).
-For every fold the recipe's steps run exactly as ``make real-models`` runs them (the fold's own
-baseline is the teacher and the pruning parent), on the other folds' patients, and score the
-held-out fold. Out-of-fold scores are pooled per repeat (every slice is scored once, by models that
-never saw its patient) and summarised as ROC-AUC, accuracy, sensitivity and specificity at
-P(severe) ≥ 0.5, and Spearman ρ with the involvement; mean ± sd over repeats. The classical
-reference (``training.classical``) is fitted and scored on the same folds. On held-out severe
-slices with infection masks, Grad-CAM peaks are checked against the masks (``training.cam_eval``).
+With 14 patients one split is noise. Two splits: ``patients`` shuffles the patients into ``folds``
+folds each repeat (stratified by each patient's worst slice; a slice without a patient ID is its own
+patient); ``sources`` leaves one source out at a time (``training.data.SOURCES``: coronacases.org,
+radiopaedia.org, MedSeg), which is what a new hospital's scans are to a model. For every fold the
+recipe's steps run exactly as ``make real-models`` runs them (the fold's own baseline is the teacher
+and the pruning parent), on the other patients, and score the held-out ones. Out-of-fold scores are
+pooled per repeat (every slice is scored once, by models that never saw its patient) and summarised
+as Spearman ρ with the involvement, ROC-AUC, and accuracy, sensitivity and specificity at each fold
+model's own cut (its card's); mean ± sd over repeats; and per source of the held-out slices. The
+classical reference (``training.classical``) is fitted and scored on the same folds. On held-out
+slices with doctor-made masks (MedSeg) the learned lesion maps are scored by Dice on the slice's own
+grid (``training.lesion_eval``); on held-out severe slices, Grad-CAM peaks are checked against the
+masks (``training.cam_eval``).
 
 Results are written per (repeat, fold, model) as they finish, so a cancelled or killed
 cross-validation resumes where it stopped; fold models are deleted once their fold is done.
@@ -28,7 +32,7 @@ from sklearn.metrics import roc_auc_score
 
 from .classical import reference_scores
 from .config import CVConfig
-from .data import load_dataset, prepare
+from .data import SOURCES, load_dataset, prepare, source_of
 from .fsutil import read_json, write_json_atomic, write_text_atomic
 from .model_set import Recipe, config_for
 from .pipeline import execute
@@ -59,16 +63,28 @@ def _result_path(out: Path, r: int, f: int, key: str) -> Path:
     return out / "results" / f"r{r}-f{f}-{key}.json"
 
 
+def fold_names(cv: CVConfig) -> list[str]:
+    """What each fold holds out: 'fold k' for patient folds, the source's key for source folds."""
+    return list(SOURCES) if cv.split == "sources" else [f"fold {f + 1}" for f in range(cv.folds)]
+
+
+def _fold_data(cv: CVConfig, f: int, seed: int) -> dict[str, Any]:
+    if cv.split == "sources":
+        return {"holdout_source": list(SOURCES)[f]}
+    return {"cv_folds": cv.folds, "cv_fold": f, "cv_seed": seed}
+
+
 def run(cv: CVConfig, out: Path, progress: OnProgress | None = None) -> dict[str, Any]:
     """Cross-validate ``cv.recipe``; writes ``out/report.{json,md}`` and returns the report."""
     recipe = recipe_named(cv.recipe)
     steps = plan_steps(recipe, cv.models)
-    total = cv.repeats * cv.folds * len(steps)
+    n_folds = len(fold_names(cv))
+    total = cv.repeats * n_folds * len(steps)
     mirror = Mirror(progress)
     t0 = time.time()
     try:
         for r in range(cv.repeats):
-            for f in range(cv.folds):
+            for f in range(n_folds):
                 _fold(cv, recipe, steps, out, r, f, mirror, total, t0)
     finally:
         mirror.close()
@@ -83,7 +99,10 @@ def _fold(cv: CVConfig, recipe: Recipe, steps: list[str], out: Path, r: int, f: 
           t0: float) -> None:
     seed = cv.seed + r
     fold_root = out / "folds" / f"r{r}f{f}"
-    overrides = {"data": {"cv_folds": cv.folds, "cv_fold": f, "cv_seed": seed}}
+    n_folds = len(fold_names(cv))
+    overrides: dict[str, Any] = {"data": _fold_data(cv, f, seed)}
+    if cv.split == "sources" and r:
+        overrides["seed"] = seed  # the held-out source is the same every repeat: vary the training instead
     baseline: Path | None = None
     for i, key in enumerate(steps):
         path = _result_path(out, r, f, key)
@@ -92,8 +111,8 @@ def _fold(cv: CVConfig, recipe: Recipe, steps: list[str], out: Path, r: int, f: 
             baseline = Path(done["model_dir"]) if key == "baseline" else baseline
             continue
         store = RunStore(fold_root)
-        index = (r * cv.folds + f) * len(steps) + i
-        mirror.point(store, {"stage": f"repeat {r + 1}/{cv.repeats} · fold {f + 1}/{cv.folds} · {key}",
+        index = (r * n_folds + f) * len(steps) + i
+        mirror.point(store, {"stage": f"repeat {r + 1}/{cv.repeats} · {fold_names(cv)[f]} ({f + 1}/{n_folds}) · {key}",
                              "unit": "step", "epoch": index + 1, "epochs": total,
                              "elapsed_s": round(time.time() - t0, 1)})
         cfg = config_for(recipe, key, cv.quick, baseline or fold_root / "missing-baseline",
@@ -101,10 +120,18 @@ def _fold(cv: CVConfig, recipe: Recipe, steps: list[str], out: Path, r: int, f: 
         run = execute(cfg, store=store)
         if key == "baseline":
             baseline = run.model_dir
-        result = {"repeat": r, "fold": f, "model": key, "model_dir": str(run.model_dir), "seed": seed,
-                  "predictions": (run.evaluation() or {}).get("predictions"), "temperature": run.summary.get("temperature")}
-        if cv.cam and key in cv.models:
-            result["cam"] = _cam(cfg, run.model_dir)
+        result = {"repeat": r, "fold": f, "fold_name": fold_names(cv)[f], "model": key, "model_dir": str(run.model_dir),
+                  "seed": seed, "predictions": (run.evaluation() or {}).get("predictions"),
+                  "temperature": run.summary.get("temperature"), "verdict": run.summary.get("verdict")}
+        if key in cv.models:
+            held_out = _held_out_cases(cfg)
+            if cv.cam:
+                from .cam_eval import cam_in_lesions
+
+                result["cam"] = cam_in_lesions(run.model_dir, held_out["severe"])
+            from .lesion_eval import lesion_dice_on_cases
+
+            result["dice"] = lesion_dice_on_cases(run.model_dir, held_out["doctor_masks"])
         write_json_atomic(path, result)
     classical = _result_path(out, r, f, "classical")
     if read_json(classical) is None:
@@ -127,34 +154,35 @@ def _classical(recipe: Recipe, cv: CVConfig, overrides: dict[str, Any]) -> dict[
     }}
 
 
-def _cam(cfg, model_dir: Path) -> dict[str, Any]:
+def _held_out_cases(cfg) -> dict[str, list]:
+    """The fold's held-out 2-D slices: the severe ones (Grad-CAM check) and those with doctor-made masks
+    (MedSeg, lesion Dice); never trained on in this fold."""
     ds = load_dataset(cfg.data)
     data = prepare(cfg.data, cfg.pre, cfg.seed)
-    test = (data.split == 2) & (data.labels == 1)
-    wanted = set(data.cases[test].tolist())
-    cases = [c for c in ds.cases if c.case_id in wanted and c.n_slices == 1]
-    from .cam_eval import cam_in_lesions
-
-    return cam_in_lesions(model_dir, cases)
+    test = data.split == 2
+    severe = set(data.cases[test & (data.labels == 1)].tolist())
+    doctor = {c for c, p in zip(data.cases[test].tolist(), data.patients[test].tolist()) if source_of(p) == "medseg"}
+    flat = [c for c in ds.cases if c.n_slices == 1]
+    return {"severe": [c for c in flat if c.case_id in severe], "doctor_masks": [c for c in flat if c.case_id in doctor]}
 
 
 # ------------------------------------------------------------------ summary
-def _metrics(scores: np.ndarray, labels: np.ndarray, inv: np.ndarray, threshold: float | None) -> dict[str, Any]:
+def _metrics(scores: np.ndarray, labels: np.ndarray, inv: np.ndarray, cuts: np.ndarray | None) -> dict[str, Any]:
     out: dict[str, Any] = {"n": int(len(labels)), "severe": int(labels.sum())}
     out["roc_auc"] = float(roc_auc_score(labels, scores)) if len(set(labels.tolist())) == 2 else None
     known = ~np.isnan(inv)
     out["spearman_involvement"] = float(spearmanr(scores[known], inv[known]).statistic) if known.sum() > 2 else None
-    if threshold is not None:
-        pred = scores >= threshold
+    if cuts is not None:
+        pred = scores >= cuts
         tp, tn = int((pred & (labels == 1)).sum()), int((~pred & (labels == 0)).sum())
-        out.update({"accuracy": (tp + tn) / len(labels),
-                    "sensitivity": tp / max(int((labels == 1).sum()), 1),
-                    "specificity": tn / max(int((labels == 0).sum()), 1)})
+        npos, nneg = int((labels == 1).sum()), int((labels == 0).sum())
+        out.update({"accuracy": (tp + tn) / max(len(labels), 1),
+                    "sensitivity": tp / npos if npos else None, "specificity": tn / nneg if nneg else None})
     return out
 
 
 def _pooled(items: list[dict[str, Any]], score_key: str | None) -> dict[str, np.ndarray]:
-    lab, inv, sc, fold = [], [], [], []
+    lab, inv, sc, fold, cut, pat = [], [], [], [], [], []
     for it in items:
         p = it["predictions"] or {}
         lab += p.get("label", [])
@@ -162,8 +190,10 @@ def _pooled(items: list[dict[str, Any]], score_key: str | None) -> dict[str, np.
         s = p["p_severe"] if score_key is None else p["scores"].get(score_key, [])
         sc += s
         fold += [it["fold"]] * len(s)
+        cut += [float(p.get("cut", 0.5))] * len(s)
+        pat += p.get("patient", [])
     return {"labels": np.array(lab, int), "inv": np.array(inv, float), "scores": np.array(sc, float),
-            "fold": np.array(fold, int)}
+            "fold": np.array(fold, int), "cut": np.array(cut, float), "source": np.array([source_of(x) for x in pat])}
 
 
 def _per_fold_auc(p: dict[str, np.ndarray]) -> list[float | None]:
@@ -174,37 +204,56 @@ def _per_fold_auc(p: dict[str, np.ndarray]) -> list[float | None]:
     return out
 
 
+def _by_source(p: dict[str, np.ndarray], learned: bool) -> dict[str, dict[str, Any]]:
+    """The pooled metrics restricted to each source's held-out slices."""
+    return {src: _metrics(p["scores"][m], p["labels"][m], p["inv"][m], p["cut"][m] if learned else None)
+            for src in SOURCES if (m := p["source"] == src).any()}
+
+
 def _mean_sd(values: list[float | None]) -> dict[str, float | None]:
     v = [x for x in values if x is not None]
     return {"mean": float(np.mean(v)) if v else None, "sd": float(np.std(v)) if len(v) > 1 else (0.0 if v else None)}
+
+
+def _weighted(parts: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, Any] | None:
+    parts = [c for c in parts if c and c.get("n")]
+    if not parts:
+        return None
+    n = sum(c["n"] for c in parts)
+    return {"n": n, **{k: sum(c[k] * c["n"] for c in parts) / n for k in keys}}
 
 
 def summarise(cv: CVConfig, out: Path, steps: list[str]) -> dict[str, Any]:
     """Pool every finished repeat's out-of-fold scores (a repeat counts once all its folds are done)."""
     rows: dict[str, dict[str, Any]] = {}
     repeats_done = []
+    n_folds = len(fold_names(cv))
     for r in range(cv.repeats):
-        if all(read_json(_result_path(out, r, f, k)) for f in range(cv.folds) for k in steps + ["classical"]):
+        if all(read_json(_result_path(out, r, f, k)) for f in range(n_folds) for k in steps + ["classical"]):
             repeats_done.append(r)
     names = [k for k in steps if k in cv.models]
     classical_names: list[str] = []
     for r in repeats_done:
-        cl = [dict(read_json(_result_path(out, r, f, "classical")), fold=f) for f in range(cv.folds)]
+        cl = [dict(read_json(_result_path(out, r, f, "classical")), fold=f) for f in range(n_folds)]
         for name in sorted({k for c in cl for k in c["predictions"]["scores"]}):
             if name not in classical_names:
                 classical_names.append(name)
             p = _pooled(cl, name)
             rows.setdefault(name, {"kind": "classical", "repeats": []})["repeats"].append(
-                {**_metrics(p["scores"], p["labels"], p["inv"], None), "fold_auc": _per_fold_auc(p)})
+                {**_metrics(p["scores"], p["labels"], p["inv"], None), "fold_auc": _per_fold_auc(p),
+                 "by_source": _by_source(p, False)})
         for key in names:
-            items = [read_json(_result_path(out, r, f, key)) for f in range(cv.folds)]
+            items = [read_json(_result_path(out, r, f, key)) for f in range(n_folds)]
             p = _pooled(items, None)
-            cams = [it.get("cam") for it in items if it.get("cam") and it["cam"].get("n")]
-            row = {**_metrics(p["scores"], p["labels"], p["inv"], 0.5), "fold_auc": _per_fold_auc(p)}
-            if cams:
-                n = sum(c["n"] for c in cams)
-                row["cam"] = {"n": n, **{k: sum(c[k] * c["n"] for c in cams) / n for k in
-                                         ("peak_in_infection", "uniform_peak", "mass_in_infection", "uniform_mass")}}
+            row = {**_metrics(p["scores"], p["labels"], p["inv"], p["cut"]), "fold_auc": _per_fold_auc(p),
+                   "by_source": _by_source(p, True), "cuts": [float(it["predictions"].get("cut", 0.5)) for it in items]}
+            cam = _weighted([it.get("cam") for it in items],
+                            ("peak_in_infection", "uniform_peak", "mass_in_infection", "uniform_mass"))
+            if cam:
+                row["cam"] = cam
+            dice = _weighted([it.get("dice") for it in items], ("mean",))
+            if dice:
+                row["dice"] = dice
             rows.setdefault(key, {"kind": "learned", "repeats": []})["repeats"].append(row)
     for name, row in rows.items():
         reps = row["repeats"]
@@ -212,33 +261,48 @@ def summarise(cv: CVConfig, out: Path, steps: list[str]) -> dict[str, Any]:
         for k in ("accuracy", "sensitivity", "specificity", "spearman_involvement"):
             if reps and k in reps[0]:
                 row[k] = _mean_sd([x.get(k) for x in reps])
-        cams = [x["cam"] for x in reps if "cam" in x]
-        if cams:
-            row["cam"] = {k: float(np.mean([c[k] for c in cams])) for k in cams[0]}
+        for extra in ("cam", "dice"):
+            parts = [x[extra] for x in reps if extra in x]
+            if parts:
+                row[extra] = {k: float(np.mean([c[k] for c in parts])) for k in parts[0]}
+        sources = sorted({s for x in reps for s in x.get("by_source", {})}, key=list(SOURCES).index)
+        row["by_source"] = {s: {k: _mean_sd([x["by_source"].get(s, {}).get(k) for x in reps])
+                                for k in ("spearman_involvement", "roc_auc", "sensitivity", "specificity", "n", "severe")}
+                            for s in sources}
     base = rows.get("baseline", {}).get("roc_auc", {}).get("mean")
+    base_rho = rows.get("baseline", {}).get("spearman_involvement", {}).get("mean")
     for key in names:
         if key in rows and base is not None and rows[key]["roc_auc"]["mean"] is not None:
             rows[key]["delta_vs_baseline"] = rows[key]["roc_auc"]["mean"] - base
+        if key in rows and base_rho is not None and rows[key].get("spearman_involvement", {}).get("mean") is not None:
+            rows[key]["rho_delta_vs_baseline"] = rows[key]["spearman_involvement"]["mean"] - base_rho
     best_ref = max((rows[n]["roc_auc"]["mean"] or 0.0 for n in classical_names if n in rows), default=None)
-    return {"recipe": cv.recipe, "folds": cv.folds, "repeats_planned": cv.repeats, "repeats_done": len(repeats_done),
+    return {"recipe": cv.recipe, "split": cv.split, "folds": n_folds, "fold_names": fold_names(cv),
+            "repeats_planned": cv.repeats, "repeats_done": len(repeats_done),
             "seed": cv.seed, "models": names, "classical": classical_names, "rows": rows,
             "best_classical_auc": best_ref, "definition": __doc__.split("\n\n")[1].replace("\n", " ")}
 
 
-def markdown(report: dict[str, Any]) -> str:
-    def ms(d: dict | None, digits: int = 3) -> str:
-        if not d or d.get("mean") is None:
-            return "–"
-        return f"{d['mean']:.{digits}f} ± {d['sd']:.{digits}f}" if report["repeats_done"] > 1 else f"{d['mean']:.{digits}f}"
+def _f(d: dict | None, digits: int, repeats: int) -> str:
+    if not d or d.get("mean") is None:
+        return "–"
+    return f"{d['mean']:.{digits}f} ± {d['sd']:.{digits}f}" if repeats > 1 else f"{d['mean']:.{digits}f}"
 
+
+def markdown(report: dict[str, Any]) -> str:
+    reps = report["repeats_done"]
+    split = report.get("split", "patients")
+    what = (f"Leave-one-source-out ({', '.join(report.get('fold_names', []))})" if split == "sources"
+            else f"Patient-grouped {report['folds']}-fold cross-validation")
+    seeds = f"seed {report['seed']}" + (f"…{report['seed'] + reps - 1}" if reps > 1 else "")
+    sources = [s for s in SOURCES if any(s in report["rows"][n].get("by_source", {}) for n in report["rows"])]
     lines = [
-        f"Patient-grouped {report['folds']}-fold cross-validation, {report['repeats_done']} repeat(s) "
-        f"(seed {report['seed']}{'…' + str(report['seed'] + report['repeats_done'] - 1) if report['repeats_done'] > 1 else ''}), "
-        f"recipe '{report['recipe']}'. Pooled out-of-fold scores; accuracy, sensitivity and specificity at "
-        "P(severe) ≥ 0.5.", "",
-        "| model | ROC-AUC | Δ vs baseline | accuracy | sensitivity | specificity | Spearman ρ (involvement) | "
-        "CAM peak in infection (uniform map) | per-fold AUC |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"{what}, {reps} repeat(s) ({seeds}), recipe '{report['recipe']}'. Pooled out-of-fold scores; accuracy, "
+        "sensitivity and specificity at each fold model's own cut (its card's, chosen on that fold's validation "
+        "split). Lesion Dice: held-out MedSeg slices (doctor's masks), on the slice's own grid.", "",
+        "| model | Spearman ρ (involvement) | ROC-AUC | Δ AUC vs baseline | sensitivity | specificity | accuracy | "
+        "lesion Dice | CAM peak in infection (uniform map) | " + " | ".join(f"ρ {s}" for s in sources) + " |",
+        "|---|---|---|---|---|---|---|---|---|" + "---|" * len(sources),
     ]
     rows = report["rows"]
     for name in report["models"] + report["classical"]:
@@ -247,10 +311,13 @@ def markdown(report: dict[str, Any]) -> str:
         row = rows[name]
         cam = row.get("cam")
         cam_txt = f"{cam['peak_in_infection']:.2f} ({cam['uniform_peak']:.2f})" if cam else "–"
-        folds = " / ".join("–" if a is None else f"{a:.2f}" for a in row["repeats"][0]["fold_auc"])
+        dice = row.get("dice")
+        dice_txt = "–" if not dice else f"{dice['mean']:.3f} (n={int(round(dice['n']))})"
         delta = f"{row['delta_vs_baseline']:+.3f}" if "delta_vs_baseline" in row else "–"
         label = name if row["kind"] == "learned" else f"*classical: {name}*"
-        lines.append(f"| {label} | {ms(row['roc_auc'])} | {delta} | {ms(row.get('accuracy'), 2)} | "
-                     f"{ms(row.get('sensitivity'), 2)} | {ms(row.get('specificity'), 2)} | "
-                     f"{ms(row.get('spearman_involvement'), 2)} | {cam_txt} | {folds} |")
+        per_src = " | ".join(_f(row.get("by_source", {}).get(s, {}).get("spearman_involvement"), 2, reps) for s in sources)
+        lines.append(f"| {label} | {_f(row.get('spearman_involvement'), 3, reps)} | {_f(row['roc_auc'], 3, reps)} | "
+                     f"{delta} | {_f(row.get('sensitivity'), 2, reps)} | {_f(row.get('specificity'), 2, reps)} | "
+                     f"{_f(row.get('accuracy'), 2, reps)} | {dice_txt} | "
+                     f"{cam_txt} | {per_src} |")
     return "\n".join(lines) + "\n"

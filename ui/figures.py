@@ -152,6 +152,30 @@ def roc(curves: dict[str, dict], title: str) -> go.Figure:
     return _layout(fig, title, height=320)
 
 
+def reliability(p_severe: Sequence[float], labels: Sequence[int], title: str, bins: int = 10) -> go.Figure:
+    """Reliability diagram: per bin of predicted P(severe), the share of slices that are severe (dot size: how
+    many slices), beside the diagonal a calibrated model follows."""
+    p, y = np.asarray(p_severe, float), np.asarray(labels, int)
+    keep = y >= 0
+    p, y = p[keep], y[keep]
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(p, edges) - 1, 0, bins - 1)
+    xs, ys, ns = [], [], []
+    for b in range(bins):
+        m = which == b
+        if m.any():
+            xs.append(float(p[m].mean()))
+            ys.append(float(y[m].mean()))
+            ns.append(int(m.sum()))
+    fig = go.Figure(go.Scatter(x=xs, y=ys, mode="markers+lines", name="observed",
+                               marker=dict(size=[6 + 14 * np.sqrt(n / max(ns)) for n in ns] if ns else 6),
+                               text=[f"{n} slices" for n in ns], hovertemplate="P %{x:.2f} → severe %{y:.2f}, %{text}"))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dash", color="#8A8F98"), showlegend=False))
+    fig.update_xaxes(title="predicted P(severe)", range=[0, 1])
+    fig.update_yaxes(title="observed share severe", range=[0, 1.02])
+    return _layout(fig, title, height=320)
+
+
 def cv_bars(df: pd.DataFrame, best_classical: float | None) -> go.Figure:
     """Pooled out-of-fold ROC-AUC per model (± sd over repeats), classical references greyed, best one as a line."""
     classical = df["model"].str.startswith("classical")

@@ -8,6 +8,7 @@ import time
 import pandas as pd
 import streamlit as st
 
+from ctmodels.verdict import VerdictRule
 from ctmodels.workspace import REPO_ROOT
 from training.runs import Run
 
@@ -59,14 +60,27 @@ def evaluation_block(run: Run, key: str) -> None:
                                         for k, v in m.items() if k not in ("confusion", "roc")}})
     df = pd.DataFrame(rows)
     st.dataframe(df, hide_index=True, width="stretch")
-    st.caption(f"Split: {ev['split']} · temperature {ev['temperature']:.3f} · patient verdict: {ev.get('aggregation', '')}")
-    a, b, c = st.columns(3)
+    rule = VerdictRule(**{k: v for k, v in (ev.get("rule") or {}).items() if k in VerdictRule.__dataclass_fields__})
+    chosen = rule.validation or {}
+    picked = (f"chosen on the validation split ({chosen.get('n')} slices, {chosen.get('severe')} severe: "
+              f"sensitivity {chosen['sensitivity']:.2f}, specificity {chosen['specificity']:.2f})"
+              if chosen.get("sensitivity") is not None and chosen.get("specificity") is not None
+              else chosen.get("note", "P = 0.5"))
+    st.caption(f"Split: {ev['split']} · {rule.describe()} — cut {picked} · ECE {ev['slice'].get('ece') or 0:.3f} · "
+               f"patient verdict: {ev.get('aggregation', '')}"
+               + (f" · lesion Dice {ev['lesion_dice']['mean']:.3f} ({ev['lesion_dice']['n']} slices)"
+                  if ev.get("lesion_dice") else ""))
+    a, b, c, d = st.columns(4)
     a.plotly_chart(figures.confusion(ev["slice"]["confusion"], "Confusion (slices)"), config=figures.PLOTLY_CONFIG,
                    key=f"{key}_cm_s")
     b.plotly_chart(figures.confusion(ev["patient"]["confusion"], "Confusion (patients)"), config=figures.PLOTLY_CONFIG,
                    key=f"{key}_cm_p")
     c.plotly_chart(figures.roc({"slices": ev["slice"].get("roc"), "patients": ev["patient"].get("roc")}, "ROC"),
                    config=figures.PLOTLY_CONFIG, key=f"{key}_roc")
+    preds = ev.get("predictions") or {}
+    if preds.get("p_severe"):
+        d.plotly_chart(figures.reliability(preds["p_severe"], preds["label"], "Reliability (slices)"),
+                       config=figures.PLOTLY_CONFIG, key=f"{key}_rel")
     st.download_button("Metrics (CSV)", df.to_csv(index=False).encode(), f"{run.id}-metrics.csv", "text/csv",
                        key=f"{key}_csv")
 
@@ -75,19 +89,25 @@ def history_csv(run: Run) -> bytes:
     return pd.DataFrame(run.metrics()).to_csv(index=False).encode()
 
 
-MEASURED_CV = REPO_ROOT / "docs" / "measurements" / "real_cv.json"
+MEASURED_CV = {"patients": REPO_ROOT / "docs" / "measurements" / "real_cv.json",
+               "sources": REPO_ROOT / "docs" / "measurements" / "real_loso.json"}
 
 
-def measured_cv_report() -> dict | None:
-    """The real-CT cross-validation the developers ran (``python -m training cv --out docs/measurements``)."""
-    try:
-        return json.loads(MEASURED_CV.read_text())
-    except (OSError, ValueError):
-        return None
+def measured_cv_reports() -> dict[str, dict]:
+    """The real-CT cross-validations the developers ran (``python -m training cv --out docs/measurements``):
+    by patient and by source, where present."""
+    out = {}
+    for split, path in MEASURED_CV.items():
+        try:
+            out[split] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+    return out
 
 
 def cv_table(report: dict) -> pd.DataFrame:
-    """One row per learned model, then the classical references: pooled out-of-fold metrics."""
+    """One row per learned model, then the classical references: pooled out-of-fold metrics, and Spearman ρ
+    per held-out source."""
     def ms(d):
         if not d or d.get("mean") is None:
             return None
@@ -98,13 +118,16 @@ def cv_table(report: dict) -> pd.DataFrame:
         row = report["rows"].get(name)
         if not row:
             continue
-        cam = row.get("cam") or {}
+        cam, dice = row.get("cam") or {}, row.get("dice") or {}
         rows.append({
             "model": name if row["kind"] == "learned" else f"classical: {name}",
+            "Spearman ρ": ms(row.get("spearman_involvement")),
             "ROC-AUC": ms(row["roc_auc"]), "± sd": None if row["roc_auc"].get("sd") is None else round(row["roc_auc"]["sd"], 3),
             "Δ vs baseline": None if "delta_vs_baseline" not in row else round(row["delta_vs_baseline"], 3),
-            "accuracy": ms(row.get("accuracy")), "sensitivity": ms(row.get("sensitivity")),
-            "specificity": ms(row.get("specificity")), "Spearman ρ": ms(row.get("spearman_involvement")),
+            "sensitivity": ms(row.get("sensitivity")), "specificity": ms(row.get("specificity")),
+            "accuracy": ms(row.get("accuracy")),
+            "lesion Dice": None if not dice else round(dice["mean"], 3),
+            **{f"ρ {src}": ms(v.get("spearman_involvement")) for src, v in (row.get("by_source") or {}).items()},
             "CAM peak in infection": None if not cam else round(cam["peak_in_infection"], 2),
             "uniform map": None if not cam else round(cam["uniform_peak"], 2),
         })
@@ -116,9 +139,11 @@ def cv_report_view(report: dict, key: str) -> None:
     if report.get("repeats_done", 0) == 0:
         st.info("No repeat has finished all its folds yet.")
         return
-    st.caption(f"Patient-grouped {report['folds']}-fold CV, {report['repeats_done']} repeat(s), recipe "
-               f"'{report['recipe']}'" + (f", measured {report['measured']}" if report.get("measured") else "")
-               + ". " + report.get("definition", ""))
+    what = ("Leave-one-source-out (" + ", ".join(report.get("fold_names", [])) + ")"
+            if report.get("split") == "sources" else f"Patient-grouped {report['folds']}-fold CV")
+    st.caption(f"{what}, {report['repeats_done']} repeat(s), recipe '{report['recipe']}'"
+               + (f", measured {report['measured']}" if report.get("measured") else "")
+               + ". Sensitivity and specificity at each fold model's own cut (its card's). " + report.get("definition", ""))
     df = cv_table(report)
     st.dataframe(df, hide_index=True, width="stretch")
     st.plotly_chart(figures.cv_bars(df, report.get("best_classical_auc")), config=figures.PLOTLY_CONFIG, key=f"{key}_bars")

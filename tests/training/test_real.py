@@ -65,9 +65,11 @@ def test_cv_fold_keeps_patients_out_of_training(real_data, workspace):
 
 
 def test_tiny_real_model_through_the_real_models_path(real_data, workspace):
-    from ctmodels.imaging.phantom import PhantomConfig, generate_patient
-    from ctmodels.inference import load_model, predict_volume
+    from ctmodels.imaging import read_any
     from ctmodels.imaging.lung import segment_lungs
+    from ctmodels.imaging.lung_field import lung_field
+    from ctmodels.imaging.phantom import PhantomConfig, generate_patient
+    from ctmodels.inference import lesion_map, load_model, predict_volume
     from training.model_set import config_for
     from training.pipeline import execute
     from training.real import REAL
@@ -79,11 +81,26 @@ def test_tiny_real_model_through_the_real_models_path(real_data, workspace):
     assert card.preprocessing["intensity"] == "landmarks" and card.preprocessing["orient"] is True
     ev = run.evaluation()
     assert ev["split"] == "val" and len(ev["predictions"]["p_severe"]) == ev["slice"]["n"]
+    assert card.arch["lesion_head"] == REAL.common["model_kwargs"]["lesion_head"]  # lesion-aware, like every real model
+    rule = card.verdict
+    assert rule["score"] == "lesion" and 0 < rule["cut"] < 1 and "lesion_logit_shift" in rule["validation"]
+    assert "lesion_dice" in ev and ev["predictions"]["cut"] == rule["cut"]
+    assert len(ev["predictions"]["learned_involvement"]) == ev["slice"]["n"]
     lm = load_model(run.model_dir)  # and it scores a HU volume through the same input path
     vol = generate_patient("PHT", 40.0, seed=2, cfg=PhantomConfig(size=128, n_slices=8, pixel_mm=2.8,
                                                                      slice_mm=20.0)).to_volume()
-    vp = predict_volume(lm, vol, segment_lungs(vol))
-    assert 0 <= vp.patient_p <= 1 and len(vp.slices) > 0
+    lung = lung_field(vol)
+    assert (lung == segment_lungs(vol)).all()  # HU: the classical segmentation
+    vp = predict_volume(lm, vol, lung)
+    assert 0 <= vp.patient_p <= 1 and len(vp.slices) == len(vp.p_severe) > 0
+    assert vp.verdict == ("severe" if vp.patient_p >= rule["cut"] else "mild")  # at the card's cut
+    assert vp.involvement is not None and 0 <= vp.patient_involvement <= 100
+    # the lesion map API: (H, W) float32 in [0, 1] on the slice's own grid, for HU volumes and 8-bit slices
+    for volume, field in ((vol, lung), (read_any(real_data / "infnet-semiseg" / "Imgs" / "3.jpg"), None)):
+        field = lung_field(volume) if field is None else field
+        index = vp.slices[0] if volume is vol else 0
+        m = lesion_map(lm, volume, field, index)
+        assert m.shape == volume.shape[1:] and m.dtype == np.float32 and 0 <= m.min() and m.max() <= 1
 
 
 def test_quick_cross_validation_with_classical_reference(quick_cv, workspace):
@@ -123,3 +140,31 @@ def test_cv_config_refuses_bad_settings():
         with pytest.raises(ConfigError):
             cfg.validate()
     json.dumps(RunConfig.from_dict({"command": "cv", "model": "cv", "cv": {}}).to_dict())
+
+
+def test_leave_one_source_out_holds_a_whole_source_out(real_data, workspace):
+    from training.data import SOURCES, source_of, source_patients
+    from training.model_set import config_for
+    from training.real import REAL
+
+    assert source_of("coronacases_org_003") == "coronacases" and source_of("radiopaedia-10") == "radiopaedia"
+    assert source_of("slice-12") == "medseg"
+    for src in SOURCES:
+        cfg = config_for(REAL, "baseline", True, workspace, {"data": {"holdout_source": src}})
+        data = prepare(cfg.data, cfg.pre, cfg.seed)
+        test = {source_of(p) for p in data.patients[data.split == 2]}
+        seen = {source_of(p) for p in data.patients[(data.split == 0) | (data.split == 1)]}
+        assert test == {src} and src not in seen and seen
+    with pytest.raises(Exception, match="unknown source"):
+        source_patients({"a": 0}, "mars")
+
+
+def test_cv_by_source_names_its_folds():
+    from training.cv import fold_names
+    from training.config import ConfigError
+
+    assert fold_names(CVConfig(split="sources")) == ["coronacases", "radiopaedia", "medseg"]
+    assert fold_names(CVConfig(folds=3)) == ["fold 1", "fold 2", "fold 3"]
+    bad = RunConfig.from_dict({"command": "cv", "model": "cv", "cv": {"split": "sources", "recipe": "demo"}})
+    with pytest.raises(ConfigError, match="real recipe"):
+        bad.validate()

@@ -65,9 +65,12 @@ def test_real_samples(real_data):
     assert counts["severe"] == 22 and counts["mild"] == 28  # the README's derived split
     assert all(c.lesion_mask is not None for c in infnet.cases)
     md = open_dataset(real_data / "covid-ct-md")
-    assert {c.case_id for c in md.cases} == {"P002", "normal001"}
+    assert {c.case_id for c in md.cases} == {"P002", "cap001", "normal001"}
     p002 = md.case("P002")
     assert p002.label is None and p002.n_slices == 133 and sum(v or 0 for v in p002.slice_infection) == 68
+    cap = md.case("cap001")  # community-acquired pneumonia: the README's 86 of 168 slices infected
+    assert cap.label is None and cap.n_slices == 168 and sum(v or 0 for v in cap.slice_infection) == 86
+    assert md.case("normal001").slice_infection is None
     assert detect_layout(real_data / "covid-ct-md") == "covid-ct-md"
 
 
