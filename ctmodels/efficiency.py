@@ -36,13 +36,15 @@ import torch
 
 from .export import OrtPredictor, export_onnx, quantize_int8
 from .inference import LoadedModel
+from .nets.lesion import LesionOutputs
 from .workspace import workspace_dir
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("eager_cpu", "ort_fp32", "ort_int8", "cuda_eager", "cuda_amp")
+RUNTIMES = ("eager_cpu", "eager_cpu_lesion", "ort_fp32", "ort_int8", "cuda_eager", "cuda_amp")
 RUNTIME_TITLES = {
     "eager_cpu": "PyTorch eager, CPU",
+    "eager_cpu_lesion": "PyTorch eager, CPU, with the lesion map",
     "ort_fp32": "ONNX Runtime fp32, CPU",
     "ort_int8": "ONNX Runtime int8 (static QDQ), CPU",
     "cuda_eager": "PyTorch eager, CUDA",
@@ -53,6 +55,8 @@ RUNTIME_TITLES = {
 RUNTIME_SETTINGS = {
     "eager_cpu": "torch.inference_mode; BatchNorm folded into convs (torch.fx fuse); channels-last; "
                  "torch threads = cores",
+    "eager_cpu_lesion": "as eager_cpu, one pass giving the verdict logits and the lesion map (models with a "
+                        "lesion head only): what the head costs in latency",
     "ort_fp32": "onnxruntime CPUExecutionProvider, default session options: ORT_ENABLE_ALL graph "
                 "optimisations, intra-op threads = cores, spinning on; torch.onnx.export opset 17",
     "ort_int8": "as ort_fp32, static QDQ int8 (U8 activations, S8 per-channel weights), 64 calibration "
@@ -63,7 +67,7 @@ RUNTIME_SETTINGS = {
 
 
 def available_runtimes() -> list[str]:
-    base = ["eager_cpu", "ort_fp32", "ort_int8"]
+    base = ["eager_cpu", "eager_cpu_lesion", "ort_fp32", "ort_int8"]
     return base + (["cuda_eager", "cuda_amp"] if torch.cuda.is_available() else [])
 
 
@@ -107,6 +111,8 @@ class StaticStats:
     size_mb: float  # safetensors fp32 on disk
     onnx_fp32_mb: float | None = None
     onnx_int8_mb: float | None = None
+    head_params: int = 0  # of ``params``: the lesion head's (0 without one)
+    head_macs: int = 0  # added to ``macs`` (the verdict's pass) when the lesion map is computed too
 
 
 def static_stats(lm: LoadedModel, size: int = 224) -> StaticStats:
@@ -114,9 +120,15 @@ def static_stats(lm: LoadedModel, size: int = 224) -> StaticStats:
 
     params = sum(p.numel() for p in lm.model.parameters())
     nonzero = sum(int((p != 0).sum()) for p in lm.model.parameters())
-    macs, _ = tp.utils.count_ops_and_params(lm.model.cpu().eval(), torch.zeros(1, 1, size, size))
+    x = torch.zeros(1, 1, size, size)
+    macs, _ = tp.utils.count_ops_and_params(lm.model.cpu().eval(), x)
+    head_params = head_macs = 0
+    if lm.has_lesion_map:
+        head_params = sum(p.numel() for p in lm.model.lesion_head.parameters())
+        head_macs = int(tp.utils.count_ops_and_params(LesionOutputs(lm.model), x)[0]) - int(macs)
     weights = lm.folder / lm.card.weights_file
-    return StaticStats(lm.name, lm.key, params, nonzero, int(macs), round(weights.stat().st_size / 2**20, 2))
+    return StaticStats(lm.name, lm.key, params, nonzero, int(macs), round(weights.stat().st_size / 2**20, 2),
+                       head_params=head_params, head_macs=head_macs)
 
 
 @dataclass
@@ -177,8 +189,10 @@ def inference_ready(model: torch.nn.Module) -> torch.nn.Module:
 
 def make_runner(lm: LoadedModel, runtime: str, root: Path, calibration: np.ndarray | None, threads: int) -> Fn:
     """A callable taking a normalised float32 batch (N, 1, S, S), running as :data:`RUNTIME_SETTINGS` says."""
-    if runtime == "eager_cpu":
-        model = inference_ready(lm.model)
+    if runtime in ("eager_cpu", "eager_cpu_lesion"):
+        if runtime == "eager_cpu_lesion" and not lm.has_lesion_map:
+            raise ValueError("no lesion head")
+        model = inference_ready(lm.model if runtime == "eager_cpu" else LesionOutputs(lm.model))
 
         def run_eager(x: np.ndarray) -> object:
             with torch.inference_mode():
@@ -266,7 +280,7 @@ def peak_memory_mb(lm: LoadedModel, runtime: str, size: int, batch: int = 1) -> 
         torch.cuda.empty_cache()
         return round(peak, 1)
     if runtime != "eager_cpu":
-        return None
+        return None  # (eager_cpu_lesion: the same weights; its extra activations are small at these sizes)
     biggest = [0]
 
     def hook(_m, _i, out):
@@ -347,6 +361,8 @@ def measure(
     for i, lm in enumerate(models):
         statics[lm.name] = static_stats(lm, size)
         for j, rt in enumerate(runtimes):
+            if rt == "eager_cpu_lesion" and not lm.has_lesion_map:
+                continue  # nothing to time: the model makes no lesion map
             say(0.3 * (i * len(runtimes) + j) / max(steps, 1), f"Preparing {lm.name} · {RUNTIME_TITLES[rt]}"
                 + (" (export/quantise, once per checkpoint)" if rt.startswith("ort") else ""))
             try:

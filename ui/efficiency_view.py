@@ -57,6 +57,22 @@ def tables(res: Measurement) -> tuple[pd.DataFrame, pd.DataFrame]:
     return st_df, t
 
 
+def lesion_head_costs(res: Measurement) -> pd.DataFrame:
+    """For each model with a lesion head: what the head adds in parameters, MACs and eager latency (measured
+    with and without the lesion map in this same run)."""
+    rows = []
+    for name, s in res.statics.items():
+        if not s.head_params:
+            continue
+        plain, both = res.p50(name, "eager_cpu"), res.p50(name, "eager_cpu_lesion")
+        rows.append({"model": name, "head params (M)": round(s.head_params / 1e6, 3),
+                     "head share of params": round(s.head_params / s.params, 4),
+                     "verdict MACs (G)": round(s.macs / 1e9, 3), "head MACs (G)": round(s.head_macs / 1e9, 3),
+                     "eager ms, verdict only": plain, "eager ms, with lesion map": both,
+                     "× with the map": None if not plain or not both else round(both / plain, 3)})
+    return pd.DataFrame(rows)
+
+
 def table1(res: Measurement) -> pd.DataFrame:
     """Paper 000's Table I as reported, beside the same rows as measured here."""
     rep = pd.read_csv(TABLE1)

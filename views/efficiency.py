@@ -7,7 +7,7 @@ import streamlit as st
 from ctmodels.efficiency import RUNTIME_TITLES, available_runtimes, host_info, latest
 from training.heldout import calibration_slices
 from ui import figures
-from ui.efficiency_view import ghost_design_note, measure_with_progress, table1, tables
+from ui.efficiency_view import ghost_design_note, lesion_head_costs, measure_with_progress, table1, tables
 from ui.models import available_models, loaded
 
 st.title("Efficiency")
@@ -71,6 +71,12 @@ with tabs[0]:
         ratios = {rt: res.ratio(ghost[0], rt) for rt in res.runtimes if res.ratio(ghost[0], rt) is not None}
         st.info(f"**{ghost[0]}** runs at " + ", ".join(f"{r:.2f}× ({RUNTIME_TITLES[rt]})" for rt, r in ratios.items())
                 + " the baseline's eager CPU latency on this host.", icon=":material/speed:")
+    heads = lesion_head_costs(res)
+    if len(heads):
+        st.markdown("**What the lesion head costs.** Every real-CT model also predicts where the infection is "
+                    "(the learned lesion map on Compare); the verdict's pass and the pass that also gives the map, "
+                    "timed in this same run:")
+        st.dataframe(heads, hide_index=True, width="stretch")
     with st.expander("Which Ghost design this is, and why", expanded=False):
         st.markdown(ghost_design_note())
     q8 = t1[t1["runtime"] == "ort_int8"].set_index("model")["p50_ms"]
