@@ -2,7 +2,7 @@
 
 P002 (COVID-19) and cap001 (community-acquired pneumonia) carry the radiologists' per-slice infection
 labels; normal001 is normal by diagnosis (all its slices count as uninfected). Each series is zipped in
-memory and read like an upload, its lungs segmented, and every model scores it with ``predict_volume``,
+memory and read like an upload, its lungs segmented, and the models assess it (``ctmodels.assessment.assess``),
 exactly as on the Compare page. A slice the model does not score (outside its scope: lung section under
 its card's ``min_lung_share`` of the largest) gets score 0; the AUC over the scored slices alone is
 reported too. Per-slice AUC is reported for P002 and cap001 each, and for all three series pooled.
@@ -22,8 +22,8 @@ from sklearn.metrics import roc_auc_score
 
 from ctmodels.datasets import open_dataset
 from ctmodels.imaging import read_any
-from ctmodels.imaging.lung import involvement, segment_lungs
-from ctmodels.inference import LoadedModel, load_model, predict_volume
+from ctmodels.assessment import assess
+from ctmodels.inference import LoadedModel, load_model
 from ctmodels.workspace import real_data_dir
 
 SERIES = ("P002", "cap001", "normal001")
@@ -53,20 +53,20 @@ def evaluate_models(models: dict[str, Path], root: Path | None = None) -> dict[s
         if case.case_id not in SERIES:
             continue
         vol = _as_upload(Path(case.image))
-        lung = segment_lungs(vol)
+        assessment = assess(vol, list(loaded.values()))  # what the Compare page shows: lung field, classical, models
         labels = [int(v or 0) for v in case.slice_infection] if case.slice_infection else [0] * vol.n_slices
-        area = lung.sum(axis=(1, 2)).astype(float)
-        scores: dict[str, list[float]] = {"HU involvement rule": list(np.nan_to_num(involvement(vol, lung).per_slice)),
+        area = assessment.lung.sum(axis=(1, 2)).astype(float)
+        scores: dict[str, list[float]] = {"HU involvement rule": list(np.nan_to_num(assessment.classical.per_slice)),
                                           "lung-area prior": list(area)}
         patient: dict[str, float] = {}
         verdict: dict[str, str] = {}
         learned: dict[str, float | None] = {}
         scored: dict[str, list[int]] = {}
-        for name, lm in loaded.items():
-            vp = predict_volume(lm, vol, lung)
-            scores[name] = [0.0 if v is None else v for v in vp.curve(vol.n_slices)]
-            patient[name], verdict[name], learned[name] = vp.patient_p, vp.verdict, vp.patient_involvement
-            scored[name] = list(vp.slices)
+        for m in assessment.models:
+            vp = m.prediction
+            scores[m.name] = [0.0 if v is None else v for v in vp.curve(vol.n_slices)]
+            patient[m.name], verdict[m.name], learned[m.name] = vp.patient_p, vp.verdict, vp.patient_involvement
+            scored[m.name] = list(vp.slices)
         per[case.case_id] = {"labels": labels, "scores": scores, "patient_p": patient, "verdict": verdict,
                              "learned": learned, "scored": scored, "n_slices": vol.n_slices}
     missing = [s for s in SERIES if s not in per]

@@ -111,8 +111,8 @@ st.caption(f"All {len(models)} verdicts, CAMs and lesion maps computed in {view.
 rows = assessment.table(view)
 if assessment.is_volume:
     st.subheader("Patient level")
-    st.caption(assessment.models[0].prediction.aggregation + ". Learned involvement: lesion volume over lung "
-               "volume of the slices each model scores.")
+    st.caption(assessment.models[0].prediction.aggregation + ". The scan's learned involvement is its learned "
+               "lesion volume over its lung volume, over the slices each model scores.")
     st.dataframe(pd.DataFrame(rows)[["model", "patient verdict", "patient P(severe)", "cut",
                                       "scan learned involvement %"]], hide_index=True, width="stretch")
     series = {name: [None if v is None else 100 * v for v in curve] for name, curve in assessment.curves().items()}

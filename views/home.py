@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from ctmodels.workspace import workspace_dir
-from ui.training_view import measured_cv_report
+from ui.training_view import measured_cv_reports
 from ui.workspace_summary import data_summaries, evaluated_on, model_cards, trained_on
 
 st.title("CT Severity Studio")
@@ -37,17 +37,27 @@ c1.metric("Datasets", len(summaries))
 c2.metric("Trained models", len(cards))
 c3.metric("Model sets", len({c["_set"] for c in cards}))
 if cards:
-    cv_rows = (measured_cv_report() or {}).get("rows", {})
+    measured = measured_cv_reports()
+
+    def cv(c: dict, split: str, metric: str) -> float | None:
+        if c["_set"] != "real CT":
+            return None
+        row = (measured.get(split) or {}).get("rows", {}).get(c["_folder"]) or {}
+        return (row.get(metric) or {}).get("mean")
+
     table = pd.DataFrame([{"set": c["_set"], "model": c["_folder"], "kind": c.get("model_key"),
                            "input": c.get("input_size"), "trained on": trained_on(c),
                            "slice AUC": (c.get("metrics") or {}).get("slice_auc"), "measured on": evaluated_on(c),
-                           "5-fold CV AUC": ((cv_rows.get(c["_folder"]) or {}).get("roc_auc") or {}).get("mean")
-                           if c["_set"] == "real CT" else None} for c in cards])
+                           "CV ρ": cv(c, "patients", "spearman_involvement"), "CV AUC": cv(c, "patients", "roc_auc"),
+                           "ρ, source held out": cv(c, "sources", "spearman_involvement")} for c in cards])
+    number = st.column_config.NumberColumn
     st.dataframe(table.dropna(axis="columns", how="all"), hide_index=True, width="stretch",
-                 column_config={"slice AUC": st.column_config.NumberColumn(format="%.3f"),
-                                "5-fold CV AUC": st.column_config.NumberColumn(
-                                    format="%.3f", help="pooled out-of-fold ROC-AUC, patient-grouped "
-                                    "(docs/measurements/real_cv.md)")})
+                 column_config={"slice AUC": number(format="%.3f"),
+                                "CV ρ": number(format="%.3f", help="Spearman ρ with the involvement, pooled "
+                                               "out-of-fold, patient-grouped 5-fold (docs/measurements/real_cv.md)"),
+                                "CV AUC": number(format="%.3f", help="pooled out-of-fold ROC-AUC, the same folds"),
+                                "ρ, source held out": number(format="%.3f", help="Spearman ρ pooled over the "
+                                                             "leave-one-source-out folds (real_loso.md)")})
 else:
     st.caption("No trained models yet.")
 if not any(c["_set"] == "real CT" for c in cards):

@@ -27,13 +27,14 @@ GOAL = 0.70
 
 
 def cam_mass_in_lungs(models, cfg: PhantomConfig, cases=((101, 55.0), (102, 65.0), (103, 45.0), (104, 50.0))) -> dict[str, float]:
-    """Mean share of GradCAM mass inside the segmented lungs, over the 3 largest-lung slices of each severe phantom."""
+    """Mean share of GradCAM mass (for 'severe') inside the segmented lungs, over the 3 largest-lung slices of
+    each severe phantom."""
     masses: dict[str, list[float]] = {m.name: [] for m in models}
     for seed, target in cases:
         vol = generate_patient(f"S{seed}", target, seed, cfg).to_volume()
         assessment = assess(vol, models, segment_lungs(vol))
         for idx in np.argsort(assessment.lung.sum(axis=(1, 2)))[-3:]:
-            for r in assessment.at(int(idx)).results:
+            for r in assessment.at(int(idx), explain="severe").results:  # the evidence for what they are
                 masses[r.model].append(r.cam_in_lung)
     means = {k: round(float(np.mean(v)), 3) for k, v in masses.items()}
     print("GradCAM mass inside the lungs:", means)

@@ -102,7 +102,8 @@ def test_kd_loss_distils_the_teacher_lesion_map():
     torch.manual_seed(0)
     teacher = create("kd", lesion_head=8).eval()
     x = torch.randn(4, 1, 32, 32)
-    t_logits, t_lesion = teacher.forward_both(x)
+    with torch.no_grad():
+        t_logits, t_lesion = teacher.forward_both(x)
     batch = Batch(x, torch.tensor([0.1, 0.9, 0.2, 0.7]), torch.zeros(4, 1, 32, 32), torch.zeros(4, dtype=torch.bool))
     loss = kd_loss(teacher, 4.0, 0.5)
     assert float(loss(t_logits, t_lesion, batch)) < float(loss(t_logits, -t_lesion, batch))  # copying the map pays

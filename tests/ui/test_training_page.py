@@ -147,3 +147,29 @@ def test_cross_validation_tab(page, workspace, quick_cv, monkeypatch):
     at.button(key="FormSubmitter:cv_form-Start cross-validation").click().run()
     queued = [r for r in store.list(command="cv") if r.status == "queued"]
     assert len(queued) == 1 and queued[0].config["cv"]["models"] == ["kd"] and queued[0].config["cv"]["quick"]
+
+
+def test_measured_cross_validations_by_patient_and_by_source(page, workspace, monkeypatch):
+    """The developers' measured cross-validations (docs/measurements) are offered by patient and by source, with
+    rho, the cut's sensitivity and specificity, lesion Dice and rho per held-out source; the form queues a
+    leave-one-source-out run."""
+    import training.jobs as jobs
+
+    monkeypatch.setattr(jobs, "ensure_supervisor", lambda store=None: 0)
+    at = page
+    at.run()
+    shipped = [o for o in at.selectbox(key="cv_pick").options if o.startswith("measured by the developers")]
+    assert len(shipped) == 2 and any("by patient" in o for o in shipped) and any("by source" in o for o in shipped)
+    at.selectbox(key="cv_pick").select(next(o for o in shipped if "by source" in o)).run()
+    assert not at.exception, at.exception
+    assert "Leave-one-source-out (coronacases, radiopaedia, medseg)" in texts(at)
+    table = next(d.value for d in at.dataframe if "Spearman ρ" in d.value.columns)
+    for column in ("sensitivity", "specificity", "lesion Dice", "ρ coronacases", "ρ radiopaedia", "ρ medseg"):
+        assert column in table.columns
+    assert table["Spearman ρ"].notna().all()
+    at.selectbox(key="cv_split").select("sources")
+    at.multiselect(key="cv_models").set_value(["kd"])
+    at.toggle(key="cv_quick").set_value(True)
+    at.button(key="FormSubmitter:cv_form-Start cross-validation").click().run()
+    queued = [r for r in RunStore(workspace).list(command="cv") if r.status == "queued"]
+    assert len(queued) == 1 and queued[0].config["cv"]["split"] == "sources"
