@@ -26,7 +26,7 @@ def test_covid_ct_seg_slices_carry_patient_ids(real_data):
 
 def test_real_source_combines_every_8bit_slice(real_data):
     keys = [s.key for s in named_sources()]
-    assert {"demo", "real", "real-infnet", "real-covid-ct-seg"} <= set(keys) or "demo" not in keys
+    assert {"real", "real-infnet", "real-covid-ct-seg"} <= set(keys)
     assert "real-covid-ct-md" not in keys  # evaluation only: never offered for training
     ds = load_dataset(DataConfig(source="real"))
     assert len(ds) == 1285 and len({c.case_id for c in ds.cases}) == 1285

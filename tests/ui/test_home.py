@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tests.ui.apptest import open_page, texts
+from ui.navigation import PAGES
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_home_lists_workspace_contents(workspace):
@@ -18,9 +23,16 @@ def test_home_lists_workspace_contents(workspace):
 
 
 def test_navigation_lists_only_working_pages(workspace):
+    """The navigation lists every page in views/ and nothing else, and each opens (its own heading, no error)."""
+    assert [p.path for p in PAGES][0] == "views/home.py"
+    assert {p.path for p in PAGES} == {f"views/{f.name}" for f in (REPO / "views").glob("*.py")}
     at = open_page("views/home.py")
-    at.switch_page("views/data_browser.py").run()
-    assert not at.exception and at.title[0].value == "Data Browser"
+    headings = [at.title[0].value]
+    for page in PAGES[1:]:
+        at.switch_page(page.path).run()
+        assert not at.exception, (page.path, at.exception)
+        headings.append(at.title[0].value)
+    assert len(set(headings)) == len(PAGES), headings
 
 
 def test_home_without_demo_data(tmp_path, monkeypatch):
