@@ -1,9 +1,9 @@
 """On severe phantoms, where do the models' CAMs fall? Goal: ≥ 70 % of the Grad-CAM mass inside the lungs.
 
-Two tests. The slow one checks the goal on the published demo model set (``make demo-models``), which
-is what the Compare page shows. The default one trains a small demo-recipe set here (baseline, pruned, kd on
+Two slow tests (``make test-all``). One checks the goal on the published demo model set (``make demo-models``),
+which is what the Compare page shows. The other trains a small demo-recipe set here (baseline, pruned, kd on
 14 patients, a few epochs: too little data for sharp CAMs; the Ghost net, trained from scratch, is
-left to the slow test), so it guards the direction only — CAMs sit in the lungs
+left to the first), so it guards the direction only — CAMs sit in the lungs
 more than a uniform map over the two lung boxes would (0.52 on its 160-px phantoms, 0.56 at 256 px) — and prints the numbers.
 """
 
@@ -83,6 +83,7 @@ def small_models(tmp_path_factory):
     return [load_model(folder / k, k) for k in ("baseline", "pruned", "kd")]
 
 
+@pytest.mark.slow  # trains three models (about a minute on 2 cores); the default suite keeps to 10 minutes
 def test_small_models_look_inside_the_lungs_more_than_uniform(small_models):
     means = cam_mass_in_lungs(small_models, SMALL, cases=((101, 55.0), (102, 65.0), (103, 45.0)))
     uniform = 0.52  # a flat map over the two lung boxes scores this on these 160-px phantoms
