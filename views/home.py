@@ -51,10 +51,12 @@ if cards:
                            "CV ρ": cv(c, "patients", "spearman_involvement"), "CV AUC": cv(c, "patients", "roc_auc"),
                            "ρ, source held out": cv(c, "sources", "spearman_involvement")} for c in cards])
     number = st.column_config.NumberColumn
+    folds = (measured.get("patients") or {}).get("folds", "k")
     st.dataframe(table.dropna(axis="columns", how="all"), hide_index=True, width="stretch",
                  column_config={"slice AUC": number(format="%.3f"),
                                 "CV ρ": number(format="%.3f", help="Spearman ρ with the involvement, pooled "
-                                               "out-of-fold, patient-grouped 5-fold (docs/measurements/real_cv.md)"),
+                                               f"out-of-fold, patient-grouped {folds}-fold "
+                                               "(docs/measurements/real_cv.md)"),
                                 "CV AUC": number(format="%.3f", help="pooled out-of-fold ROC-AUC, the same folds"),
                                 "ρ, source held out": number(format="%.3f", help="Spearman ρ pooled over the "
                                                              "leave-one-source-out folds (real_loso.md)")})

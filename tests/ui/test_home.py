@@ -24,7 +24,7 @@ def test_home_lists_workspace_contents(workspace):
 
 def test_navigation_lists_only_working_pages(workspace):
     """The navigation lists every page in views/ and nothing else, and each opens (its own heading, no error)."""
-    assert [p.path for p in PAGES][0] == "views/home.py"
+    assert PAGES[0].path == "views/home.py"
     assert {p.path for p in PAGES} == {f"views/{f.name}" for f in (REPO / "views").glob("*.py")}
     at = open_page("views/home.py")
     headings = [at.title[0].value]
