@@ -10,6 +10,9 @@ the old rule: the classification head's logits, temperature-scaled, severe at P 
   learned (a = 1/T, b = 0 is plain temperature scaling, what ``head`` cards had).
 - ``cut``: the verdict is severe when P(severe) ≥ cut; chosen on validation data (Youden's J, ties to
   the cut nearest 0.5), recorded with that split's sensitivity and specificity.
+- An operating point chosen by cross-validation (``VerdictRule.at_involvement``): severe when the learned
+  involvement reaches a fixed share of the lung, written as the calibration P(severe) = σ(logit r − logit
+  op), cut 0.5, so P(severe) = 0.5 is the operating point on the page too.
 """
 
 from __future__ import annotations
@@ -55,6 +58,12 @@ class VerdictRule:
             return VerdictRule("head", 1.0 / t, 0.0, 0.5, float(rule.get("threshold_pct", 25.0)))
         known = {k: section[k] for k in ("score", "a", "b", "cut", "threshold_pct", "validation") if k in section}
         return VerdictRule(**known)
+
+    @staticmethod
+    def at_involvement(op_pct: float, threshold_pct: float, validation: dict[str, Any] | None = None) -> "VerdictRule":
+        """Severe when the learned involvement is at least ``op_pct`` % of the lung (a cross-validated choice)."""
+        shift = float(involvement_logit(np.array([threshold_pct]), op_pct)[0])  # logit t − logit op
+        return VerdictRule("lesion", 1.0, shift, 0.5, threshold_pct, dict(validation or {}, operating_point_pct=op_pct))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -7,8 +7,15 @@ radiopaedia.org, MedSeg), which is what a new hospital's scans are to a model. F
 recipe's steps run exactly as ``make real-models`` runs them (the fold's own baseline is the teacher
 and the pruning parent), on the other patients, and score the held-out ones. Out-of-fold scores are
 pooled per repeat (every slice is scored once, by models that never saw its patient) and summarised
-as Spearman ρ with the involvement, ROC-AUC, and accuracy, sensitivity and specificity at each fold
-model's own cut (its card's); mean ± sd over repeats; and per source of the held-out slices. The
+as Spearman ρ with the involvement, ROC-AUC, and accuracy, sensitivity and specificity at the recipe's
+operating point; mean ± sd over repeats; and per source of the held-out slices. The operating point is a
+learned involvement (% of lung) chosen on out-of-fold predictions (Youden's J), because a fold's own
+validation split holds two or three severe slices and its slices are no harder than the training ones:
+the maps of a new patient cover about half of a large lesion, the validation split cannot show that.
+Each fold is scored at the point chosen on the *other* folds' out-of-fold predictions (cross-fitted:
+that fold's patients never choose their own cut); the point chosen on all folds is what a model set
+built by the recipe uses (``VerdictRule.at_involvement``). Each fold model's own cut (its card's, chosen
+on its validation split) is reported beside it. The
 classical reference (``training.classical``) is fitted and scored on the same folds. On held-out
 slices with doctor-made masks (MedSeg) the learned lesion maps are scored by Dice on the slice's own
 grid (``training.lesion_eval``); on held-out severe slices, Grad-CAM peaks are checked against the
@@ -33,6 +40,7 @@ from sklearn.metrics import roc_auc_score
 from .classical import reference_scores
 from .config import CVConfig
 from .data import SOURCES, load_dataset, prepare, source_of
+from .evaluate import involvement_operating_point
 from .fsutil import read_json, write_json_atomic, write_text_atomic
 from .model_set import Recipe, config_for
 from .pipeline import execute
@@ -167,24 +175,43 @@ def _held_out_cases(cfg) -> dict[str, list]:
 
 
 # ------------------------------------------------------------------ summary
-def _metrics(scores: np.ndarray, labels: np.ndarray, inv: np.ndarray, cuts: np.ndarray | None) -> dict[str, Any]:
+def _metrics(scores: np.ndarray, labels: np.ndarray, inv: np.ndarray, severe: np.ndarray | None) -> dict[str, Any]:
+    """Ranking metrics, and (given each slice's verdict, ``severe``) accuracy, sensitivity and specificity."""
     out: dict[str, Any] = {"n": int(len(labels)), "severe": int(labels.sum())}
     out["roc_auc"] = float(roc_auc_score(labels, scores)) if len(set(labels.tolist())) == 2 else None
     known = ~np.isnan(inv)
     out["spearman_involvement"] = float(spearmanr(scores[known], inv[known]).statistic) if known.sum() > 2 else None
-    if cuts is not None:
-        pred = scores >= cuts
-        tp, tn = int((pred & (labels == 1)).sum()), int((~pred & (labels == 0)).sum())
-        npos, nneg = int((labels == 1).sum()), int((labels == 0).sum())
-        out.update({"accuracy": (tp + tn) / max(len(labels), 1),
-                    "sensitivity": tp / npos if npos else None, "specificity": tn / nneg if nneg else None})
+    if severe is not None:
+        out.update(_at(severe, labels))
     return out
 
 
+def _at(severe: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    tp, tn = int((severe & (labels == 1)).sum()), int((~severe & (labels == 0)).sum())
+    npos, nneg = int((labels == 1).sum()), int((labels == 0).sum())
+    return {"accuracy": (tp + tn) / max(len(labels), 1),
+            "sensitivity": tp / npos if npos else None, "specificity": tn / nneg if nneg else None}
+
+
+def _operating_points(p: dict[str, np.ndarray], threshold_pct: float) -> tuple[np.ndarray, list[float], dict[str, Any]]:
+    """Verdicts at the cross-fitted operating point (each fold's from the other folds), those points, and the
+    point chosen on every fold (what the recipe's model set uses)."""
+    learned, labels, fold = p["learned"], p["labels"], p["fold"]
+    severe = np.zeros(len(labels), bool)
+    points = []
+    for f in sorted(set(fold.tolist())):
+        op, _ = involvement_operating_point(learned[fold != f], labels[fold != f], threshold_pct)
+        severe[fold == f] = learned[fold == f] >= op
+        points.append(op)
+    op, how = involvement_operating_point(learned, labels, threshold_pct)
+    return severe, points, {"learned_pct": op, **how}
+
+
 def _pooled(items: list[dict[str, Any]], score_key: str | None) -> dict[str, np.ndarray]:
-    lab, inv, sc, fold, cut, pat = [], [], [], [], [], []
+    lab, inv, sc, fold, cut, pat, learned = [], [], [], [], [], [], []
     for it in items:
         p = it["predictions"] or {}
+        learned += p.get("learned_involvement", [])
         lab += p.get("label", [])
         inv += [np.nan if v is None else v for v in p.get("involvement", [])]
         s = p["p_severe"] if score_key is None else p["scores"].get(score_key, [])
@@ -193,7 +220,8 @@ def _pooled(items: list[dict[str, Any]], score_key: str | None) -> dict[str, np.
         cut += [float(p.get("cut", 0.5))] * len(s)
         pat += p.get("patient", [])
     return {"labels": np.array(lab, int), "inv": np.array(inv, float), "scores": np.array(sc, float),
-            "fold": np.array(fold, int), "cut": np.array(cut, float), "source": np.array([source_of(x) for x in pat])}
+            "fold": np.array(fold, int), "cut": np.array(cut, float), "source": np.array([source_of(x) for x in pat]),
+            "learned": np.array(learned, float) if len(learned) == len(lab) else None}
 
 
 def _per_fold_auc(p: dict[str, np.ndarray]) -> list[float | None]:
@@ -204,9 +232,9 @@ def _per_fold_auc(p: dict[str, np.ndarray]) -> list[float | None]:
     return out
 
 
-def _by_source(p: dict[str, np.ndarray], learned: bool) -> dict[str, dict[str, Any]]:
+def _by_source(p: dict[str, np.ndarray], severe: np.ndarray | None) -> dict[str, dict[str, Any]]:
     """The pooled metrics restricted to each source's held-out slices."""
-    return {src: _metrics(p["scores"][m], p["labels"][m], p["inv"][m], p["cut"][m] if learned else None)
+    return {src: _metrics(p["scores"][m], p["labels"][m], p["inv"][m], None if severe is None else severe[m])
             for src in SOURCES if (m := p["source"] == src).any()}
 
 
@@ -241,12 +269,18 @@ def summarise(cv: CVConfig, out: Path, steps: list[str]) -> dict[str, Any]:
             p = _pooled(cl, name)
             rows.setdefault(name, {"kind": "classical", "repeats": []})["repeats"].append(
                 {**_metrics(p["scores"], p["labels"], p["inv"], None), "fold_auc": _per_fold_auc(p),
-                 "by_source": _by_source(p, False)})
+                 "by_source": _by_source(p, None)})
         for key in names:
             items = [read_json(_result_path(out, r, f, key)) for f in range(n_folds)]
             p = _pooled(items, None)
-            row = {**_metrics(p["scores"], p["labels"], p["inv"], p["cut"]), "fold_auc": _per_fold_auc(p),
-                   "by_source": _by_source(p, True), "cuts": [float(it["predictions"].get("cut", 0.5)) for it in items]}
+            own = p["scores"] >= p["cut"]
+            row = {"own_cut": _at(own, p["labels"]), "cuts": [float(it["predictions"].get("cut", 0.5)) for it in items]}
+            severe = own
+            if p["learned"] is not None:
+                threshold = float((items[0].get("verdict") or {}).get("threshold_pct", 25.0))
+                severe, row["fold_points_pct"], row["operating_point"] = _operating_points(p, threshold)
+            row.update({**_metrics(p["scores"], p["labels"], p["inv"], severe), "fold_auc": _per_fold_auc(p),
+                        "by_source": _by_source(p, severe)})
             cam = _weighted([it.get("cam") for it in items],
                             ("peak_in_infection", "uniform_peak", "mass_in_infection", "uniform_mass"))
             if cam:
@@ -261,10 +295,11 @@ def summarise(cv: CVConfig, out: Path, steps: list[str]) -> dict[str, Any]:
         for k in ("accuracy", "sensitivity", "specificity", "spearman_involvement"):
             if reps and k in reps[0]:
                 row[k] = _mean_sd([x.get(k) for x in reps])
-        for extra in ("cam", "dice"):
+        for extra in ("cam", "dice", "own_cut", "operating_point"):
             parts = [x[extra] for x in reps if extra in x]
             if parts:
-                row[extra] = {k: float(np.mean([c[k] for c in parts])) for k in parts[0]}
+                row[extra] = {k: float(np.mean(v)) if (v := [c[k] for c in parts if isinstance(c.get(k), (int, float))])
+                              else None for k in parts[0]}
         sources = sorted({s for x in reps for s in x.get("by_source", {})}, key=list(SOURCES).index)
         row["by_source"] = {s: {k: _mean_sd([x["by_source"].get(s, {}).get(k) for x in reps])
                                 for k in ("spearman_involvement", "roc_auc", "sensitivity", "specificity", "n", "severe")}
@@ -298,11 +333,15 @@ def markdown(report: dict[str, Any]) -> str:
     sources = [s for s in SOURCES if any(s in report["rows"][n].get("by_source", {}) for n in report["rows"])]
     lines = [
         f"{what}, {reps} repeat(s) ({seeds}), recipe '{report['recipe']}'. Pooled out-of-fold scores; accuracy, "
-        "sensitivity and specificity at each fold model's own cut (its card's, chosen on that fold's validation "
-        "split). Lesion Dice: held-out MedSeg slices (doctor's masks), on the slice's own grid.", "",
+        "sensitivity and specificity at the recipe's operating point, cross-fitted: each fold's slices are judged "
+        "at the learned involvement chosen (Youden's J) on the other folds' out-of-fold predictions. 'Operating "
+        "point' is the one chosen on every fold, what `make real-models` writes into the cards; 'own cut' is each "
+        "fold model's card cut, chosen on its validation split. Lesion Dice: held-out MedSeg slices (doctor's "
+        "masks), on the slice's own grid.", "",
         "| model | Spearman ρ (involvement) | ROC-AUC | Δ AUC vs baseline | sensitivity | specificity | accuracy | "
+        "operating point (learned involvement) | sens / spec at own cut | "
         "lesion Dice | CAM peak in infection (uniform map) | " + " | ".join(f"ρ {s}" for s in sources) + " |",
-        "|---|---|---|---|---|---|---|---|---|" + "---|" * len(sources),
+        "|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(sources),
     ]
     rows = report["rows"]
     for name in report["models"] + report["classical"]:
@@ -315,9 +354,14 @@ def markdown(report: dict[str, Any]) -> str:
         dice_txt = "–" if not dice else f"{dice['mean']:.3f} (n={int(round(dice['n']))})"
         delta = f"{row['delta_vs_baseline']:+.3f}" if "delta_vs_baseline" in row else "–"
         label = name if row["kind"] == "learned" else f"*classical: {name}*"
+        op = row.get("operating_point") or {}
+        op_txt = f"{op['learned_pct']:.1f} %" if op.get("learned_pct") is not None else "–"
+        own = row.get("own_cut") or {}
+        own_txt = ("–" if own.get("sensitivity") is None else
+                   f"{own['sensitivity']:.2f} / {own['specificity']:.2f}")
         per_src = " | ".join(_f(row.get("by_source", {}).get(s, {}).get("spearman_involvement"), 2, reps) for s in sources)
         lines.append(f"| {label} | {_f(row.get('spearman_involvement'), 3, reps)} | {_f(row['roc_auc'], 3, reps)} | "
                      f"{delta} | {_f(row.get('sensitivity'), 2, reps)} | {_f(row.get('specificity'), 2, reps)} | "
-                     f"{_f(row.get('accuracy'), 2, reps)} | {dice_txt} | "
+                     f"{_f(row.get('accuracy'), 2, reps)} | {op_txt} | {own_txt} | {dice_txt} | "
                      f"{cam_txt} | {per_src} |")
     return "\n".join(lines) + "\n"

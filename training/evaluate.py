@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from ctmodels.inference import patient_score
 from ctmodels.preprocess import Preprocessing, lesion_areas, network_outputs
-from ctmodels.verdict import VerdictRule
+from ctmodels.verdict import VerdictRule, involvement_logit, sigmoid
 
 from .data import Prepared, SliceDataset
 
@@ -190,6 +190,19 @@ def choose_cut(p_severe: np.ndarray, labels: np.ndarray) -> tuple[float, dict[st
     k = best[np.argmin(np.abs(cands[best] - 0.5))]
     return float(cands[k]), {"n": int(len(y)), "severe": npos, "sensitivity": float(sens[k]),
                              "specificity": float(spec[k])}
+
+
+def involvement_operating_point(learned_pct: np.ndarray, labels: np.ndarray,
+                                threshold_pct: float) -> tuple[float, dict[str, Any]]:
+    """The learned involvement (% of lung) at which a verdict should turn severe: ``choose_cut`` on the lesion
+    score's own scale (P = σ(logit r − logit t), so the 0.1–0.9 search range is r ≈ 3.6–75 % at t = 25 %),
+    mapped back to a percentage. Meant for out-of-fold predictions, where large lesions are as under-covered
+    as on a new patient (``training.cv``)."""
+    p = sigmoid(involvement_logit(learned_pct, threshold_pct))
+    cut, how = choose_cut(p, labels)
+    t = threshold_pct / 100.0
+    op = 100.0 / (1.0 + np.exp(-(np.log(cut / (1 - cut)) + np.log(t / (1 - t)))))
+    return float(op), how
 
 
 def fit_rule(score: str, logits: np.ndarray, involvement: np.ndarray | None, targets: np.ndarray,
