@@ -71,7 +71,9 @@ class VerdictRule:
     def describe(self) -> str:
         what = {"head": "the classification head", "lesion": "the learned lesion area over the lung field",
                 "both": "the classification head and the learned lesion area, averaged"}[self.score]
-        return f"P(severe) from {what}; severe when P(severe) ≥ {self.cut:.2f}"
+        op = self.validation.get("operating_point_pct")
+        at = f" (learned involvement ≥ {op:.1f} % of the lung)" if op is not None else ""
+        return f"P(severe) from {what}; severe when P(severe) ≥ {self.cut:.2f}{at}"
 
     def raw(self, head_logits: np.ndarray | None, involvement_pct: np.ndarray | None) -> np.ndarray:
         """The uncalibrated score per slice."""

@@ -147,6 +147,9 @@ class RunConfig:
     name: str | None = None
     notes: str = ""
     verdict: str = "auto"  # see VERDICT_SCORES
+    #: Learned involvement (% of lung) at which a lesion verdict turns severe, chosen by the recipe's
+    #: cross-validation (``training.cv``); None: the cut is chosen on the run's validation split.
+    verdict_op_pct: float | None = None
 
     @property
     def pre(self) -> Preprocessing:
@@ -206,6 +209,8 @@ class RunConfig:
             raise ConfigError("label_level must be 'slice' or 'patient'")
         if self.verdict not in VERDICT_SCORES:
             raise ConfigError(f"unknown verdict score {self.verdict!r}; choose from {', '.join(VERDICT_SCORES)}")
+        if self.verdict_op_pct is not None and not (0 < self.verdict_op_pct < 100):
+            raise ConfigError("the verdict's operating point must be a learned involvement between 0 and 100 %")
         if self.data.target not in TARGETS:
             raise ConfigError(f"unknown target {self.data.target!r}; choose from {', '.join(TARGETS)}")
         if self.data.cv_folds and not (2 <= self.data.cv_folds <= 20 and 0 <= self.data.cv_fold < self.data.cv_folds):

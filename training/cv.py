@@ -108,7 +108,9 @@ def _fold(cv: CVConfig, recipe: Recipe, steps: list[str], out: Path, r: int, f: 
     seed = cv.seed + r
     fold_root = out / "folds" / f"r{r}f{f}"
     n_folds = len(fold_names(cv))
-    overrides: dict[str, Any] = {"data": _fold_data(cv, f, seed)}
+    # A fold model chooses its cut on its own validation split: the recipe's operating point was chosen on these
+    # very folds, so using it here would score each fold at a point its own patients helped choose.
+    overrides: dict[str, Any] = {"data": _fold_data(cv, f, seed), "verdict_op_pct": None}
     if cv.split == "sources" and r:
         overrides["seed"] = seed  # the held-out source is the same every repeat: vary the training instead
     baseline: Path | None = None

@@ -167,6 +167,16 @@ def fit_platt(score: np.ndarray, targets: np.ndarray, labels: np.ndarray | None 
 CUT_RANGE = (0.1, 0.9)
 
 
+def rates_at(p_severe: np.ndarray, labels: np.ndarray, cut: float) -> dict[str, Any]:
+    """How a cut does on labelled slices: n, severe, sensitivity and specificity (None without that class)."""
+    p, y = np.asarray(p_severe, float), np.asarray(labels).astype(int)
+    p, y = p[y >= 0], y[y >= 0]
+    npos, nneg = int((y == 1).sum()), int((y == 0).sum())
+    return {"n": int(len(y)), "severe": npos,
+            "sensitivity": float(((p >= cut) & (y == 1)).sum() / npos) if npos else None,
+            "specificity": float(((p < cut) & (y == 0)).sum() / nneg) if nneg else None}
+
+
 def choose_cut(p_severe: np.ndarray, labels: np.ndarray) -> tuple[float, dict[str, Any]]:
     """The operating point: the cut on P(severe) that maximises Youden's J (sensitivity + specificity − 1) on
     validation slices, ties to the cut nearest 0.5; 0.5 when the split lacks one class. Returns the cut and
@@ -176,10 +186,7 @@ def choose_cut(p_severe: np.ndarray, labels: np.ndarray) -> tuple[float, dict[st
     p, y = p[known], y[known]
     npos, nneg = int((y == 1).sum()), int((y == 0).sum())
     if min(npos, nneg) < MIN_PER_CLASS:
-        cut = 0.5
-        return cut, {"n": int(len(y)), "severe": npos, "note": f"fewer than {MIN_PER_CLASS} slices of a class: cut left at 0.5",
-                     "sensitivity": float(((p >= cut) & (y == 1)).sum() / npos) if npos else None,
-                     "specificity": float(((p < cut) & (y == 0)).sum() / nneg) if nneg else None}
+        return 0.5, {**rates_at(p, y, 0.5), "note": f"fewer than {MIN_PER_CLASS} slices of a class: cut left at 0.5"}
     lo, hi = CUT_RANGE
     mids = (np.sort(np.unique(p))[:-1] + np.sort(np.unique(p))[1:]) / 2 if len(np.unique(p)) > 1 else np.array([])
     cands = np.unique(np.r_[0.5, mids[(mids >= lo) & (mids <= hi)]])
@@ -188,8 +195,7 @@ def choose_cut(p_severe: np.ndarray, labels: np.ndarray) -> tuple[float, dict[st
     j = sens + spec - 1.0
     best = np.nonzero(j >= j.max() - 1e-9)[0]
     k = best[np.argmin(np.abs(cands[best] - 0.5))]
-    return float(cands[k]), {"n": int(len(y)), "severe": npos, "sensitivity": float(sens[k]),
-                             "specificity": float(spec[k])}
+    return float(cands[k]), rates_at(p, y, float(cands[k]))
 
 
 def involvement_operating_point(learned_pct: np.ndarray, labels: np.ndarray,

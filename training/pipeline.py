@@ -29,7 +29,7 @@ from . import distributed as dist
 from .config import ConfigError, DistillConfig, RunConfig
 from .data import CLASS_NAMES, DataError, Prepared, prepare
 from .evaluate import (evaluate, fit_rule, fit_temperature, headline, learned_involvement, lesion_bias,
-                       predict_outputs, shift_lesion)
+                       predict_outputs, rates_at, shift_lesion)
 from .fsutil import write_json_atomic
 from .losses import kd_loss
 from .loop import Context, fit, pick_device, recalibrate_batchnorm, set_threads, validate
@@ -181,8 +181,13 @@ def _fit_verdict(model: torch.nn.Module, cfg: RunConfig, data: Prepared, pre: Pr
             model.lesion_head.out.bias += shift  # the calibration travels with the weights (ONNX, every caller)
         lesion = shift_lesion(lesion, shift)
         log.info("lesion map calibrated: logit shift %+.3f (learned lesion area = the masks' on validation)", shift)
-    rule = fit_rule(score, logits, learned_involvement(data, val, lesion), data.targets[val], data.labels[val],
-                    cfg.data.threshold_pct)
+    learned = learned_involvement(data, val, lesion)
+    if cfg.verdict_op_pct is not None and score == "lesion" and learned is not None:
+        rule = VerdictRule.at_involvement(cfg.verdict_op_pct, cfg.data.threshold_pct,
+                                          {"chosen_by": "the recipe's cross-validation (out-of-fold predictions)"})
+        rule.validation.update(rates_at(rule.p_severe(logits, learned), data.labels[val], rule.cut))
+    else:
+        rule = fit_rule(score, logits, learned, data.targets[val], data.labels[val], cfg.data.threshold_pct)
     if shift is not None:
         rule.validation["lesion_logit_shift"] = round(shift, 4)
     log.info("verdict: %s (calibration a=%.3f b=%.3f; validation %s)", rule.describe(), rule.a, rule.b,

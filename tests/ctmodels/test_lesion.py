@@ -113,3 +113,7 @@ def test_verdict_rules():
     assert both.raw(logits, np.array([25.0, 25.0])) == pytest.approx(np.array([1.0, -0.5]))
     card = type("Card", (), {"verdict": lesion.to_dict()})()
     assert VerdictRule.from_card(card) == lesion
+    at10 = VerdictRule.at_involvement(10.0, 25.0)  # a cross-validated operating point: severe from 10 % learned
+    p = at10.p_severe(None, np.array([9.0, 10.0, 11.0]))
+    assert p[1] == pytest.approx(0.5) and [at10.verdict(v) for v in p] == ["mild", "severe", "severe"]
+    assert "10.0 %" in at10.describe() and VerdictRule.from_card(type("C", (), {"verdict": at10.to_dict()})()) == at10

@@ -124,3 +124,14 @@ def test_lesion_bias_matches_the_mask_area_and_cut_needs_both_classes():
     assert 0.3 < cut <= 0.35 and how["sensitivity"] == 1.0 and how["specificity"] == pytest.approx(5 / 6)
     cut, how = choose_cut(p[:4], y[:4])  # one severe slice: no fit, P = 0.5
     assert cut == 0.5 and "cut left at 0.5" in how["note"]
+
+
+def test_operating_point_is_a_learned_involvement_that_separates_the_classes():
+    from training.evaluate import involvement_operating_point
+
+    learned = np.array([1, 2, 3, 4, 6, 7, 8, 12, 13, 15, 16, 30], float)  # under-covered: severe from ~10 %
+    y = np.array([0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
+    op, how = involvement_operating_point(learned, y, 25.0)
+    assert 8 < op < 12 and how["sensitivity"] == 1.0 and how["specificity"] == 1.0
+    op, how = involvement_operating_point(learned[:9], y[:9], 25.0)  # two severe: too few, the threshold stays
+    assert op == pytest.approx(25.0) and "note" in how
