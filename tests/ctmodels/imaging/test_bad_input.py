@@ -494,9 +494,10 @@ def test_a_series_too_large_is_refused_from_its_headers_before_any_file_is_read_
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, container: str
 ) -> None:
     """A zip of 1999 slices of 512² (10 MB) once cost 2.2 GB before refusing: every member was read and parsed."""
-    from ctmodels.imaging import archive, dicom as dicom_module
+    from ctmodels.imaging import archive
+    from ctmodels.imaging.dicom import series as dicom_series  # where check_series_headers reads its limits
 
-    monkeypatch.setattr(dicom_module, "MAX_VOXELS", 10 * 32 * 32)
+    monkeypatch.setattr(dicom_series, "MAX_VOXELS", 10 * 32 * 32)
     slices = [(f"IM{k:03d}.dcm", dicom(z=float(k), series_uid="1.2.3")) for k in range(11)]
     if container == "zip":
         source: Any = zipped(slices)
