@@ -28,15 +28,10 @@ def _workspace_env(ws: Path):
 
 def p002_zip(real: Path = REAL_DATA) -> bytes:
     """The real COVID-CT-MD P002 series (133 DICOM slices) zipped as a user would upload it."""
-    import io
-    import zipfile
+    from tests.builders import zip_folder
 
     folder = real / "covid-ct-md" / "Sample data" / "COVID-19 subjects" / "P002"
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for f in sorted(p for p in folder.rglob("*") if p.is_file()):
-            zf.write(f, f.relative_to(folder).as_posix())
-    return buf.getvalue()
+    return zip_folder(folder, "**/*", stored=True)
 
 
 def _need_real_data() -> None:

@@ -7,11 +7,12 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.builders import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -36,16 +37,19 @@ def _serve(ws: Path):
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
          "127.0.0.1", "--server.headless", "true"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok"
+        except OSError:
+            return False
+
     try:
-        t0 = time.time()
-        while time.time() - t0 < 60:
-            try:
-                if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.3)
-        else:
-            raise RuntimeError("the app did not start: " + (ws / "server.log").read_text()[-2000:])
+        try:
+            wait_until(healthy, 60, "the app's health check", interval=0.3)
+        except AssertionError as exc:
+            log_tail = (ws / "server.log").read_text()[-2000:]
+            raise RuntimeError(f"the app did not start ({exc}): {log_tail}") from None
         SERVERS[url] = proc
         yield url
     finally:

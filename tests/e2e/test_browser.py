@@ -4,13 +4,12 @@ of each page is saved under test-artifacts/."""
 
 from __future__ import annotations
 
-import io
 import re
 import time
-import zipfile
 
 import pytest
 
+from tests.builders import zip_folder
 from tests.e2e.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.e2e
@@ -36,14 +35,6 @@ def _shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
-def _dicom_zip(folder) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for f in sorted(folder.glob("*.dcm")):
-            zf.write(f, f.name)
-    return buf.getvalue()
-
-
 def test_every_page_in_a_real_browser(app_url, browser_page, workspace_with_models):
     page = browser_page
     _goto(page, app_url, "CT Severity Studio")
@@ -55,7 +46,7 @@ def test_every_page_in_a_real_browser(app_url, browser_page, workspace_with_mode
     page.get_by_role("radio", name="Upload").click() if page.get_by_role("radio", name="Upload").count() else \
         page.get_by_text("Upload", exact=True).first.click()
     _wait_idle(page)
-    data = _dicom_zip(workspace_with_models / "data" / "demo" / "dicom" / "PH0004")
+    data = zip_folder(workspace_with_models / "data" / "demo" / "dicom" / "PH0004", "*.dcm", stored=True)
     page.locator('input[type="file"]').first.set_input_files(
         files=[{"name": "series.zip", "mimeType": "application/zip", "buffer": data}])
     page.get_by_text("Patient level").wait_for(timeout=120_000)

@@ -20,6 +20,8 @@ from pydicom.uid import (
     JPEGLossless, RLELossless,
 )
 
+from tests.builders import ct_dicom, zip_bytes
+
 
 def _dicom_bytes(ds: pydicom.Dataset, transfer_syntax: str | None = None) -> bytes:
     """Serialise ``ds`` as explicit little endian, optionally *claiming* another transfer syntax."""
@@ -46,17 +48,9 @@ def _png(arr: np.ndarray, mode: str | None = None) -> bytes:
     return out.getvalue()
 
 
-def _zip(members: list[tuple[str | zipfile.ZipInfo, bytes]]) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members:
-            zf.writestr(name, data)
-    return out.getvalue()
-
-
 def _declared_size_zip(size: int) -> bytes:
     """A zip whose central directory claims a huge uncompressed size for a small member."""
-    raw = bytearray(_zip([("big.dcm", b"\0" * 1000)]))
+    raw = bytearray(zip_bytes({"big.dcm": b"\0" * 1000}))
     cd = raw.rfind(b"PK\x01\x02")
     struct.pack_into("<I", raw, cd + 24, min(size, 0xFFFFFFFF))
     lh = raw.find(b"PK\x03\x04")
@@ -165,33 +159,33 @@ def build(seed_dicom: Path, seed_nifti: Path, seed_png: Path) -> list[tuple[str,
         items.append((f"png_flip{k}.png", bytes(b)))
 
     # --- archives: bombs, zip-slip, symlinks, nested, declared 5 GB, empty, encrypted, mixed (24)
-    items.append(("bomb.zip", _zip([("a.dcm", b"\0" * (200 * 2**20))])))
-    items.append(("slip.zip", _zip([("../../etc/passwd.dcm", good)])))
-    items.append(("slip_abs.zip", _zip([("/tmp/x.dcm", good)])))
-    items.append(("slip_win.zip", _zip([("C:\\\\evil.dcm", good)])))
+    items.append(("bomb.zip", zip_bytes({"a.dcm": b"\0" * (200 * 2**20)})))
+    items.append(("slip.zip", zip_bytes({"../../etc/passwd.dcm": good})))
+    items.append(("slip_abs.zip", zip_bytes({"/tmp/x.dcm": good})))
+    items.append(("slip_win.zip", zip_bytes({"C:\\\\evil.dcm": good})))
     link = zipfile.ZipInfo("link.dcm")
     link.external_attr = (0o120777 << 16)
-    items.append(("symlink.zip", _zip([(link, b"/etc/passwd")])))
-    inner = _zip([("a.dcm", good)])
-    items.append(("nested.zip", _zip([("inner.zip", inner)])))
-    items.append(("nested_deep.zip", _zip([("x.zip", _zip([("y.zip", inner)]))])))
-    items.append(("nested_renamed.zip", _zip([("inner.dcm", inner)])))
+    items.append(("symlink.zip", zip_bytes({link: b"/etc/passwd"})))
+    inner = zip_bytes({"a.dcm": good})
+    items.append(("nested.zip", zip_bytes({"inner.zip": inner})))
+    items.append(("nested_deep.zip", zip_bytes({"x.zip": zip_bytes({"y.zip": inner})})))
+    items.append(("nested_renamed.zip", zip_bytes({"inner.dcm": inner})))
     items.append(("declared5gb.zip", _declared_size_zip(5 * 2**30)))
-    items.append(("empty.zip", _zip([])))
-    items.append(("txt_only.zip", _zip([("readme.txt", b"hello")])))
-    items.append(("two_series.zip", _zip([("a.dcm", good), ("b.dcm", _second_series(seed_dicom))])))
-    items.append(("dicom_and_nifti.zip", _zip([("a.dcm", good), ("b.nii", nii)])))
-    items.append(("png_sizes.zip", _zip([("1.png", png), ("2.png", _png(np.zeros((40, 30), np.uint8)))])))
-    items.append(("zip_trunc.zip", _zip([("a.dcm", good)])[:-40]))
-    b = bytearray(_zip([("a.dcm", good)]))
+    items.append(("empty.zip", zip_bytes({})))
+    items.append(("txt_only.zip", zip_bytes({"readme.txt": b"hello"})))
+    items.append(("two_series.zip", zip_bytes({"a.dcm": good, "b.dcm": _second_series(seed_dicom)})))
+    items.append(("dicom_and_nifti.zip", zip_bytes({"a.dcm": good, "b.nii": nii})))
+    items.append(("png_sizes.zip", zip_bytes({"1.png": png, "2.png": _png(np.zeros((40, 30), np.uint8))})))
+    items.append(("zip_trunc.zip", zip_bytes({"a.dcm": good})[:-40]))
+    b = bytearray(zip_bytes({"a.dcm": good}))
     b[8] = 0x63  # unknown compression method
     items.append(("zip_method.zip", bytes(b)))
-    enc = bytearray(_zip([("a.dcm", good)]))
+    enc = bytearray(zip_bytes({"a.dcm": good}))
     struct.pack_into("<H", enc, 6, 1)  # the 'encrypted' flag in the local header
     cd = enc.rfind(b"PK\x01\x02")
     struct.pack_into("<H", enc, cd + 8, 1)
     items.append(("encrypted.zip", bytes(enc)))
-    many = _zip([(f"{i}.txt", b"x") for i in range(6000)])
+    many = zip_bytes({f"{i}.txt": b"x" for i in range(6000)})
     items.append(("many.zip", many))
     items.append(("garbage_named.zip", bytes(rng.randrange(256) for _ in range(5000))))
     items.append(("pk_prefix.zip", b"PK\x03\x04" + bytes(2000)))
@@ -219,16 +213,13 @@ def _second_series(seed: Path) -> bytes:
 
 def _slices_zip(n: int, side: int, noise_rows: int = 0) -> bytes:
     """``n`` CT slices of zeros, each with ``noise_rows`` random rows (which keep the zip's ratio believable)."""
-    from tests.ctmodels.imaging.test_bad_input import dicom
-
     rng = np.random.default_rng(5)
-    members = []
+    members = {}
     for k in range(n):
         pixels = np.zeros((side, side), np.uint16)
         pixels[:noise_rows] = rng.integers(0, 4096, (noise_rows, side))
-        members.append((f"IM{k:05d}.dcm", dicom(rows=side, cols=side, z=float(-k), series_uid="1.2.3",
-                                                pixel_data=pixels.tobytes(), InstanceNumber=k + 1)))
-    return _zip(members)
+        members[f"IM{k:05d}.dcm"] = ct_dicom(pixels, z=float(-k), series_uid="1.2.3", instance=k + 1)
+    return zip_bytes(members)
 
 
 def issue_inputs() -> list[tuple[str, bytes]]:
@@ -240,12 +231,12 @@ def issue_inputs() -> list[tuple[str, bytes]]:
     with gzip.GzipFile(fileobj=gz, mode="wb", compresslevel=6) as f:
         f.write(nib.Nifti1Image(np.full((4096, 4096, 9), -1000, np.int16), np.eye(4)).to_bytes())
     return [
-        ("zip_40_tiffs_1999_pages.zip", _zip([(f"stack{k:02d}.tif", many_pages) for k in range(40)])),
+        ("zip_40_tiffs_1999_pages.zip", zip_bytes({f"stack{k:02d}.tif": many_pages for k in range(40)})),
         ("tiff_300_pages_4096.tif", tiff_pages(300, 4096)),
         ("deflated_2gb.dcm", deflated_dicom(2 << 30)),
         ("zip_1999_zero_512_slices.zip", _slices_zip(1999, 512)),
         ("zip_1999_512_slices_believable_ratio.zip", _slices_zip(1999, 512, noise_rows=4)),
-        ("zip_2000_zero_1mib_members.zip", _zip([(f"m{k:04d}.dcm", bytes(1 << 20)) for k in range(2000)])),
+        ("zip_2000_zero_1mib_members.zip", zip_bytes({f"m{k:04d}.dcm": bytes(1 << 20) for k in range(2000)})),
         ("nifti_9x4096.nii.gz", gz.getvalue()),
         ("nifti_bgzip_members.nii.gz", _bgzip(nib.Nifti1Image(
             np.random.default_rng(6).integers(-1024, 400, (512, 512, 40), dtype=np.int16), np.eye(4)).to_bytes())),

@@ -10,6 +10,7 @@ import zipfile
 
 import pydicom
 
+from tests.builders import dicom_bytes, zip_bytes
 from tests.ui.apptest import open_page, texts
 
 IDENTIFYING = {
@@ -38,18 +39,16 @@ NEEDLES = ["DOE", "JANE", "88812345", "123-45-6789", "19610214", "Elm Street", "
            "ACC-77441", "Saint Example", "Hospital Road", "HOUSE", "QUINN", "TERRY", "CTROOM7", "STUDY-4411"]
 
 
+def _identified(path) -> bytes:
+    ds = pydicom.dcmread(path)
+    for k, v in IDENTIFYING.items():
+        setattr(ds, k, v)
+    ds.BurnedInAnnotation = "YES"
+    return dicom_bytes(ds)
+
+
 def _identified_zip(series_dir) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for f in sorted(series_dir.glob("*.dcm")):
-            ds = pydicom.dcmread(f)
-            for k, v in IDENTIFYING.items():
-                setattr(ds, k, v)
-            ds.BurnedInAnnotation = "YES"
-            out = io.BytesIO()
-            ds.save_as(out, enforce_file_format=True)
-            zf.writestr(f.name, out.getvalue())
-    return buf.getvalue()
+    return zip_bytes({f.name: _identified(f) for f in sorted(series_dir.glob("*.dcm"))}, stored=True)
 
 
 def _assert_clean(text: str, where: str) -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import time
 
+from tests.builders import wait_until
 from training.config import RunConfig
 from training.fsutil import read_json
 from training.progress import Mirror, set_progress_path, writer
@@ -30,13 +31,11 @@ def test_mirror_follows_the_step_this_process_runs(tmp_path):
     mirror = Mirror(records.append, every_s=0.05)
     try:
         mirror.point(store, {"stage": "training ghost", "unit": "step", "epoch": 2, "epochs": 6})
-        deadline = time.time() + 30
-        while not any("·" in r["stage"] for r in records) and time.time() < deadline:
-            time.sleep(0.05)
+        inner = wait_until(lambda: next((r for r in records if "·" in r["stage"]), None), 30,
+                           "a record mirroring the running step", interval=0.05)
     finally:
         mirror.close()
     assert records[0]["stage"] == "training ghost" and records[0]["batch"] == 0
-    inner = next(r for r in records if "·" in r["stage"])
     assert inner["stage"] == "training ghost · train epoch 2/4" and "someone else" not in inner["stage"]
     assert inner["batch"] == 375 and inner["batches"] == 1000  # (1 + 5/10) of 4 epochs
     assert fraction(inner) == (1 + 0.375) / 6

@@ -6,22 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+from tests.builders import wait_until
 from training.runs import RunStore
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _wait(pred, timeout: float, what: str):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_kill_mid_epoch_then_resume(workspace):
@@ -34,8 +24,8 @@ def test_kill_mid_epoch_then_resume(workspace):
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         store = RunStore(workspace)
-        run = _wait(lambda: next(iter(store.list()), None), 120, "the run to start")
-        _wait(lambda: len(run.metrics()) >= 1, 180, "the first finished epoch")
+        run = wait_until(lambda: next(iter(store.list()), None), 120, "the run to start", interval=0.2)
+        wait_until(lambda: len(run.metrics()) >= 1, 180, "the first finished epoch", interval=0.2)
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
     finally:

@@ -8,9 +8,9 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
+from tests.builders import wait_until
 from tests.ui.apptest import open_page
 from training.runs import RunStore
 
@@ -39,11 +39,12 @@ def test_job_survives_the_app_process(workspace):
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     store = RunStore(workspace)
     try:
-        t0 = time.time()
-        while time.time() - t0 < 120 and not store.list(status="running"):
-            time.sleep(0.3)
-        assert store.list(status="running"), app.stdout.read() if app.poll() is not None else "no run started"
-        run = store.list(status="running")[0]
+        try:
+            run = wait_until(lambda: store.list(status="running"), 120, "the submitted run to be running",
+                             interval=0.3)[0]
+        except AssertionError as exc:
+            said = app.stdout.read() if app.poll() is not None else "no run started"
+            raise AssertionError(f"{exc}: {said}") from None
         app.send_signal(signal.SIGKILL)  # the app dies mid-run
         app.wait(10)
     finally:
@@ -52,9 +53,7 @@ def test_job_survives_the_app_process(workspace):
     at = open_page("views/training.py")  # a new app process (this one) looks at the registry
     table = next(d.value for d in at.dataframe if "run" in d.value.columns)
     assert table.iloc[0]["status"] in ("running", "completed")
-    t0 = time.time()
-    while time.time() - t0 < 300 and store.get(run.id).status == "running":
-        time.sleep(1)
+    wait_until(lambda: store.get(run.id).status != "running", 300, "the run to end", interval=1)
     assert store.get(run.id).status == "completed", store.get(run.id).error
     at.run()
     table = next(d.value for d in at.dataframe if "run" in d.value.columns)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import gzip
-import io
-import zipfile
 
 import pytest
 
+from tests.builders import zip_folder
 from tests.ctmodels.imaging.test_bad_input import CASES
 from tests.ui.apptest import open_page, texts
 
@@ -35,14 +34,6 @@ def _check_results(at, volume: bool):
         assert list(table["model"]) == MODELS and set(table["patient verdict"]) <= {"mild", "severe"}
 
 
-def _zip_dir(folder, limit=None) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for f in sorted(folder.glob("*.dcm"))[:limit]:
-            zf.write(f, f.name)
-    return buf.getvalue()
-
-
 def test_sample_case(workspace_with_models):
     at = open_page(PAGE)
     _check_results(at, volume=True)
@@ -50,7 +41,8 @@ def test_sample_case(workspace_with_models):
 
 
 def test_upload_phantom_dicom_zip(workspace_with_models):
-    at = _upload(open_page(PAGE), "series.zip", _zip_dir(workspace_with_models / "data/demo/dicom/PH0002"))
+    data = zip_folder(workspace_with_models / "data/demo/dicom/PH0002", "*.dcm", stored=True)
+    at = _upload(open_page(PAGE), "series.zip", data)
     _check_results(at, volume=True)
 
 
@@ -69,7 +61,7 @@ def test_upload_png_is_flagged_as_not_hu(workspace_with_models):
 
 def test_upload_real_sample(workspace_with_models, real_data):
     folder = real_data / "covid-ct-md" / "Sample data" / "COVID-19 subjects" / "P002"
-    at = _upload(open_page(PAGE), "p002.zip", _zip_dir(folder, limit=12))
+    at = _upload(open_page(PAGE), "p002.zip", zip_folder(folder, "*.dcm", limit=12, stored=True))
     _check_results(at, volume=True)
     assert "trained on synthetic phantoms" in texts(at)
     jpg = (real_data / "infnet-semiseg" / "Imgs" / "3.jpg").read_bytes()
@@ -159,7 +151,7 @@ def test_real_scans_get_the_real_ct_set(workspace_with_both_sets, real_data):
     assert "8-bit image (display intensities, not HU)" in texts(at)  # in scope for models trained on 8-bit
     assert "models trained on CT values see a different input" not in texts(at)
     folder = real_data / "covid-ct-md" / "Sample data" / "COVID-19 subjects" / "P002"
-    _upload(at, "p002.zip", _zip_dir(folder, limit=12))
+    _upload(at, "p002.zip", zip_folder(folder, "*.dcm", limit=12, stored=True))
     _check_real_results(at, volume=True)
 
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import io
-import zipfile
-
 import pytest
 
+from tests.builders import zip_folder
 from tests.ctmodels.imaging.test_bad_input import CASES
 from tests.ui.apptest import open_page, texts
 
@@ -61,18 +59,10 @@ def _upload(at, name: str, data: bytes):
     return at
 
 
-def _dicom_zip(workspace) -> bytes:
-    buf = io.BytesIO()
-    series = workspace / "data" / "demo" / "dicom" / "PH0001"
-    with zipfile.ZipFile(buf, "w") as zf:
-        for f in sorted(series.glob("*.dcm")):
-            zf.write(f, f"PH0001/{f.name}")
-    return buf.getvalue()
-
-
 def test_upload_dicom_series_zip(workspace):
     at = _select_source(open_page(PAGE), "Upload")
-    _upload(at, "series.zip", _dicom_zip(workspace))
+    series = workspace / "data" / "demo" / "dicom" / "PH0001"
+    _upload(at, "series.zip", zip_folder(series, "*.dcm", prefix="PH0001/", stored=True))
     assert not at.exception
     assert "12 slices of 128x128" in texts(at)
     assert len(at.image) == 1

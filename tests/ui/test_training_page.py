@@ -4,10 +4,10 @@ a crashed run is shown failed with its log tail."""
 from __future__ import annotations
 
 import shutil
-import time
 
 import pytest
 
+from tests.builders import wait_until
 from tests.ui.apptest import open_page, texts
 from training.runs import RunStore
 
@@ -32,13 +32,19 @@ def _submit(at):
 
 
 def _wait_status(store: RunStore, run_id: str, statuses: set[str], timeout: float = 240) -> str:
-    t0 = time.time()
-    while time.time() - t0 < timeout:
+    def reached() -> str | None:
         s = store.get(run_id).status
-        if s in statuses:
-            return s
-        time.sleep(0.5)
-    raise AssertionError(f"run {run_id} did not reach {statuses}: {store.get(run_id)}")
+        return s if s in statuses else None
+
+    try:
+        return wait_until(reached, timeout, f"run {run_id} to reach {sorted(statuses)}", interval=0.5)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {store.get(run_id)}") from None
+
+
+def _first_epoch(store: RunStore, run_id: str) -> None:
+    wait_until(lambda: len(store.get(run_id).metrics()) >= 1, 240, f"run {run_id}'s first finished epoch",
+               interval=0.5)
 
 
 @pytest.fixture()
@@ -53,14 +59,15 @@ def test_start_a_run_and_watch_it_finish(page, workspace):
     store = RunStore(workspace)
     run = store.list()[0]
     seen_progress = False
-    t0 = time.time()
-    while time.time() - t0 < 240:
+
+    def ended() -> bool:
+        nonlocal seen_progress
         at.run()
         body = texts(at)
         seen_progress |= "epoch" in body and ("img/s" in body or "Starting" in body)
-        if store.get(run.id).status in ("completed", "failed"):
-            break
-        time.sleep(1)
+        return store.get(run.id).status in ("completed", "failed")
+
+    wait_until(ended, 240, "the run to end (completed or failed)", interval=1)
     at.run()
     assert store.get(run.id).status == "completed", store.get(run.id).error
     assert seen_progress
@@ -74,9 +81,7 @@ def test_cancel_then_resume(page, workspace):
     at = _submit(_fill_tiny(page, epochs=6))
     store = RunStore(workspace)
     run = store.list()[0]
-    t0 = time.time()
-    while time.time() - t0 < 240 and len(store.get(run.id).metrics()) < 1:
-        time.sleep(0.5)
+    _first_epoch(store, run.id)
     at.run()
     at.button(key="tr_cancel").click().run()
     assert store.get(run.id).status == "cancelled"
@@ -92,9 +97,7 @@ def test_crashed_run_is_failed_with_log_tail(page, workspace):
     at = _submit(_fill_tiny(page, epochs=30))
     store = RunStore(workspace)
     run = store.list()[0]
-    t0 = time.time()
-    while time.time() - t0 < 240 and len(store.get(run.id).metrics()) < 1:
-        time.sleep(0.5)
+    _first_epoch(store, run.id)
     # the dataset disappears under a running job, and the process dies without reporting
     shutil.rmtree(workspace / "data" / "demo")
     import os

@@ -17,9 +17,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 from ctmodels.imaging import (
     CorruptImageError,
@@ -36,6 +35,7 @@ from ctmodels.imaging import (
     UnsupportedEncodingError,
     read_any,
 )
+from tests.builders import ct_dicom, zip_bytes
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
@@ -46,60 +46,6 @@ MPEG2 = "1.2.840.10008.1.2.4.100"  # a video codec: no pixel decoder exists for 
 
 
 # --------------------------------------------------------------------------------------- builders
-
-
-def dicom(
-    *,
-    modality: str = "CT",
-    sop_class: str = CTImageStorage,
-    rows: int = 32,
-    cols: int = 32,
-    pixels: bool = True,
-    series_uid: str | None = None,
-    z: float = 0.0,
-    transfer_syntax: str = ExplicitVRLittleEndian,
-    pixel_data: bytes | None = None,
-    **attrs: object,
-) -> bytes:
-    fm = FileMetaDataset()
-    fm.MediaStorageSOPClassUID = sop_class
-    fm.MediaStorageSOPInstanceUID = generate_uid()
-    fm.TransferSyntaxUID = transfer_syntax
-    ds = Dataset()
-    ds.file_meta = fm
-    ds.PatientName = "DOE^JANE"
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = fm.MediaStorageSOPInstanceUID
-    ds.SeriesInstanceUID = series_uid or generate_uid()
-    ds.Modality = modality
-    ds.ImagePositionPatient = [0.0, 0.0, z]
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    ds.PixelSpacing = [0.7, 0.7]
-    ds.Rows, ds.Columns = rows, cols
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
-    for k, v in attrs.items():  # anything else a case needs set (or spoiled)
-        setattr(ds, k, v)
-    if pixels:
-        if pixel_data is None:
-            pixel_data = np.full((min(rows, 64), min(cols, 64)), 1000, np.uint16).tobytes()
-        ds.PixelData = pixel_data
-        ds["PixelData"].VR = "OB" if transfer_syntax != ExplicitVRLittleEndian else "OW"
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
-
-
-def zipped(members: list[tuple[str, bytes]], infos: list[tuple[zipfile.ZipInfo, bytes]] = ()) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members:
-            zf.writestr(name, data)
-        for info, data in infos:
-            zf.writestr(info, data)
-    return buf.getvalue()
 
 
 def png(size: tuple[int, int] = (32, 32), mode: str = "L") -> bytes:
@@ -145,27 +91,23 @@ def symlink_member() -> bytes:
     info = zipfile.ZipInfo("series/IM0001.dcm")
     info.create_system = 3
     info.external_attr = (stat.S_IFLNK | 0o777) << 16
-    return zipped([], [(info, b"../../../etc/passwd")])
+    return zip_bytes({info: b"../../../etc/passwd"})
 
 
 def zip_bomb() -> bytes:
-    return zipped([("IM0001.dcm", b"\x00" * (4 * 1024 * 1024))])
+    return zip_bytes({"IM0001.dcm": b"\x00" * (4 * 1024 * 1024)})
 
 
 def too_many_members() -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-        for i in range(5001):
-            zf.writestr(f"f{i}.dcm", b"")
-    return buf.getvalue()
+    return zip_bytes({f"f{i}.dcm": b"" for i in range(5001)}, stored=True)
 
 
 def folder_with_outside_link(tmp_path: Path) -> Path:
     folder = tmp_path / "series"
     folder.mkdir()
-    (folder / "IM0001.dcm").write_bytes(dicom())
+    (folder / "IM0001.dcm").write_bytes(ct_dicom())
     outside = tmp_path / "secret.dcm"
-    outside.write_bytes(dicom())
+    outside.write_bytes(ct_dicom())
     os.symlink(outside, folder / "IM0002.dcm")
     return folder
 
@@ -173,7 +115,7 @@ def folder_with_outside_link(tmp_path: Path) -> Path:
 def folder_with_link_loop(tmp_path: Path) -> Path:
     folder = tmp_path / "series"
     folder.mkdir()
-    (folder / "IM0001.dcm").write_bytes(dicom())
+    (folder / "IM0001.dcm").write_bytes(ct_dicom())
     os.symlink(folder / "IM0002.dcm", folder / "IM0002.dcm")  # a link to itself
     return folder
 
@@ -190,7 +132,7 @@ def float_tiff_with_infinity(tmp_path: Path) -> bytes:
 
 def dicom_series_one_position(tmp_path: Path) -> bytes:
     uid = generate_uid()
-    return zipped([(f"IM{k}.dcm", dicom(series_uid=uid, z=5.0)) for k in range(5)])
+    return zip_bytes({f"IM{k}.dcm": ct_dicom(series_uid=uid, z=5.0) for k in range(5)})
 
 
 def animated_png(tmp_path: Path) -> bytes:
@@ -216,7 +158,7 @@ def deflated_dicom(inflated_zeros: int = 0) -> bytes:
 
     from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-    data = dicom(transfer_syntax=DeflatedExplicitVRLittleEndian)
+    data = ct_dicom(transfer_syntax=DeflatedExplicitVRLittleEndian)
     if not inflated_zeros:
         return data
     start = 144 + int.from_bytes(data[140:144], "little")
@@ -227,16 +169,16 @@ def deflated_dicom(inflated_zeros: int = 0) -> bytes:
 
 
 def dicomdir() -> bytes:
-    return dicom(sop_class="1.2.840.10008.1.3.10", pixels=False)
+    return ct_dicom(sop_class="1.2.840.10008.1.3.10", pixels=None)
 
 
 def dicom_unsupported_codec() -> bytes:
-    return dicom(transfer_syntax=MPEG2, pixel_data=encapsulate([b"\x00\x00\x01\xb3" + b"\x00" * 64]))
+    return ct_dicom(transfer_syntax=MPEG2, pixels=encapsulate([b"\x00\x00\x01\xb3" + b"\x00" * 64]))
 
 
 def dicom_corrupt_jpeg_lossless() -> bytes:
     garbage = b"\xff\xd8\xff\xc3" + np.random.default_rng(3).bytes(300)
-    return dicom(transfer_syntax=JPEG_LOSSLESS_SV1, pixel_data=encapsulate([garbage]))
+    return ct_dicom(transfer_syntax=JPEG_LOSSLESS_SV1, pixels=encapsulate([garbage]))
 
 
 def dicom_cut_codestream(syntax: str, keep: float = 0.5) -> bytes:
@@ -253,8 +195,8 @@ def dicom_cut_codestream(syntax: str, keep: float = 0.5) -> bytes:
         Image.fromarray(np.random.default_rng(4).integers(0, 255, (64, 64), dtype=np.uint8)).save(buf, "JPEG")
         stream, side, bits = buf.getvalue(), 64, 8
     cut = encapsulate([stream[: int(len(stream) * keep)]])
-    return dicom(rows=side, cols=side, transfer_syntax=syntax, pixel_data=cut, BitsAllocated=bits, BitsStored=bits,
-                 HighBit=bits - 1, PixelRepresentation=0)
+    return ct_dicom(cut, rows=side, cols=side, transfer_syntax=syntax, BitsAllocated=bits, BitsStored=bits,
+                    HighBit=bits - 1, PixelRepresentation=0)
 
 
 def jpeg_claiming_4096_with_little_data() -> bytes:
@@ -264,12 +206,12 @@ def jpeg_claiming_4096_with_little_data() -> bytes:
 
 
 def zip_two_series() -> bytes:
-    return zipped([("a.dcm", dicom(series_uid="1.2.3")), ("b.dcm", dicom(series_uid="1.2.4"))])
+    return zip_bytes({"a.dcm": ct_dicom(series_uid="1.2.3"), "b.dcm": ct_dicom(series_uid="1.2.4")})
 
 
 def zip_slices_of_different_sizes() -> bytes:
-    other = dicom(series_uid="1.2.3", rows=48, cols=48, z=1.0)
-    return zipped([("a.dcm", dicom(series_uid="1.2.3")), ("b.dcm", other)])
+    other = ct_dicom(series_uid="1.2.3", rows=48, cols=48, z=1.0)
+    return zip_bytes({"a.dcm": ct_dicom(series_uid="1.2.3"), "b.dcm": other})
 
 
 def zero_byte_file(tmp_path: Path) -> Path:
@@ -286,22 +228,23 @@ def empty_folder(tmp_path: Path) -> Path:
 
 NOTE = b"this is just a note, not a picture\n" * 5
 SMALL_NII = nifti((16, 16, 2))
-INNER_ZIP = zipped([("a.dcm", dicom())])
+INNER_ZIP = zip_bytes({"a.dcm": ct_dicom()})
 
 # name, builder (tmp_path -> source), name hint, expected error, words the message must contain
 CASES: list[tuple[str, Callable[[Path], Any], str | None, type[ImageReadError], tuple[str, ...]]] = [
     ("random-bytes-dcm", lambda t: np.random.default_rng(1).bytes(4000), "scan.dcm", NotAnImageError,
      ("DICOM",)),
     ("random-bytes-noname", lambda t: np.random.default_rng(2).bytes(4000), None, NotAnImageError, ()),
-    ("truncated-dicom", lambda t: dicom()[:-700], "IM1.dcm", CorruptImageError, ("truncated",)),
-    ("dicom-without-pixels", lambda t: dicom(pixels=False), "x.dcm", NoPixelDataError, ("no image",)),
+    ("truncated-dicom", lambda t: ct_dicom()[:-700], "IM1.dcm", CorruptImageError, ("truncated",)),
+    ("dicom-without-pixels", lambda t: ct_dicom(pixels=None), "x.dcm", NoPixelDataError, ("no image",)),
     ("dicomdir-only", lambda t: dicomdir(), "DICOMDIR", NoPixelDataError, ("DICOMDIR",)),
-    ("mr-dicom", lambda t: dicom(modality="MR", sop_class=MR_IMAGE), "x.dcm", NotCTError, ("MR", "not a CT")),
-    ("ultrasound-dicom", lambda t: dicom(modality="US"), "x.dcm", NotCTError, ("ultrasound",)),
-    ("xray-dicom", lambda t: dicom(modality="CR"), "x.dcm", NotCTError, ("X-ray",)),
-    ("secondary-capture", lambda t: dicom(modality="OT", sop_class=SECONDARY_CAPTURE), "x.dcm", NotCTError,
+    ("mr-dicom", lambda t: ct_dicom(modality="MR", sop_class=MR_IMAGE), "x.dcm", NotCTError,
+     ("MR", "not a CT")),
+    ("ultrasound-dicom", lambda t: ct_dicom(modality="US"), "x.dcm", NotCTError, ("ultrasound",)),
+    ("xray-dicom", lambda t: ct_dicom(modality="CR"), "x.dcm", NotCTError, ("X-ray",)),
+    ("secondary-capture", lambda t: ct_dicom(modality="OT", sop_class=SECONDARY_CAPTURE), "x.dcm", NotCTError,
      ("secondary capture",)),
-    ("dicom-too-large", lambda t: dicom(rows=8192, cols=8192), "x.dcm", ImageTooLargeError, ()),
+    ("dicom-too-large", lambda t: ct_dicom(rows=8192, cols=8192), "x.dcm", ImageTooLargeError, ()),
     ("dicom-unsupported-codec", lambda t: dicom_unsupported_codec(), "x.dcm", UnsupportedEncodingError,
      ("compressed",)),
     ("dicom-corrupt-jpeg-lossless", lambda t: dicom_corrupt_jpeg_lossless(), "x.dcm", CorruptImageError,
@@ -329,48 +272,53 @@ CASES: list[tuple[str, Callable[[Path], Any], str | None, type[ImageReadError], 
     ("zero-bytes", lambda t: b"", "x.dcm", NotAnImageError, ("empty",)),
     ("zero-byte-file", zero_byte_file, None, NotAnImageError, ("empty",)),
     ("missing-path", lambda t: t / "nope.dcm", None, NotAnImageError, ()),
-    ("zip-only-txt", lambda t: zipped([("notes.txt", b"hello")]), "x.zip", EmptyArchiveError,
+    ("zip-only-txt", lambda t: zip_bytes({"notes.txt": b"hello"}), "x.zip", EmptyArchiveError,
      ("no DICOM, NIfTI or image",)),
-    ("zip-only-unknown", lambda t: zipped([("data.bin", b"\x01\x02" * 50)]), "x.zip", EmptyArchiveError, ()),
-    ("empty-zip", lambda t: zipped([]), "x.zip", EmptyArchiveError, ()),
+    ("zip-only-unknown", lambda t: zip_bytes({"data.bin": b"\x01\x02" * 50}), "x.zip", EmptyArchiveError, ()),
+    ("empty-zip", lambda t: zip_bytes({}), "x.zip", EmptyArchiveError, ()),
     ("empty-folder", empty_folder, None, EmptyArchiveError, ()),
-    ("corrupt-zip", lambda t: zipped([("a.dcm", dicom())])[:-60], "x.zip", CorruptImageError, ("zip",)),
+    ("corrupt-zip", lambda t: zip_bytes({"a.dcm": ct_dicom()})[:-60], "x.zip", CorruptImageError, ("zip",)),
     ("zip-two-series", lambda t: zip_two_series(), "x.zip", MixedSeriesError, ("2 different",)),
     ("zip-slices-different-sizes", lambda t: zip_slices_of_different_sizes(), "x.zip", MixedSeriesError, ()),
-    ("zip-dicom-and-nifti", lambda t: zipped([("a.dcm", dicom()), ("b.nii", SMALL_NII)]), "x.zip",
+    ("zip-dicom-and-nifti", lambda t: zip_bytes({"a.dcm": ct_dicom(), "b.nii": SMALL_NII}), "x.zip",
      MixedSeriesError, ()),
-    ("zip-two-nifti", lambda t: zipped([("a.nii", SMALL_NII), ("b.nii", SMALL_NII)]), "x.zip",
+    ("zip-two-nifti", lambda t: zip_bytes({"a.nii": SMALL_NII, "b.nii": SMALL_NII}), "x.zip",
      MixedSeriesError, ()),
-    ("zip-pngs-different-sizes", lambda t: zipped([("1.png", png((32, 32))), ("2.png", png((40, 32)))]),
+    ("zip-pngs-different-sizes", lambda t: zip_bytes({"1.png": png((32, 32)), "2.png": png((40, 32))}),
      "x.zip", MixedSeriesError, ()),
-    ("zip-slip", lambda t: zipped([("../../evil.dcm", dicom())]), "x.zip", UnsafeArchiveError, ("..",)),
-    ("zip-absolute-path", lambda t: zipped([("/etc/evil.dcm", dicom())]), "x.zip", UnsafeArchiveError, ()),
+    ("zip-slip", lambda t: zip_bytes({"../../evil.dcm": ct_dicom()}), "x.zip", UnsafeArchiveError, ("..",)),
+    ("zip-absolute-path", lambda t: zip_bytes({"/etc/evil.dcm": ct_dicom()}), "x.zip", UnsafeArchiveError,
+     ()),
     ("zip-symlink-member", lambda t: symlink_member(), "x.zip", UnsafeArchiveError, ("link",)),
-    ("nested-zip", lambda t: zipped([("inner.zip", INNER_ZIP)]), "x.zip", UnsafeArchiveError,
+    ("nested-zip", lambda t: zip_bytes({"inner.zip": INNER_ZIP}), "x.zip", UnsafeArchiveError,
      ("unzip the inner archive",)),
-    ("nested-zip-renamed", lambda t: zipped([("inner.dcm", INNER_ZIP)]), "x.zip", UnsafeArchiveError, ()),
+    ("nested-zip-renamed", lambda t: zip_bytes({"inner.dcm": INNER_ZIP}), "x.zip", UnsafeArchiveError, ()),
     ("zip-bomb", lambda t: zip_bomb(), "x.zip", UnsafeArchiveError, ("bomb",)),
     ("zip-too-many-members", lambda t: too_many_members(), "x.zip", UnsafeArchiveError, ()),
     ("folder-link-outside", folder_with_outside_link, None, UnsafeArchiveError, ("link",)),
     ("folder-link-loop", folder_with_link_loop, None, UnsafeArchiveError, ("link", "itself")),
     # read without error but impossible: refused with what is wrong
     ("float-tiff-infinity", float_tiff_with_infinity, "x.tif", ImplausibleScanError, ("infinity",)),
-    ("dicom-slope-1e30", lambda t: dicom(RescaleSlope=1e30), "x.dcm", ImplausibleScanError, ("rescale",)),
-    ("dicom-negative-spacing", lambda t: dicom(PixelSpacing=[-0.7, 0.7]), "x.dcm", ImplausibleScanError,
+    ("dicom-slope-1e30", lambda t: ct_dicom(RescaleSlope=1e30), "x.dcm", ImplausibleScanError, ("rescale",)),
+    ("dicom-negative-spacing", lambda t: ct_dicom(PixelSpacing=[-0.7, 0.7]), "x.dcm", ImplausibleScanError,
      ("spacing", "positive")),
-    ("dicom-huge-spacing", lambda t: dicom(PixelSpacing=[1e30, 1e30]), "x.dcm", ImplausibleScanError, ("spacing",)),
-    ("dicom-palette-colour", lambda t: dicom(PhotometricInterpretation="PALETTE COLOR"), "x.dcm", NotCTError,
+    ("dicom-huge-spacing", lambda t: ct_dicom(PixelSpacing=[1e30, 1e30]), "x.dcm", ImplausibleScanError,
+     ("spacing",)),
+    ("dicom-palette-colour", lambda t: ct_dicom(PhotometricInterpretation="PALETTE COLOR"), "x.dcm",
+     NotCTError,
      ("colour", "greyscale")),
-    ("dicom-1-bit", lambda t: dicom(BitsAllocated=1, BitsStored=1, HighBit=0, pixel_data=b"\xff" * 128), "x.dcm",
+    ("dicom-1-bit", lambda t: ct_dicom(b"\xff" * 128, BitsAllocated=1, BitsStored=1, HighBit=0), "x.dcm",
      NotCTError, ("1 bit",)),
     ("dicom-five-slices-one-position", dicom_series_one_position, "x.zip", MixedSeriesError, ("position",)),
     ("apng", animated_png, "x.png", UnsupportedDimensionsError, ("animated", "3 frames")),
     ("dicom-deflated-bomb", lambda t: deflated_dicom(400 << 20), "x.dcm", ImageTooLargeError, ("deflated",)),
-    ("zip-many-small-zero-members", lambda t: zipped([(f"m{k}.dcm", bytes(1024**2)) for k in range(300)]), "x.zip",
+    ("zip-many-small-zero-members", lambda t: zip_bytes({f"m{k}.dcm": bytes(1024**2) for k in range(300)}),
+     "x.zip",
      UnsafeArchiveError, ("zip bomb",)),
     # page counts from the headers, before anything is decoded
     ("tiff-12-pages-of-4096", lambda t: tiff_pages(12, 4096), "x.tif", ImageTooLargeError, ()),
-    ("zip-of-multipage-tiffs", lambda t: zipped([(f"p{k}.tif", tiff_pages(600, 64)) for k in range(4)]), "x.zip",
+    ("zip-of-multipage-tiffs", lambda t: zip_bytes({f"p{k}.tif": tiff_pages(600, 64) for k in range(4)}),
+     "x.zip",
      ImageTooLargeError, ("slices",)),
     # pictures we do not read, and paths that are not files: the message says what they are
     ("gif", lambda t: b"GIF89a" + bytes(64), "x.gif", NotAnImageError, ("GIF", "PNG")),
@@ -416,7 +364,7 @@ def test_a_link_inside_a_folder_does_not_repeat_a_slice(tmp_path: Path) -> None:
     folder = tmp_path / "series"
     folder.mkdir()
     for k in range(3):
-        (folder / f"IM{k:04d}.dcm").write_bytes(dicom(z=float(k), series_uid="1.2.3"))
+        (folder / f"IM{k:04d}.dcm").write_bytes(ct_dicom(z=float(k), series_uid="1.2.3"))
     os.symlink(folder / "IM0001.dcm", folder / "IM0009.dcm")
     assert read_any(folder).n_slices == 3
 
@@ -498,14 +446,14 @@ def test_a_series_too_large_is_refused_from_its_headers_before_any_file_is_read_
     from ctmodels.imaging.dicom import series as dicom_series  # where check_series_headers reads its limits
 
     monkeypatch.setattr(dicom_series, "MAX_VOXELS", 10 * 32 * 32)
-    slices = [(f"IM{k:03d}.dcm", dicom(z=float(k), series_uid="1.2.3")) for k in range(11)]
+    slices = {f"IM{k:03d}.dcm": ct_dicom(z=float(k), series_uid="1.2.3") for k in range(11)}
     if container == "zip":
-        source: Any = zipped(slices)
+        source: Any = zip_bytes(slices)
         monkeypatch.setattr(archive, "_read_member", lambda *a: pytest.fail("a member was read whole"))
     else:
         source = tmp_path / "series"
         source.mkdir()
-        for name, data in slices:
+        for name, data in slices.items():
             (source / name).write_bytes(data)
         monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail(f"{self.name} was read whole"))
     with pytest.raises(ImageTooLargeError, match="counted from their headers") as info:

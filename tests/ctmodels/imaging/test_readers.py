@@ -5,22 +5,21 @@ from __future__ import annotations
 import gzip
 import io
 import random
-import zipfile
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 from ctmodels.imaging import ImageReadError, MixedSeriesError, Volume, read_any
 from ctmodels.imaging.dicom_privacy import DICOM_META_KEYS
 from ctmodels.imaging.nifti import NIFTI_META_KEYS
 from ctmodels.imaging.raster import RASTER_META_KEYS
+from tests.builders import ct_dataset, ct_dicom, dicom_bytes, zip_bytes
 
 # Identifying values written into every synthetic DICOM; none may ever reach Volume.meta.
 IDENTIFYING = {
@@ -55,66 +54,17 @@ def expected_hu(k: int) -> np.ndarray:
     return hu
 
 
-def ct_dataset(
-    raw: np.ndarray,
-    *,
-    z: float | None = 0.0,
-    instance: int | None = 1,
-    slope: float = 1.0,
-    intercept: float = -1024.0,
-    series_uid: str = SERIES_UID,
-    iop: tuple[float, ...] | None = (1, 0, 0, 0, 1, 0),
-    slice_location: float | None = None,
-    modality: str = "CT",
-    sop_class: str = CTImageStorage,
-) -> Dataset:
-    fm = FileMetaDataset()
-    fm.MediaStorageSOPClassUID = sop_class
-    fm.MediaStorageSOPInstanceUID = generate_uid()
-    fm.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = fm
-    for keyword, value in IDENTIFYING.items():
-        setattr(ds, keyword, value)
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = fm.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID = STUDY_UID
-    ds.SeriesInstanceUID = series_uid
-    ds.Modality = modality
-    ds.Manufacturer = "ACME"
-    ds.ManufacturerModelName = "Scanner 64"
-    ds.KVP = "120"
-    ds.ConvolutionKernel = "B30f"
-    ds.PatientPosition = "HFS"
-    if instance is not None:
-        ds.InstanceNumber = instance
-    if z is not None:
-        ds.ImagePositionPatient = [-16.0, -16.0, z]
-    if iop is not None:
-        ds.ImageOrientationPatient = list(iop)
-    if slice_location is not None:
-        ds.SliceLocation = slice_location
-    ds.PixelSpacing = [0.7, 0.8]
-    ds.SliceThickness = "2.5"
-    ds.Rows, ds.Columns = raw.shape[-2:]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.RescaleSlope = slope
-    ds.RescaleIntercept = intercept
-    ds.PixelData = raw.astype(np.uint16).tobytes()
-    ds["PixelData"].VR = "OW"
-    return ds
+SCANNER = {"Manufacturer": "ACME", "ManufacturerModelName": "Scanner 64", "KVP": "120",
+           "ConvolutionKernel": "B30f", "PatientPosition": "HFS", "SliceThickness": "2.5"}
 
 
-def to_bytes(ds: Dataset, preamble: bool = True) -> bytes:
-    buf = io.BytesIO()
-    if preamble:
-        ds.save_as(buf, enforce_file_format=True)
-    else:
-        ds.preamble = None
-        pydicom.dcmwrite(buf, ds, enforce_file_format=False)
-    return buf.getvalue()
+def series_slice(raw: np.ndarray, **kwargs) -> Dataset:
+    """A slice of this file's series: ``ct_dataset`` with every identifying value, the study, the scanner,
+    0.7 x 0.8 mm pixels 2.5 mm thick at x, y = -16 mm, instance 1, slope 1.0, intercept -1024.0; ``kwargs``
+    override."""
+    kwargs = {"instance": 1, "slope": 1.0, "intercept": -1024.0, "series_uid": SERIES_UID, **kwargs}
+    return ct_dataset(raw, xy=(-16.0, -16.0), spacing=(0.7, 0.8), StudyInstanceUID=STUDY_UID, **IDENTIFYING,
+                      **SCANNER, **kwargs)
 
 
 def raw_for(k: int, slope: float, intercept: float) -> np.ndarray:
@@ -127,18 +77,10 @@ def make_series(**kwargs) -> list[tuple[str, bytes]]:
     for k, z in enumerate(Z):
         slope, intercept = (2.0, -2048.0) if k == SLOPE2 else (1.0, -1024.0)
         raw = raw_for(k, slope, intercept)
-        ds = ct_dataset(raw, z=z, instance=N - k, slope=slope, intercept=intercept, **kwargs)
-        files.append((f"slice_{k:02d}.dcm", to_bytes(ds)))
+        ds = series_slice(raw, z=z, instance=N - k, slope=slope, intercept=intercept, **kwargs)
+        files.append((f"slice_{k:02d}.dcm", dicom_bytes(ds)))
     random.Random(7).shuffle(files)
     return files
-
-
-def zip_bytes(members: list[tuple[str, bytes]]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members:
-            zf.writestr(name, data)
-    return buf.getvalue()
 
 
 def assert_series(v: Volume) -> None:
@@ -181,7 +123,7 @@ def test_dicom_series_from_folder(tmp_path: Path) -> None:
 
 def test_dicom_series_from_zip_bytes_path_and_filelike(tmp_path: Path) -> None:
     members = make_series() + [("__MACOSX/._x.dcm", b"junk"), ("readme.txt", b"hello"), ("sub/", b"")]
-    data = zip_bytes(members)
+    data = zip_bytes(dict(members))
     assert_series(read_any(data))
     zpath = tmp_path / "series.zip"
     zpath.write_bytes(data)
@@ -194,13 +136,13 @@ def test_dicom_series_from_zip_bytes_path_and_filelike(tmp_path: Path) -> None:
 
 
 def test_dicom_series_orders_by_position_not_instance_or_name() -> None:
-    v = read_any(zip_bytes(make_series()))
+    v = read_any(zip_bytes(dict(make_series())))
     assert list(v.slice_positions) == sorted(v.slice_positions, reverse=True)
 
 
 def test_dicom_flipped_orientation_still_superior_first() -> None:
     """Column cosine pointing posterior->anterior flips the normal; order must stay head first."""
-    v = read_any(zip_bytes(make_series(iop=(1, 0, 0, 0, -1, 0))))
+    v = read_any(zip_bytes(dict(make_series(iop=(1, 0, 0, 0, -1, 0)))))
     assert_series(v)
 
 
@@ -208,15 +150,15 @@ def test_dicom_fallbacks_slice_location_then_instance() -> None:
     files_loc, files_inst = [], []
     for k, z in enumerate(Z):
         raw = raw_for(k, 1.0, -1024.0)
-        by_location = ct_dataset(raw, z=None, iop=None, slice_location=z, instance=N - k)
-        files_loc.append((f"{k}.dcm", to_bytes(by_location)))
-        files_inst.append((f"{k}.dcm", to_bytes(ct_dataset(raw, z=None, iop=None, instance=k + 1))))
+        by_location = series_slice(raw, z=None, iop=None, slice_location=z, instance=N - k)
+        files_loc.append((f"{k}.dcm", dicom_bytes(by_location)))
+        files_inst.append((f"{k}.dcm", dicom_bytes(series_slice(raw, z=None, iop=None, instance=k + 1))))
     random.Random(1).shuffle(files_loc)
     random.Random(2).shuffle(files_inst)
-    v = read_any(zip_bytes(files_loc))
+    v = read_any(zip_bytes(dict(files_loc)))
     assert v.meta["slice_order"] == "slice_location"
     assert v.slice_positions == pytest.approx(tuple(Z))
-    w = read_any(zip_bytes(files_inst))
+    w = read_any(zip_bytes(dict(files_inst)))
     assert w.meta["slice_order"] == "instance_number"
     assert w.slice_positions is None
     for vol in (v, w):
@@ -230,9 +172,9 @@ def test_dicom_slices_at_one_position_are_refused_not_stacked() -> None:
     files = []
     for i in range(5):
         raw = raw_for(i, 1.0, -1024.0)
-        files.append((f"f{4 - i}.dcm", to_bytes(ct_dataset(raw, z=5.0, instance=i + 1))))
+        files.append((f"f{4 - i}.dcm", dicom_bytes(series_slice(raw, z=5.0, instance=i + 1))))
     with pytest.raises(MixedSeriesError, match="4 of the 5 slices lie at a position another slice already has"):
-        read_any(zip_bytes(files))
+        read_any(zip_bytes(dict(files)))
 
 
 def test_single_dicom_file_path_bytes_filelike(tmp_path: Path) -> None:
@@ -249,7 +191,7 @@ def test_single_dicom_file_path_bytes_filelike(tmp_path: Path) -> None:
 
 def test_dicom_without_preamble_by_name_hint() -> None:
     k = 1
-    data = to_bytes(ct_dataset(raw_for(k, 1.0, -1024.0), z=3.0), preamble=False)
+    data = dicom_bytes(series_slice(raw_for(k, 1.0, -1024.0), z=3.0), preamble=False)
     assert data[128:132] != b"DICM"
     v = read_any(data, name="IM0001")
     np.testing.assert_array_equal(v.array[0], expected_hu(k))
@@ -260,19 +202,19 @@ def test_dicom_hu_floor_and_signed_pixels() -> None:
     raw = np.zeros((32, 32), np.int16)
     raw[0, 0] = -2000  # outside field of view
     raw[5, 5] = 40
-    ds = ct_dataset(np.zeros((32, 32)), intercept=0.0)
+    ds = series_slice(np.zeros((32, 32)), intercept=0.0)
     ds.PixelRepresentation = 1
     ds.PixelData = raw.tobytes()
-    v = read_any(to_bytes(ds))
+    v = read_any(dicom_bytes(ds))
     assert v.array[0, 0, 0] == -1024.0
     assert v.array[0, 5, 5] == 40.0
 
 
 def test_multiframe_classic_frames_become_slices() -> None:
     frames = np.stack([raw_for(k, 1.0, -1024.0) for k in range(3)])
-    ds = ct_dataset(frames)
+    ds = series_slice(frames)
     ds.NumberOfFrames = 3
-    v = read_any(to_bytes(ds))
+    v = read_any(dicom_bytes(ds))
     assert v.shape == (3, 32, 32)
     for k in range(3):
         np.testing.assert_array_equal(v.array[k], expected_hu(k))
@@ -293,7 +235,7 @@ def test_enhanced_ct_per_frame_positions_and_rescale() -> None:
         item.PlanePositionSequence = Sequence([pos])
         item.PixelValueTransformationSequence = Sequence([pvt])
         per_frame.append(item)
-    ds = ct_dataset(np.stack(raws), z=None, iop=None)
+    ds = series_slice(np.stack(raws), z=None, iop=None)
     del ds.RescaleSlope, ds.RescaleIntercept, ds.PixelSpacing, ds.SliceThickness
     shared, orient, measures = Dataset(), Dataset(), Dataset()
     orient.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
@@ -304,7 +246,7 @@ def test_enhanced_ct_per_frame_positions_and_rescale() -> None:
     ds.SharedFunctionalGroupsSequence = Sequence([shared])
     ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
     ds.NumberOfFrames = 3
-    v = read_any(to_bytes(ds))
+    v = read_any(dicom_bytes(ds))
     assert v.slice_positions == pytest.approx((10.0, 5.0, 0.0))
     for k in range(3):
         np.testing.assert_array_equal(v.array[k], expected_hu(k))
@@ -313,12 +255,12 @@ def test_enhanced_ct_per_frame_positions_and_rescale() -> None:
 
 
 def test_series_ignores_thumbnails_and_scouts() -> None:
-    scout = ct_dataset(np.zeros((40, 40)), z=0.0)
+    scout = series_slice(np.zeros((40, 40)), z=0.0)
     scout.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
     png = io.BytesIO()
     Image.new("L", (16, 16)).save(png, "PNG")
-    members = make_series() + [("scout.dcm", to_bytes(scout)), ("preview.png", png.getvalue())]
-    v = read_any(zip_bytes(members))
+    members = make_series() + [("scout.dcm", dicom_bytes(scout)), ("preview.png", png.getvalue())]
+    v = read_any(zip_bytes(dict(members)))
     assert_series(v)
     assert v.meta["skipped_files"] == 2
 
@@ -430,7 +372,7 @@ def test_nifti_2d_4d_singleton_nifti2_and_nan_repair() -> None:
 
 def test_nifti_from_zip_and_folder(tmp_path: Path) -> None:
     data = gzip.compress(nib.Nifti1Image(ras_pattern(), np.eye(4)).to_bytes())
-    v = read_any(zip_bytes([("case/ct.nii.gz", data), ("case/notes.txt", b"x")]))
+    v = read_any(zip_bytes({"case/ct.nii.gz": data, "case/notes.txt": b"x"}))
     assert v.source_format == "nifti" and v.shape == (8, 12, 10)
     (tmp_path / "ct.nii.gz").write_bytes(data)
     assert read_any(tmp_path).shape == (8, 12, 10)
@@ -517,7 +459,7 @@ def test_image_stack_from_zip_and_folder_natural_order(tmp_path: Path) -> None:
     levels = [np.full((30, 40), 10 * (i + 1), np.uint8) for i in range(len(names))]
     members = [(n, png_bytes(Image.fromarray(a))) for n, a in zip(names, levels)]
     shuffled = [members[2], members[0], members[1]]
-    v = read_any(zip_bytes(shuffled))
+    v = read_any(zip_bytes(dict(shuffled)))
     assert v.source_format == "image-stack" and v.shape == (3, 30, 40)
     assert [float(v.array[i, 0, 0]) for i in range(3)] == [10.0, 20.0, 30.0]
     assert not v.is_hu
@@ -525,7 +467,7 @@ def test_image_stack_from_zip_and_folder_natural_order(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(data)
     w = read_any(tmp_path)
     np.testing.assert_array_equal(w.array, v.array)
-    single = read_any(zip_bytes(members[:1]))
+    single = read_any(zip_bytes(dict(members[:1])))
     assert single.source_format == "png"
 
 
@@ -538,7 +480,7 @@ def test_bad_input_never_escapes_untyped() -> None:
         png_bytes(Image.fromarray(marker_image()), "JPEG"),
         gzip.compress(nib.Nifti1Image(ras_pattern(), np.eye(4)).to_bytes()),
         nib.Nifti1Image(ras_pattern(), np.eye(4)).to_bytes(),
-        zip_bytes(make_series()[:2]),
+        zip_bytes(dict(make_series()[:2])),
     ]
     for seed in seeds:
         for _ in range(12):
@@ -559,11 +501,11 @@ def test_no_identifying_value_in_logs_or_warnings(caplog: pytest.LogCaptureFixtu
     bad_uid = "uuid-DOE-JANE-0001"
     files = []
     for k, z in enumerate(Z[:3]):
-        ds = ct_dataset(raw_for(k, 1.0, -1024.0), z=z, series_uid=bad_uid)
+        ds = series_slice(raw_for(k, 1.0, -1024.0), z=z, series_uid=bad_uid)
         ds.StudyInstanceUID = "study-ID-12345"
         ds.PatientSex = "FEMALE-JANE"  # CS too long and lower-case-free: invalid value
-        files.append((f"{k}.dcm", to_bytes(ds)))
-    data = zip_bytes(files)
+        files.append((f"{k}.dcm", dicom_bytes(ds)))
+    data = zip_bytes(dict(files))
     caplog.clear()  # writing the test files warned about the invalid values: only reading counts
     recwarn.clear()
     with caplog.at_level("DEBUG"):
@@ -589,11 +531,10 @@ def test_compact_keeps_whole_hu_as_int16_and_anything_else_as_it_was() -> None:
 
 def test_dicom_hu_are_int16_when_whole_and_float32_otherwise() -> None:
     from ctmodels.imaging import ImplausibleScanError
-    from tests.ctmodels.imaging.test_bad_input import dicom
 
-    assert read_any(dicom(), name="x.dcm").array.dtype == np.int16  # slope 1, intercept -1024: whole HU
-    half = read_any(dicom(RescaleSlope=0.5), name="x.dcm")
+    assert read_any(ct_dicom(), name="x.dcm").array.dtype == np.int16  # slope 1, intercept -1024: whole HU
+    half = read_any(ct_dicom(RescaleSlope=0.5), name="x.dcm")
     assert half.array.dtype == np.float32 and half.slice(0)[0, 0] == 1000 * 0.5 - 1024
     high = np.full((32, 32), 40000, np.uint16).tobytes()  # 40000 - 1024 is beyond int16: not wrapped around
     with pytest.raises(ImplausibleScanError, match="3.9e"):
-        read_any(dicom(pixel_data=high, BitsStored=16, HighBit=15), name="x.dcm")
+        read_any(ct_dicom(pixels=high, BitsStored=16, HighBit=15), name="x.dcm")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import random
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from scipy import ndimage as ndi
 
 from ctmodels.imaging import Volume, read_any
 from ctmodels.imaging.dicom_privacy import DICOM_META_KEYS
+from tests.builders import zip_bytes
 
 SERIES = {
     "P002": ("Sample data/COVID-19 subjects/P002", 133, 0.603515625),
@@ -117,11 +117,7 @@ def test_zip_of_a_few_slices_in_memory(
         (f"upload/{i}_{Path(r['file']).name}", (ctmd / r["file"]).read_bytes()) for i, r in enumerate(rows)
     ]
     random.Random(3).shuffle(members)
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members:
-            zf.writestr(name, data)
-    upload = io.BytesIO(buf.getvalue())
+    upload = io.BytesIO(zip_bytes(dict(members)))
     upload.name = "P002_part.zip"
     v = read_any(upload)
     assert v.shape == (5, 512, 512)
