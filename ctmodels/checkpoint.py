@@ -6,7 +6,7 @@ no pickles, which can run arbitrary code), and must say everything needed to use
 normalisation), what the classes are, how it was made, and how it measured.
 
 Atomic save: the folder is built beside the destination and swapped in by renames
-(:mod:`ctmodels.atomic_dir`); :func:`load` undoes a save that a crash interrupted before its commit point.
+(:mod:`ctmodels.atomic`); :func:`load` undoes a save that a crash interrupted before its commit point.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ctmodels.atomic_dir import recover_dir, replace_dir
+from ctmodels.atomic import OLD_TAG, recover_dir, replace_dir
 from ctmodels.nets.registry import MODEL_KEYS, UnknownModelError, build, extract_widths, resolve_arch
 
 __all__ = [
@@ -46,6 +46,8 @@ __all__ = [
     "load",
     "read_card",
     "checkpoint_id",
+    "is_checkpoint",
+    "checkpoints_in",
 ]
 
 log = logging.getLogger(__name__)
@@ -422,6 +424,30 @@ def read_card(folder: str | Path) -> ModelCard:
     except (OSError, UnicodeDecodeError) as exc:
         raise CardError(f"cannot read {CARD_NAME} in {p.name}: {exc}") from exc
     return ModelCard.from_json(text)
+
+
+def is_checkpoint(folder: str | Path) -> bool:
+    """Whether ``folder`` is a checkpoint folder (it holds its card); reads and changes nothing."""
+    p = Path(folder)
+    return p.is_dir() and (p / CARD_NAME).is_file()
+
+
+def checkpoints_in(root: str | Path) -> list[Path]:
+    """The checkpoint folders directly under ``root``, sorted by name (none when ``root`` is missing).
+
+    Hidden folders are skipped: a save or publish in progress (``.<name>.tmp-…``), a folder set aside
+    by one (``.<name>.old-…``). A checkpoint that a crash left set aside mid-replace is first put back,
+    as :func:`load` would do, so it is listed under its own name.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    for p in list(root.iterdir()):
+        if p.name.startswith(".") and OLD_TAG in p.name and p.is_dir():
+            dest = root / p.name[1:].rsplit(OLD_TAG, 1)[0]
+            if not dest.exists():
+                recover_dir(dest, is_checkpoint)
+    return sorted(p for p in root.iterdir() if not p.name.startswith(".") and is_checkpoint(p))
 
 
 def _weights_path(folder: Path, card: ModelCard) -> Path:

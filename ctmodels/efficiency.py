@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .atomic import write_text_atomic
 from .export import OrtPredictor, export_onnx, quantize_int8
 from .inference import LoadedModel
 from .nets.lesion import LesionOutputs
@@ -406,10 +407,7 @@ def _latest_path(root: Path | None) -> Path:
 def save_latest(m: Measurement, root: Path | None = None) -> Path:
     """Keep ``m`` as this host's latest measurement (atomically: a reader never sees half a file)."""
     p = _latest_path(root)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(m.to_dict()))
-    os.replace(tmp, p)
+    write_text_atomic(p, json.dumps(m.to_dict()))
     return p
 
 

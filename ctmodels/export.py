@@ -19,6 +19,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from .atomic import atomic_file
+
 log = logging.getLogger(__name__)
 
 
@@ -32,22 +34,16 @@ def export_onnx(model: torch.nn.Module, path: str | Path, size: int, opset: int 
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().cpu().float()
     dummy = torch.zeros(1, 1, size, size)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
-    os.close(fd)
     try:
-        with warnings.catch_warnings():
+        with atomic_file(path) as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                model, (dummy,), tmp, input_names=["input"], output_names=["logits"], opset_version=opset,
+                model, (dummy,), str(tmp), input_names=["input"], output_names=["logits"], opset_version=opset,
                 dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch"}},
                 dynamo=False, do_constant_folding=True,
             )
-        os.replace(tmp, path)
     except Exception as exc:
         raise ExportError(f"ONNX export failed: {exc}") from exc
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 
@@ -112,17 +108,17 @@ def quantize_int8(fp32: str | Path, out: str | Path, calibration: np.ndarray, pe
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        pre = Path(tmp) / "pre.onnx"
+    # A scratch folder for the pre-processed graph (never the result); the result is written atomically.
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.work-") as work:
+        pre = Path(work) / "pre.onnx"
         try:
             quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
         except Exception as exc:  # pre-processing only helps; quantise the raw graph if it fails
             log.warning("ONNX pre-processing skipped: %s", exc)
             pre = Path(fp32)
-        staged = Path(tmp) / "int8.onnx"
-        quantize_static(
-            str(pre), str(staged), Reader(calibration), quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
-        )
-        os.replace(staged, out)
+        with atomic_file(out) as staged:
+            quantize_static(
+                str(pre), str(staged), Reader(calibration), quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
+            )
     return out

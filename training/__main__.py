@@ -144,7 +144,7 @@ def _run(cfg_or_none: RunConfig | None, a: argparse.Namespace) -> int:
 
 def cmd_cv(a: argparse.Namespace) -> int:
     from .cv import run as run_cv
-    from .fsutil import write_json_atomic
+    from ctmodels.atomic import write_json_atomic
     from .pipeline import RunCancelled, cv_job
 
     from .runs import RunStore

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 
 from ctmodels.assessment import assess
+from ctmodels.atomic import write_json_atomic, write_text_atomic
+from ctmodels.checkpoint import checkpoints_in
 from ctmodels.datasets import open_dataset
 from ctmodels.efficiency import (
     Measurement, available_runtimes, make_runner, measure, onnx_paths, save_latest,
@@ -33,7 +35,6 @@ from ctmodels.nets import MODEL_KEYS, compare_defaults
 from ctmodels.workspace import REPO_ROOT, demo_data_dir, models_dir, workspace_dir
 
 from .data import Prepared
-from .fsutil import write_json_atomic, write_text_atomic
 from .heldout import calibration_slices, held_out, normalised
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,8 @@ def app_latency(models: list[LoadedModel], repeats: int = 5) -> dict[str, Any]:
 
 def model_folders() -> dict[str, Path]:
     """The demo set's checkpoints, every registered kind that has one, in the registry's order."""
-    return {k: models_dir() / k for k in MODEL_KEYS if (models_dir() / k / "card.json").is_file()}
+    found = {p.name: p for p in checkpoints_in(models_dir())}
+    return {k: found[k] for k in MODEL_KEYS if k in found}
 
 
 def run(size: int = 224, repeats: int = 20, sweep: tuple[int, ...] = (1, 8), out_dir: Path | None = None) -> dict:

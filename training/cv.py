@@ -37,11 +37,12 @@ import numpy as np
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
+from ctmodels.atomic import read_json, write_json_atomic, write_text_atomic
+
 from .classical import reference_scores
 from .config import CVConfig
 from .data import SOURCES, load_dataset, prepare, source_of
 from .evaluate import involvement_operating_point
-from .fsutil import read_json, write_json_atomic, write_text_atomic
 from .model_set import Recipe, config_for
 from .pipeline import execute
 from .progress import Mirror, OnProgress

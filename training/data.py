@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -25,6 +24,7 @@ from torch.utils.data import Dataset as TorchDataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from ctmodels.atomic import atomic_file
 from ctmodels.datasets import Dataset, DatasetError, LabelRule, combine, load_masks, open_dataset
 from ctmodels.datasets.loading import involvement_from_masks
 from ctmodels.imaging import ImageReadError, read_any
@@ -275,16 +275,8 @@ def _load_or_prepare(ds: Dataset, pre: Preprocessing, cfg: DataConfig, progress:
         except (OSError, ValueError):
             log.warning("prepared-data cache %s unreadable; rebuilding", path)
     arrays = _prepare_arrays(ds, pre, cfg, progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    os.close(fd)
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_file(path) as tmp, open(tmp, "wb") as fh:  # a file handle: np.savez would add ".npz" to a name
+        np.savez(fh, **arrays)
     return arrays, fp
 
 

@@ -28,10 +28,10 @@ import sys
 import time
 from pathlib import Path
 
+from ctmodels.atomic import read_json
 from ctmodels.workspace import REPO_ROOT, models_dir, workspace_dir
 
 from .config import RunConfig
-from .fsutil import read_json
 from .progress import set_progress_path
 from .runs import Run, RunStore
 

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
+from ctmodels.atomic import write_json_atomic, write_text_atomic
 from ctmodels.checkpoint import ModelCard
 from ctmodels.checkpoint import save as save_checkpoint
 from ctmodels.nets.lesion import has_lesion_head, lesion_outputs
@@ -30,7 +31,6 @@ from ctmodels.preprocess import Preprocessing
 from . import distributed as dist
 from .config import OptimConfig, RunConfig
 from .data import Prepared, SliceDataset, sample_weights
-from .fsutil import write_json_atomic, write_text_atomic
 from .losses import Batch, LossFn, ce_loss, lesion_loss, soft_cross_entropy
 from .runs import Run
 from .state import TrainState, has_state, load_state_model, restore_state, save_state
@@ -310,9 +310,9 @@ def fit(
 
 
 def _load_best(best_dir, ctx: Context, model: nn.Module) -> nn.Module:
-    from ctmodels.checkpoint import load
+    from ctmodels.checkpoint import is_checkpoint, load
 
-    if (best_dir / "card.json").is_file():
+    if is_checkpoint(best_dir):
         best, _ = load(best_dir, device=ctx.device)
         return best
     return model

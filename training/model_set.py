@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ctmodels.checkpoint import read_card
+from ctmodels.atomic import replace_dir, write_json_atomic, write_text_atomic
+from ctmodels.checkpoint import is_checkpoint, read_card
 
 from .config import RunConfig, merge
-from .fsutil import write_json_atomic, write_text_atomic
 from .pipeline import execute
 from .progress import Mirror, OnProgress
 from .runs import Run, RunStore
@@ -66,17 +66,12 @@ def config_for(recipe: Recipe, key: str, quick: bool, baseline: Path, overrides:
 
 
 def publish(run_model_dir: Path, dest: Path) -> Path:
-    """Copy a run's final checkpoint to ``dest`` atomically (a reader sees the old or the new one)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.publishing")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(run_model_dir, tmp)
-    old = dest.with_name(f".{dest.name}.old")
-    if dest.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        dest.rename(old)
-    tmp.rename(dest)
-    shutil.rmtree(old, ignore_errors=True)
+    """Copy a run's final checkpoint to ``dest`` atomically (a reader sees the old or the new one).
+
+    The folder swap of :func:`ctmodels.atomic.replace_dir`: a crash mid-way leaves the old checkpoint,
+    which loading or listing (``ctmodels.checkpoint.checkpoints_in``) puts back under its name.
+    """
+    replace_dir(dest, lambda tmp: shutil.copytree(run_model_dir, tmp, dirs_exist_ok=True))
     return dest
 
 
@@ -105,7 +100,7 @@ def build(recipe: Recipe, force: bool = False, quick: bool = False, store: RunSt
         for i, key in enumerate(recipe.keys, 1):
             dest = folder / key
             head = f"{bar(i - 1, n)} step {i}/{n}: {key}"
-            if (dest / "card.json").is_file() and not force:
+            if is_checkpoint(dest) and not force:
                 print(f"{head} — already built, kept (use --force to retrain)", file=sys.stderr)
                 rows.append(_row(key, dest, None))
                 continue

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ctmodels.atomic import write_json_atomic
 from ctmodels.checkpoint import CheckpointError, ModelCard, load
 from ctmodels.checkpoint import save as save_checkpoint
 from ctmodels.nets import create, load_imagenet_resnet
@@ -30,7 +31,6 @@ from .config import ConfigError, DistillConfig, RunConfig
 from .data import CLASS_NAMES, DataError, Prepared, prepare
 from .evaluate import (evaluate, fit_rule, fit_temperature, headline, learned_involvement, lesion_bias,
                        predict_outputs, rates_at, shift_lesion)
-from .fsutil import write_json_atomic
 from .losses import kd_loss
 from .loop import Context, fit, pick_device, recalibrate_batchnorm, set_threads, validate
 from .progress import writer as progress_writer

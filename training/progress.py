@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from ctmodels.atomic import write_json_atomic
 from ctmodels.workspace import models_dir
 
-from .fsutil import write_json_atomic
 from .runs import RunStore
 
 log = logging.getLogger(__name__)

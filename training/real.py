@@ -22,9 +22,9 @@ import logging
 import sys
 from typing import Any
 
+from ctmodels.atomic import write_json_atomic, write_text_atomic
 from ctmodels.workspace import real_data_dir, real_models_dir
 
-from .fsutil import write_json_atomic, write_text_atomic
 from .model_set import Recipe, build, finished
 from .progress import set_progress_path, writer
 

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from ctmodels.atomic import create_dir, read_json, write_json_atomic
 from ctmodels.workspace import workspace_dir
 
 from .config import RunConfig
-from .fsutil import read_json, write_json_atomic
 
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 _SCHEMA = """
@@ -168,10 +168,8 @@ class RunStore:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_id = f"{stamp}-{cfg.command}-{cfg.model}-{uuid.uuid4().hex[:4]}"
         folder = self.runs_dir / run_id
-        tmp = self.runs_dir / f".{run_id}.tmp"
-        tmp.mkdir(parents=True)
-        write_json_atomic(tmp / "config.json", cfg.to_dict())
-        tmp.rename(folder)
+        # Never a half run folder, and never over another run's (ids are unique; create_dir refuses to replace).
+        create_dir(folder, lambda tmp: write_json_atomic(tmp / "config.json", cfg.to_dict()))
         try:
             with self._conn() as c:
                 c.execute(

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ctmodels.atomic_dir import recover_dir, replace_dir
+from ctmodels.atomic import recover_dir, replace_dir
 from ctmodels.checkpoint import ModelCard
 from ctmodels.checkpoint import load as load_checkpoint
 from ctmodels.checkpoint import save as save_checkpoint

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from ctmodels.checkpoint import read_card
+from ctmodels.checkpoint import CARD_NAME, checkpoints_in, read_card
 from ctmodels.inference import LoadedModel, load_model
 from ctmodels.nets import MODEL_INFO, compare_defaults
 from ctmodels.workspace import models_dir, real_models_dir
@@ -60,10 +60,7 @@ def _choice(folder: Path, name: str, model_set: str) -> ModelChoice | None:
 
 
 def _published(root: Path, model_set: str, suffix: str = "") -> list[ModelChoice]:
-    if not root.is_dir():
-        return []
-    folders = sorted(p for p in root.iterdir() if (p / "card.json").is_file() and not p.name.startswith("."))
-    return [c for f in folders if (c := _choice(f, f.name + suffix, model_set))]
+    return [c for f in checkpoints_in(root) if (c := _choice(f, f.name + suffix, model_set))]
 
 
 def available_models() -> list[ModelChoice]:
@@ -103,6 +100,6 @@ def _load(folder: str, _stamp: float) -> LoadedModel:
 
 def loaded(choice: ModelChoice) -> LoadedModel:
     """The shared model under this session's display name (a shallow copy: the cached object is never renamed)."""
-    lm = copy.copy(_load(choice.folder, stamp(Path(choice.folder) / "card.json")))
+    lm = copy.copy(_load(choice.folder, stamp(Path(choice.folder) / CARD_NAME)))
     lm.name = choice.name
     return lm

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 
+from ctmodels.atomic import create_dir, recover_dir
 from ctmodels.datasets import DatasetError, open_dataset
 from ctmodels.imaging.archive import read_zip
 
@@ -16,22 +16,26 @@ def save_dataset_zip(uploaded, root: Path) -> Path:
     digest = hashlib.sha256(data).hexdigest()[:16]
     dest = root / digest
     if dest.is_dir():
-        return dest
+        return _single_root(dest)
     members = read_zip(data, keep_all=True)
-    tmp = root / f".{digest}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    for name, blob in members:
-        out = (tmp / name).resolve()
-        if tmp.resolve() not in out.parents:
-            raise ValueError("the zip holds a path outside its folder")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(blob)
+
+    def fill(tmp: Path) -> None:
+        for name, blob in members:
+            out = (tmp / name).resolve()
+            if tmp.resolve() not in out.parents:
+                raise ValueError("the zip holds a path outside its folder")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(blob)
+        try:
+            open_dataset(_single_root(tmp))
+        except DatasetError as exc:
+            raise ValueError(f"the zip is not a dataset: {exc}") from exc
+
+    recover_dir(dest)  # clears what an upload killed mid-unpack left
     try:
-        open_dataset(_single_root(tmp))
-    except DatasetError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise ValueError(f"the zip is not a dataset: {exc}") from exc
-    tmp.rename(dest)
+        create_dir(dest, fill)  # a half-unpacked dataset is never visible under its name
+    except FileExistsError:
+        pass  # the same zip, unpacked meanwhile by another session: same content
     return _single_root(dest)
 
 

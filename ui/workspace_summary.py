@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
+from ctmodels.checkpoint import CARD_NAME, checkpoints_in
 from ctmodels.datasets import builtin_sources, open_dataset
 from ctmodels.datasets.model import DatasetError
 from ctmodels.workspace import models_dir, real_models_dir
@@ -46,9 +47,8 @@ def model_cards() -> list[dict]:
     """Cards of the published model sets (phantom, real CT), read as JSON only: nothing is loaded."""
     cards = []
     for model_set, root in (("phantom (synthetic)", models_dir()), ("real CT", real_models_dir())):
-        if not root.is_dir():
-            continue
-        for card in sorted(root.glob("*/card.json")):
+        for folder in checkpoints_in(root):
+            card = folder / CARD_NAME
             try:
                 data = json.loads(card.read_text())
             except (OSError, ValueError):

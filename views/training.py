@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
+from ctmodels.checkpoint import checkpoints_in, is_checkpoint
 from ctmodels.nets import MODEL_INFO, MODEL_KEYS
 from ctmodels.workspace import PathNotAllowedError, models_dir, resolve_under_roots, workspace_dir
 from training import jobs
@@ -92,7 +93,7 @@ with new_tab:
                                    "and HU scans then look alike")
         orient = c2.toggle("Lungs side by side", pp_.get("orient", False), key=f"tr_orient_{preset}",
                            help="Turn rotated slices (Inf-Net style) so the lungs lie side by side")
-        checkpoints = {p.name: str(p) for p in sorted(models_dir().glob("*")) if (p / "card.json").is_file()}
+        checkpoints = {p.name: str(p) for p in checkpoints_in(models_dir())}
         with st.expander("Distillation and pruning", expanded=command != "train"):
             dd, pp = d.get("distill") or {}, d.get("prune") or {}
             c1, c2, c3 = st.columns(3)
@@ -184,7 +185,7 @@ with runs_tab:
             if run.status in ("failed", "cancelled") and b2.button("Resume", key="tr_resume"):
                 jobs.resume(run.id, store)
                 st.rerun()
-            if run.status == "completed" and (run.model_dir / "card.json").is_file():
+            if run.status == "completed" and is_checkpoint(run.model_dir):
                 if b3.button("Use on the Compare page", key="tr_use"):
                     st.session_state.setdefault(EXTRA_KEY, {})[run.name or run.id] = str(run.model_dir)
                     st.success("Added: pick it in the Compare page's model list.")

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.utils.prune as prune
 
-from ctmodels import atomic_dir
+from ctmodels import atomic
 from ctmodels.checkpoint import (
     CardError,
     CheckpointError,
@@ -323,7 +323,7 @@ def test_load_ignores_and_cleans_stale_temp_folders(kd_ckpt: tuple[Path, nn.Modu
     for p in (stale, fresh):
         shutil.copytree(folder, p)
         (p / "card.json").write_text("garbage")
-    old = time.time() - 2 * atomic_dir.STALE_TMP_SECONDS
+    old = time.time() - 2 * atomic.STALE_TMP_SECONDS
     os.utime(stale, (old, old))
     load(folder)
     assert not stale.exists() and fresh.exists()  # a fresh one may be a save still running

@@ -9,7 +9,7 @@ import time
 
 from tests.builders import wait_until
 from training.config import RunConfig
-from training.fsutil import read_json
+from ctmodels.atomic import read_json
 from training.progress import Mirror, set_progress_path, writer
 from training.runs import RunStore
 from ui.progress import describe, fraction

@@ -7,8 +7,6 @@ import logging
 import math
 import multiprocessing as mp
 import os
-import shutil
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
@@ -17,6 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ...atomic import recover_dir, replace_dir
 from .generate import DEFAULT_THRESHOLD_PCT, PhantomConfig, generate_patient, sample_severities
 from .writers import (
     LAYOUTS,
@@ -86,20 +85,20 @@ def build_dataset(
         raise ValueError(f"unknown layout(s) {sorted(unknown)}; choose from {list(LAYOUTS)}")
     if n_patients < 1:
         raise ValueError("need at least one patient")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
     t0 = time.time()
-    try:
+    recover_dir(out)  # clears what a killed earlier build left beside ``out``
+
+    def fill(tmp: Path) -> None:
         rng = np.random.default_rng(seed)
         targets = sample_severities(n_patients, rng, threshold_pct, gap_pct)
         jobs = [
             (i, f"PH{i + 1:04d}", targets[i], seed, cfg, tuple(layouts), threshold_pct, str(tmp))
             for i in range(n_patients)
         ]
-        workers = workers or min(len(jobs), os.cpu_count() or 1)
+        n_workers = workers or min(len(jobs), os.cpu_count() or 1)
         rows: list[dict] = [None] * n_patients  # type: ignore[list-item]
-        if workers > 1:
-            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        if n_workers > 1:
+            with ProcessPoolExecutor(n_workers, mp_context=mp.get_context("spawn")) as pool:
                 for done, (i, row) in enumerate(zip(range(n_patients), pool.map(_build_one, jobs)), 1):
                     rows[i] = row
                     if progress:
@@ -124,16 +123,8 @@ def build_dataset(
             "patients": rows,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    replace_dir(out, fill)
     log.info("phantom dataset with %d patients written to %s in %.1f s", n_patients, out, time.time() - t0)
     return out / MANIFEST
 
