@@ -37,7 +37,7 @@ real-cv: venv ## CV of the real-CT recipe: patient folds (FOLDS=5), then leave o
 	$(PY) -m training cv --recipe real --split sources --repeats $(or $(REPEATS),1) --out docs/measurements
 
 bench: demo-models ## benchmark the demo models → reports/bench.json and reports/bench.md
-	$(PY) -m training.bench
+	$(PY) -m training.evaluation.bench
 
 run: venv demo-data ## install, build demo data, serve the app on 127.0.0.1:$(PORT)
 	$(PY) -m streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT)

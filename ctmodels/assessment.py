@@ -78,6 +78,7 @@ class SliceResult:
     in_scope: bool
     lesion: np.ndarray | None = None  # (H, W) learned lesion probability on the slice (lesion-head models)
     involvement: float | None = None  # learned involvement of this slice, % of its lung
+    seen: np.ndarray | None = None  # (H, W) bool: the slice pixels the network's input covers (its lung boxes)
 
 
 @dataclass
@@ -155,10 +156,11 @@ class Assessment:
             lesion = None if scored.lesion is None else np.clip(to_slice(scored.lesion[0], inp.boxes[0], shape), 0, 1)
             inv = None if scored.involvement is None else float(scored.involvement[0])
             cam = to_slice(maps[0], inp.boxes[0], shape)
+            seen = to_slice(np.ones_like(maps[0]), inp.boxes[0], shape) > 0.5
             results.append(SliceResult(
                 lm.name, lm.key, p, verdict, lm.rule.cut, time.perf_counter() - ts, cam,
                 mass_inside(cam, lung_i) if lung_i is not None else None, target_layer_name(lm.model, lm.pre.size),
-                target, in_scope(lm, self.lung, index), lesion, inv))
+                target, in_scope(lm, self.lung, index), lesion, inv, seen))
         agree = {}
         for a, b in combinations(results, 2):
             g = agreement(a.cam, b.cam, lung_i)

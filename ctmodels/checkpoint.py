@@ -26,7 +26,8 @@ import torch
 import torch.nn as nn
 
 from ctmodels.atomic import OLD_TAG, recover_dir, replace_dir
-from ctmodels.nets.registry import MODEL_KEYS, UnknownModelError, build, extract_widths, resolve_arch
+from ctmodels.nets.registry import MODEL_KEYS, UnknownModelError, build, check_io, check_key, resolve_arch
+from ctmodels.preprocess import DEFAULT_NORMALIZATION
 
 __all__ = [
     "FORMAT_VERSION",
@@ -138,7 +139,7 @@ class ModelCard:
     input_size: int = 224
     in_channels: int = 1
     window: dict[str, float] = field(default_factory=_lung_window)
-    normalization: dict[str, Any] = field(default_factory=lambda: {"mean": 0.5, "std": 0.5})
+    normalization: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_NORMALIZATION))
     preprocessing: dict[str, Any] = field(default_factory=lambda: {"clahe": False, "roi_crop": False})
     class_names: list[str] = field(default_factory=lambda: ["mild", "severe"])
     temperature: float = 1.0
@@ -146,7 +147,7 @@ class ModelCard:
     #: the cut chosen on validation data and how it did there). Empty: the head, temperature, P ≥ 0.5.
     verdict: dict[str, Any] = field(default_factory=dict)
     #: The verdict's rule: threshold (% of lung involved), excluded band, and what was learned
-    #: ('label', or 'involvement' as soft targets; training.data.severe_targets).
+    #: ('label', or 'involvement' as soft targets; training.data.prepare.severe_targets).
     label_rule: dict[str, Any] = field(default_factory=dict)
     #: What the model learned from: source key, title, synthetic?, HU or 8-bit, slices and patients.
     trained_on: dict[str, Any] = field(default_factory=dict)
@@ -268,16 +269,6 @@ def _export_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def _weight_sparsity(state: dict[str, torch.Tensor]) -> float:
-    """Fraction of exactly-zero entries among conv/linear weights (ndim >= 2)."""
-    total = zeros = 0
-    for name, t in state.items():
-        if name.endswith("weight") and t.ndim >= 2:
-            total += t.numel()
-            zeros += int((t == 0).sum())
-    return zeros / total if total else 0.0
-
-
 def _check_shapes(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], where: str) -> None:
     """Raise ShapeMismatchError naming the first layer that does not fit."""
     for name, ref in expected.items():
@@ -324,21 +315,21 @@ def _write_file(path: Path, data: bytes) -> None:
 
 def _prepare_card(model: nn.Module, card: ModelCard, state: dict[str, torch.Tensor]) -> ModelCard:
     card = ModelCard.from_dict(card.to_dict())  # a private copy; the caller's card is untouched
-    if card.model_key not in MODEL_KEYS:
-        raise UnknownModelKeyError(f"cannot save an unknown model key {card.model_key!r}")
+    try:
+        spec = check_key(card.model_key)
+    except UnknownModelError as exc:
+        raise UnknownModelKeyError(f"cannot save an unknown model key {card.model_key!r}") from exc
     arch = dict(card.arch)
-    if card.model_key == "pruned" and "widths" not in arch:
-        base = arch.get("base", "baseline")
-        base_kw = {k: v for k, v in arch.items() if k not in ("base", "widths", "num_classes", "in_channels")}
-        arch["widths"] = extract_widths(
-            model, base, **base_kw, num_classes=card.num_classes, in_channels=card.in_channels
-        )
-    for name, value in (("num_classes", card.num_classes), ("in_channels", card.in_channels)):
-        if name in arch and int(arch[name]) != value:
-            raise CardError(f"card arch says {name}={arch[name]} but the card's own fields say {value}")
+    if spec.complete:
+        arch = spec.complete(model, arch, num_classes=card.num_classes, in_channels=card.in_channels)
+    try:
+        check_io(arch, card.num_classes, card.in_channels)
+    except ValueError as exc:
+        raise CardError(str(exc)) from exc
     card.arch = resolve_arch(card.model_key, arch)
-    if card.model_key == "sparse" and card.sparsity is None:
-        card.sparsity = round(_weight_sparsity(state), 6)
+    for name, value in (spec.measured(state) if spec.measured else {}).items():
+        if getattr(card, name) is None:
+            setattr(card, name, value)
     card.versions = card.versions or _versions()
     card.created = card.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     card.format_version = FORMAT_VERSION

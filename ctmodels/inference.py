@@ -5,7 +5,7 @@ Slice P(severe) follows the card's verdict rule (``ctmodels.verdict``: the class
 learned lesion area over the lung field for models with a lesion head). Patient-level verdict: the
 lung-area-weighted mean of P(severe) over the slices the model scores (lung section ≥ its card's
 ``min_lung_share`` of the largest: 5 % by default, 30 % for the real-CT set, which learned from mid-chest
-slices only), severe at the card's cut; the same aggregation ``training.evaluate`` reports, so the app's
+slices only), severe at the card's cut; the same aggregation ``training.evaluation.evaluate`` reports, so the app's
 verdict is the one the model was evaluated with. Models with a lesion head also give the learned lesion
 map (``lesion_map``) and the learned involvement per slice and per scan.
 """
@@ -22,8 +22,18 @@ import torch
 
 from .checkpoint import ModelCard, checkpoint_id, load
 from .imaging import Volume
-from .preprocess import (Preprocessing, lesion_areas, lung_slices, network_logits, network_outputs, normalize,
-                         pixel_areas, prepare_slice, to_network, to_slice)
+from .preprocess import (
+    Preprocessing,
+    lesion_areas,
+    lung_slices,
+    network_logits,
+    network_outputs,
+    normalize,
+    pixel_areas,
+    prepare_slice,
+    to_network,
+    to_slice,
+)
 from .verdict import VerdictRule
 
 

@@ -31,7 +31,6 @@ from skimage import exposure, filters
 
 from .imaging.window import Window, apply_window
 
-
 #: Bumped whenever the code below changes what a network sees (keys caches of prepared data).
 PREPROCESS_VERSION = 5
 #: A lung slice: lung section at least this share of the scan's largest (apex and base tips below).
@@ -39,6 +38,10 @@ LUNG_SLICE_SHARE = 0.05
 #: Where aerated lung (-850 HU) and soft tissue (+40 HU) fall in the lung window W1500/L-600.
 LANDMARK_LUNG = 0.3333
 LANDMARK_SOFT = 0.9267
+
+
+#: How network inputs are normalised unless a card says otherwise: the one default (Preprocessing, cards).
+DEFAULT_NORMALIZATION = {"mean": 0.5, "std": 0.25}
 
 
 @dataclass(frozen=True)
@@ -54,13 +57,13 @@ class Preprocessing:
     lung_mask_input: bool = True
     mask_fill: float = 0.327  # [0, 1] value outside the lungs: aerated lung (-860 HU) in the lung window
     clahe: bool = False
-    mean: float = 0.5
-    std: float = 0.25
+    mean: float = DEFAULT_NORMALIZATION["mean"]
+    std: float = DEFAULT_NORMALIZATION["std"]
     intensity: str = "window"  # "window": HU through the window, 8-bit as stored; "landmarks": see module doc
     orient: bool = False  # turn tiles so the lungs lie side by side (rotated 8-bit slices)
     # Mask 8-bit inputs too? Their lung field is an intensity estimate that leaves dense consolidation
     # out (it is as bright as the chest wall), so a model that masks only HU inputs, whose 3-D
-    # segmentation takes enclosed lesions in and the liver dome out, sets this False (see training.data).
+    # segmentation takes enclosed lesions in and the liver dome out, sets this False (see training.data.prepare).
     mask_8bit: bool = True
     # The slices a model scores: lung section ≥ this share of the scan's largest. 5 % keeps every lung
     # slice; a model trained on mid-chest slices only (the real 8-bit slices start at 0.3 of their
@@ -102,8 +105,8 @@ class Preprocessing:
             lung_mask_input=bool(pre.get("lung_mask_input", False)),
             mask_fill=float(pre.get("mask_fill", 0.0)),
             clahe=bool(pre.get("clahe", False)),
-            mean=float(card.normalization.get("mean", 0.5)),
-            std=float(card.normalization.get("std", 0.25)),
+            mean=float(card.normalization.get("mean", DEFAULT_NORMALIZATION["mean"])),
+            std=float(card.normalization.get("std", DEFAULT_NORMALIZATION["std"])),
             intensity=str(pre.get("intensity", "window")),
             orient=bool(pre.get("orient", False)),
             mask_8bit=bool(pre.get("mask_8bit", True)),

@@ -23,6 +23,9 @@ from typing import Any
 import numpy as np
 
 SCORES = ("head", "lesion", "both")
+#: The severity cut, the one home of it: a slice or scan is severe at this share of its lung involved (the label
+#: rule of every dataset, the phantoms' grading, the verdict's scale, the pages' threshold marks).
+DEFAULT_THRESHOLD_PCT = 25.0
 #: Involvement is clipped to this range before log-odds (as the soft targets are).
 INVOLVEMENT_CLIP = (0.002, 0.998)
 
@@ -46,7 +49,7 @@ class VerdictRule:
     a: float = 1.0
     b: float = 0.0
     cut: float = 0.5
-    threshold_pct: float = 25.0
+    threshold_pct: float = DEFAULT_THRESHOLD_PCT
     validation: dict[str, Any] = field(default_factory=dict)  # how the cut did where it was chosen
 
     @staticmethod
@@ -55,7 +58,7 @@ class VerdictRule:
         if not section:
             t = float(getattr(card, "temperature", 1.0) or 1.0)
             rule = getattr(card, "label_rule", None) or {}
-            return VerdictRule("head", 1.0 / t, 0.0, 0.5, float(rule.get("threshold_pct", 25.0)))
+            return VerdictRule("head", 1.0 / t, 0.0, 0.5, float(rule.get("threshold_pct", DEFAULT_THRESHOLD_PCT)))
         known = {k: section[k] for k in ("score", "a", "b", "cut", "threshold_pct", "validation") if k in section}
         return VerdictRule(**known)
 

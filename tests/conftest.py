@@ -78,7 +78,7 @@ def tiny_models(tmp_path_factory, small_phantoms) -> Path:
     import shutil
 
     from training.config import RunConfig, merge
-    from training.pipeline import execute
+    from training.engine.pipeline import execute
 
     ws = tmp_path_factory.mktemp("models-ws") / "workspace"
     (ws / "data").mkdir(parents=True)
@@ -133,9 +133,9 @@ def tiny_real_models(tmp_path_factory) -> Path:
     _need_real_data()
     import shutil
 
-    from training.model_set import config_for
-    from training.pipeline import execute
-    from training.real import REAL
+    from training.engine.pipeline import execute
+    from training.recipes.model_set import config_for
+    from training.recipes.real import REAL
 
     ws = tmp_path_factory.mktemp("real-models-ws") / "workspace"
     ws.mkdir(parents=True)
@@ -154,7 +154,7 @@ def quick_cv(tmp_path_factory) -> Path:
     """A quick real-CT cross-validation (2 folds, baseline only, tiny settings) run once: its folder."""
     _need_real_data()
     from training.config import CVConfig
-    from training.cv import run as run_cv
+    from training.recipes.cv import run as run_cv
 
     ws = tmp_path_factory.mktemp("cv-ws") / "workspace"
     ws.mkdir(parents=True)

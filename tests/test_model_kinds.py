@@ -4,11 +4,18 @@
 from __future__ import annotations
 
 import pytest
-
-from ctmodels.checkpoint import ModelCard, load, save
 import torch.nn as nn
 
-from ctmodels.nets import MODEL_KEYS, ModelSpec, compare_defaults, register, resnet18, resolve_arch, unregister
+from ctmodels.checkpoint import ModelCard, load, save
+from ctmodels.nets import (
+    MODEL_KEYS,
+    ModelSpec,
+    compare_defaults,
+    register,
+    resnet18,
+    resolve_arch,
+    unregister,
+)
 
 
 def tiny_net(num_classes: int = 2, in_channels: int = 1, hidden: int = 4) -> nn.Module:
@@ -46,7 +53,7 @@ def test_a_registered_kind_is_found_everywhere(extra_kind, workspace, capsys):
     assert "tiny_test" in capsys.readouterr().out
 
     # the benchmark: measured with the demo set, in registry order
-    from training.bench import model_folders
+    from training.evaluation.bench import model_folders
 
     assert list(model_folders()) == ["tiny_test"]
 

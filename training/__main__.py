@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from ctmodels.nets import MODEL_KEYS
+from ctmodels.verdict import DEFAULT_THRESHOLD_PCT
 
-from .config import ConfigError, RunConfig, merge
-from .data import DataError
+from .config import OPTIMIZERS, ConfigError, RunConfig, merge
+from .data.prepare import DataError
 
 EXIT_BAD_INPUT, EXIT_FAILED, EXIT_CANCELLED = 2, 1, 130
 
@@ -24,7 +25,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
-    p.add_argument("--optimizer", choices=["adamw", "adam", "rmsprop", "sgd"])
+    p.add_argument("--optimizer", choices=list(OPTIMIZERS))
     p.add_argument("--size", type=int, help="input size in pixels (square)")
     p.add_argument("--roi", dest="roi", action="store_true", default=None, help="crop to the lungs (paper 001)")
     p.add_argument("--no-roi", dest="roi", action="store_false")
@@ -32,7 +33,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-augment", action="store_true", help="switch augmentation off")
     p.add_argument("--threshold", type=float, help="severe when lung involvement ≥ this %%")
     p.add_argument("--target", choices=["label", "involvement"],
-                   help="learn the mild/severe label, or the involvement as soft labels (see training.data)")
+                   help="learn the mild/severe label, or the involvement as soft labels (see training.data.prepare)")
     p.add_argument("--split", help="train,val,test fractions by patient, e.g. 0.5,0.2,0.3")
     p.add_argument("--max-slices", type=int, help="at most this many lung slices per scan")
     p.add_argument("--patience", type=int, help="early stopping patience (epochs; 0 off)")
@@ -106,9 +107,9 @@ def _find_run(store, ref: str):
 
 
 def _run(cfg_or_none: RunConfig | None, a: argparse.Namespace) -> int:
-    from .distributed import shutdown
-    from .pipeline import RunCancelled, execute
-    from .runs import RunStore
+    from .engine.distributed import shutdown
+    from .engine.pipeline import RunCancelled, execute
+    from .jobs.registry import RunStore
 
     store = RunStore()
     run, resume = None, False
@@ -143,11 +144,11 @@ def _run(cfg_or_none: RunConfig | None, a: argparse.Namespace) -> int:
 
 
 def cmd_cv(a: argparse.Namespace) -> int:
-    from .cv import run as run_cv
     from ctmodels.atomic import write_json_atomic
-    from .pipeline import RunCancelled, cv_job
 
-    from .runs import RunStore
+    from .engine.pipeline import RunCancelled, cv_job
+    from .jobs.registry import RunStore
+    from .recipes.cv import run as run_cv
 
     store = RunStore()
     if a.run_id or a.resume:
@@ -198,9 +199,9 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from ctmodels.preprocess import Preprocessing
 
     from .config import DataConfig
-    from .data import prepare
-    from .evaluate import evaluate
-    from .loop import pick_device
+    from .data.prepare import prepare
+    from .engine.loop import pick_device
+    from .evaluation.evaluate import evaluate
 
     try:
         model, card = load(a.checkpoint)
@@ -227,7 +228,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def cmd_runs(a: argparse.Namespace) -> int:
-    from .runs import RunStore
+    from .jobs.registry import RunStore
 
     for r in RunStore().list(status=a.status):
         test = r.summary.get("test", {})
@@ -260,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--data", default="demo")
     e.add_argument("--split", choices=["test", "val", "train", "all"], default="test")
-    e.add_argument("--threshold", type=float, default=25.0)
+    e.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD_PCT)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     e.add_argument("--out")
@@ -293,11 +294,11 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "runs":
         return cmd_runs(a)
     if a.cmd == "demo":
-        from .demo import main as demo_main
+        from .recipes.demo import main as demo_main
 
         return demo_main(force=a.force, quick=a.quick)
     if a.cmd == "real":
-        from .real import main as real_main
+        from .recipes.real import main as real_main
 
         return real_main(force=a.force, quick=a.quick)
     if a.cmd == "cv":

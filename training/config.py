@@ -14,7 +14,9 @@ from typing import Any
 import yaml
 
 from ctmodels.nets import MODEL_KEYS
+from ctmodels.nets.registry import UnknownModelError, check_key
 from ctmodels.preprocess import Preprocessing
+from ctmodels.verdict import DEFAULT_THRESHOLD_PCT
 
 COMMANDS = ("train", "distill", "prune", "cv")
 #: What the verdict is made from (``ctmodels.verdict``); 'auto': the lesion area for nets with a lesion head.
@@ -29,8 +31,8 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    source: str = "demo"  # a named source ('demo', 'real', 'real-infnet', …; see training.data) or a folder
-    threshold_pct: float = 25.0
+    source: str = "demo"  # a named source ('demo', 'real', 'real-infnet', …; see training.data.prepare) or a folder
+    threshold_pct: float = DEFAULT_THRESHOLD_PCT
     excluded_band: list[float] | None = None  # e.g. [20, 30]: slices/cases inside get no label
     label_level: str = "slice"  # 'slice' uses per-slice labels where the dataset has them
     lung_slices_only: bool = True
@@ -38,14 +40,14 @@ class DataConfig:
     max_slices_per_case: int | None = None
     max_cases: int | None = None  # evenly spaced subset of the cases (quick runs and tests)
     # What the network learns: 'label' (mild/severe) or 'involvement': the slice's involvement as soft
-    # labels (odds against the threshold's; training.data.severe_targets), which keeps how far a slice is
+    # labels (odds against the threshold's; training.data.prepare.severe_targets), which keeps how far a slice is
     # from the cut.
     target: str = "label"
     # Patient-grouped cross-validation: cv_folds > 0 makes fold ``cv_fold`` the test split.
     cv_folds: int = 0
     cv_fold: int = 0
     cv_seed: int = 0
-    # Leave one source out: that source's patients are the test split (training.data.SOURCES).
+    # Leave one source out: that source's patients are the test split (training.data.prepare.SOURCES).
     holdout_source: str = ""
 
 
@@ -60,9 +62,9 @@ class AugmentConfig:
     hflip: bool = True
     vflip: bool = False
     # Show a training slice masked with probability mask_prob, when the preprocessing masks HU inputs
-    # only: 8-bit slices are then also seen with the look HU inputs have (training.data.Prepared).
+    # only: 8-bit slices are then also seen with the look HU inputs have (training.data.prepare.Prepared).
     mask_prob: float = 0.0
-    # What differs between sources besides window and level (training.data._source_look), all off at 0:
+    # What differs between sources besides window and level (training.data.prepare._source_look), all off at 0:
     # gamma in [1/(1+g), 1+g]; with probability lowres, down- and up-sampled by 1.3-2.5x; with probability
     # blur, a Gaussian blur (sigma 0.3-1.2 px); Gaussian noise with a standard deviation up to ``noise``.
     gamma: float = 0.0
@@ -114,10 +116,10 @@ class PruneConfig:
 
 @dataclass
 class CVConfig:
-    """Patient-grouped k-fold cross-validation of a model-set recipe (see ``training.cv``)."""
+    """Patient-grouped k-fold cross-validation of a model-set recipe (see ``training.recipes.cv``)."""
 
     recipe: str = "real"  # 'real' or 'demo': which set's recipe every fold trains
-    split: str = "patients"  # 'patients': k folds of patients; 'sources': leave one source out (training.data.SOURCES)
+    split: str = "patients"  # 'patients': k folds of patients; 'sources': leave one source out (training.data.prepare.SOURCES)
     folds: int = 5
     repeats: int = 1  # each repeat reshuffles the patients into new folds (seed + repeat)
     seed: int = 0
@@ -148,12 +150,20 @@ class RunConfig:
     notes: str = ""
     verdict: str = "auto"  # see VERDICT_SCORES
     #: Learned involvement (% of lung) at which a lesion verdict turns severe, chosen by the recipe's
-    #: cross-validation (``training.cv``); None: the cut is chosen on the run's validation split.
+    #: cross-validation (``training.recipes.cv``); None: the cut is chosen on the run's validation split.
     verdict_op_pct: float | None = None
 
     @property
     def pre(self) -> Preprocessing:
         return Preprocessing(**self.preprocessing)
+
+    @property
+    def produces(self) -> str:
+        """The model kind this run makes (what its card says and the run registry files it under): pruning a
+        baseline makes a 'pruned' model, or a 'sparse' one when unstructured."""
+        if self.command == "prune":
+            return "sparse" if self.prune.unstructured else "pruned"
+        return self.model
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -183,14 +193,16 @@ class RunConfig:
         _validate_cv_settings(self.cv)
 
     def validate(self) -> None:
-        """Cheap checks that need no data (data checks happen in ``training.data``)."""
+        """Cheap checks that need no data (data checks happen in ``training.data.prepare``)."""
         if self.command not in COMMANDS:
             raise ConfigError(f"unknown command {self.command!r}; choose from {', '.join(COMMANDS)}")
         if self.command == "cv":
             self._validate_cv()
             return
-        if self.model not in MODEL_KEYS:
-            raise ConfigError(f"unknown model key {self.model!r}; valid keys are: {', '.join(MODEL_KEYS)}")
+        try:
+            check_key(self.model)
+        except UnknownModelError as exc:
+            raise ConfigError(str(exc)) from exc
         o = self.optim
         if o.optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimiser {o.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")

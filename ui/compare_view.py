@@ -14,6 +14,7 @@ from ctmodels.datasets import DatasetError, builtin_sources
 from ctmodels.explain import heatmap_overlay
 from ctmodels.imaging import ImageReadError, Volume
 from ctmodels.imaging.window import LUNG
+from ctmodels.verdict import DEFAULT_THRESHOLD_PCT
 
 from . import loaders, render
 from .progress import progress_bar
@@ -67,7 +68,7 @@ def pick_scan(key: str) -> PickedScan | None:
     c1, c2 = st.columns(2)
     src = c1.selectbox("Dataset", sources, format_func=lambda s: s.title, key=f"{key}_source")
     try:
-        ds = loaders.dataset(str(src.path), 25.0, None, loaders.stamp(src.path), src.title)
+        ds = loaders.dataset(str(src.path), DEFAULT_THRESHOLD_PCT, None, loaders.stamp(src.path), src.title)
     except DatasetError as exc:
         st.error(str(exc))
         return None

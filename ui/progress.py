@@ -1,4 +1,4 @@
-"""One way to show a background job's progress record (``training.progress``): runs, cross-validations
+"""One way to show a background job's progress record (``training.jobs.progress``): runs, cross-validations
 and model-set builds all write the same record, and every page draws it with :func:`progress_bar`."""
 
 from __future__ import annotations

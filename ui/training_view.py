@@ -10,7 +10,7 @@ import streamlit as st
 
 from ctmodels.verdict import VerdictRule
 from ctmodels.workspace import REPO_ROOT
-from training.runs import Run
+from training.jobs.registry import Run
 
 from . import figures
 from .progress import progress_bar

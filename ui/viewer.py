@@ -9,6 +9,7 @@ import streamlit as st
 
 from ctmodels.datasets import CaseMasks
 from ctmodels.imaging import Volume
+from ctmodels.verdict import DEFAULT_THRESHOLD_PCT
 
 from . import figures, render
 from .loaders import LungAnalysis
@@ -31,7 +32,7 @@ def scan_viewer(
     slice_involvement: Sequence[float | None] | None = None,
     slice_infection: Sequence[int | None] | None = None,
     analyse: Callable[[], LungAnalysis] | None = None,
-    threshold_pct: float = 25.0,
+    threshold_pct: float = DEFAULT_THRESHOLD_PCT,
 ) -> None:
     """Slice viewer with window presets, slice slider, mask overlays and per-slice facts."""
     n = vol.n_slices

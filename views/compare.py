@@ -9,13 +9,22 @@ import streamlit as st
 from ctmodels.assessment import assess
 from ctmodels.explain import METHODS
 from ctmodels.imaging.window import LUNG
-from training.jobs import demo_status, launch_demo, launch_real, real_status
-from training.real import have_real_data
+from ctmodels.verdict import DEFAULT_THRESHOLD_PCT
+from training.jobs.runner import demo_status, launch_demo, launch_real, real_status
+from training.recipes.real import have_real_data
 from ui import export, figures, render
 from ui.compare_view import agreement_table, demo_builder, pick_scan, result_grid, set_builder
 from ui.loaders import whole_scan_work
-from ui.models import (PHANTOM, REAL, SET_TITLES, available_models, default_selection, loaded, set_for_scan,
-                       sets_present)
+from ui.models import (
+    PHANTOM,
+    REAL,
+    SET_TITLES,
+    available_models,
+    default_selection,
+    loaded,
+    set_for_scan,
+    sets_present,
+)
 from ui.widgets import burned_in, burned_in_warning
 
 st.title("Compare models")
@@ -123,7 +132,7 @@ if assessment.is_volume:
     if assessment.classical is not None:
         involvement["classical (HU)"] = list(assessment.classical.per_slice)
     if involvement:
-        st.plotly_chart(figures.slice_curve(involvement, current=idx, threshold_pct=25.0,
+        st.plotly_chart(figures.slice_curve(involvement, current=idx, threshold_pct=DEFAULT_THRESHOLD_PCT,
                                             title="Involvement by slice: learned lesion area and classical HU band",
                                             ytitle="% of the slice's lung"),
                         key="cmp_involvement_curve")

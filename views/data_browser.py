@@ -6,6 +6,7 @@ import streamlit as st
 
 from ctmodels.datasets import DatasetError, builtin_sources
 from ctmodels.imaging import ImageReadError
+from ctmodels.verdict import DEFAULT_THRESHOLD_PCT
 from ctmodels.workspace import PathNotAllowedError, data_roots, resolve_under_roots
 from ui import figures, loaders
 from ui.viewer import scan_viewer
@@ -23,7 +24,7 @@ titles = [s.title for s in sources] + [LOCAL, UPLOAD]
 choice = st.selectbox("Dataset", titles, key="db_source")
 
 with st.expander("Label rule: mild vs severe", expanded=False):
-    threshold = st.slider("Severe when lung involvement ≥ (%)", 5.0, 75.0, 25.0, 0.5, key="db_threshold",
+    threshold = st.slider("Severe when lung involvement ≥ (%)", 5.0, 75.0, DEFAULT_THRESHOLD_PCT, 0.5, key="db_threshold",
                           help="25 % is the MosMed CT-1/CT-2 boundary.")
     band = None
     if st.checkbox("Exclude an uncertain band around the cut", key="db_band_on"):

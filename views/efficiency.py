@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from ctmodels.efficiency import RUNTIME_TITLES, available_runtimes, host_info, latest
-from training.heldout import calibration_slices
+from training.evaluation.heldout import calibration_slices
 from ui import figures
 from ui.efficiency_view import ghost_design_note, lesion_head_costs, measure_with_progress, table1, tables
 from ui.models import available_models, loaded

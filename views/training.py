@@ -11,17 +11,25 @@ import torch
 from ctmodels.checkpoint import checkpoints_in, is_checkpoint
 from ctmodels.nets import MODEL_INFO, MODEL_KEYS
 from ctmodels.workspace import PathNotAllowedError, models_dir, resolve_under_roots, workspace_dir
-from training import jobs
-from training.config import ConfigError, RunConfig, merge
-from training.data import named_sources
-from training.demo import COMMON as DEMO_RECIPE
-from training.presets import presets
-from training.real import have_real_data
-from training.runs import RunStore
+from training.config import OPTIMIZERS, ConfigError, RunConfig, merge
+from training.data.prepare import named_sources
+from training.jobs import runner as jobs
+from training.jobs.registry import RunStore
+from training.recipes.demo import COMMON as DEMO_RECIPE
+from training.recipes.presets import presets
+from training.recipes.real import have_real_data
 from ui import export, figures
 from ui.models import EXTRA_KEY
-from ui.training_view import (STATUS_COLOR, curves, cv_report_view, evaluation_block, history_csv,
-                              measured_cv_reports, progress_block, runs_table)
+from ui.training_view import (
+    STATUS_COLOR,
+    curves,
+    cv_report_view,
+    evaluation_block,
+    history_csv,
+    measured_cv_reports,
+    progress_block,
+    runs_table,
+)
 from ui.uploads import save_dataset_zip
 
 st.title("Training")
@@ -64,8 +72,7 @@ with new_tab:
         epochs = c1.number_input("Epochs", 1, 500, int(o["epochs"]), key=f"tr_epochs_{preset}")
         batch = c2.number_input("Batch size", 2, 512, int(o["batch_size"]), key=f"tr_batch_{preset}")
         lr = c3.number_input("Learning rate", 1e-6, 1.0, float(o["lr"]), format="%.5f", key=f"tr_lr_{preset}")
-        opt = c4.selectbox("Optimiser", ["adamw", "adam", "rmsprop", "sgd"],
-                           index=["adamw", "adam", "rmsprop", "sgd"].index(o["optimizer"]), key=f"tr_opt_{preset}")
+        opt = c4.selectbox("Optimiser", list(OPTIMIZERS), index=OPTIMIZERS.index(o["optimizer"]), key=f"tr_opt_{preset}")
         size = c5.number_input("Image size (px)", 32, 512, int(d["preprocessing"]["size"]), step=16, key=f"tr_size_{preset}")
         a = d["augment"]
         c1, c2, c3, c4, c5, c6 = st.columns(6)

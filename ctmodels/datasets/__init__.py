@@ -3,7 +3,7 @@
 from .layouts import detect_layout, open_dataset, phantom_layouts
 from .loading import CaseMasks, involvement_from_masks, load_case, load_masks
 from .model import DEFAULT_THRESHOLD_PCT, LABELS, Case, Dataset, DatasetError, LabelRule, combine
-from .sources import PHANTOM_LAYOUT_TITLES, Source, builtin_sources
+from .sources import PHANTOM_LAYOUT_TITLES, REAL_SAMPLES, RealSample, Source, builtin_sources
 
 __all__ = [
     "Case",
@@ -14,6 +14,8 @@ __all__ = [
     "LABELS",
     "LabelRule",
     "PHANTOM_LAYOUT_TITLES",
+    "REAL_SAMPLES",
+    "RealSample",
     "Source",
     "builtin_sources",
     "combine",

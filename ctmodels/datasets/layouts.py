@@ -12,6 +12,7 @@ import json
 import re
 from pathlib import Path
 
+from ..verdict import DEFAULT_THRESHOLD_PCT
 from .model import Case, Dataset, DatasetError, LabelRule
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
@@ -143,7 +144,7 @@ def _mosmed(root: Path, rule: LabelRule) -> Dataset:
                 )
             )
     notes = []
-    if not manifest and rule.threshold_pct != 25.0:
+    if not manifest and rule.threshold_pct != DEFAULT_THRESHOLD_PCT:
         notes.append("MosMed grades bin involvement at 25/50/75 %; labels use the 25 % grade boundary.")
     return Dataset(
         name="MosMedData layout", root=root, layout="mosmed", cases=cases,

@@ -8,8 +8,9 @@ from typing import Any
 
 import pandas as pd
 
+from ..verdict import DEFAULT_THRESHOLD_PCT
+
 LABELS = ("mild", "severe")
-DEFAULT_THRESHOLD_PCT = 25.0
 
 
 class DatasetError(ValueError):

@@ -26,6 +26,25 @@ class Source:
     synthetic: bool
 
 
+@dataclass(frozen=True)
+class RealSample:
+    """One dataset of the real sample data (``../shared/data/real``): the one registry of their keys and titles,
+    which the app's dataset lists and the training sources (``training.data.prepare.NAMED_SOURCES``) share."""
+
+    key: str
+    title: str
+    folder: str  # under the real data folder
+    trainable: bool  # False: evaluation only, never trained on
+
+
+REAL_SAMPLES = (
+    RealSample("real-covid-ct-md", "COVID-CT-MD series (real DICOM in HU; evaluation only)", "covid-ct-md", False),
+    RealSample("real-infnet", "Inf-Net COVID-SemiSeg slices (real JPEG, 50, doctor's masks)", "infnet-semiseg", True),
+    RealSample("real-covid-ct-seg", "COVID-19-CT-Seg slices (real JPEG, 14 patients, model-made masks)",
+               "covid-ct-seg-slices", True),
+)
+
+
 def builtin_sources() -> list[Source]:
     """Demo phantom layouts present in the workspace, then the real sample datasets if present."""
     out = [
@@ -33,11 +52,4 @@ def builtin_sources() -> list[Source]:
         for k, p in phantom_layouts(demo_data_dir()).items()
     ]
     real = real_data_dir()
-    if (real / "covid-ct-md").is_dir():
-        out.append(Source("real-covid-ct-md", "COVID-CT-MD sample (real DICOM series)", real / "covid-ct-md", False))
-    if (real / "infnet-semiseg").is_dir():
-        out.append(Source("real-infnet", "Inf-Net COVID-SemiSeg slices (real JPEG)", real / "infnet-semiseg", False))
-    if (real / "covid-ct-seg-slices").is_dir():
-        out.append(Source("real-covid-ct-seg", "COVID-19-CT-Seg slices, 14 patients (real JPEG)",
-                          real / "covid-ct-seg-slices", False))
-    return out
+    return out + [Source(s.key, s.title, real / s.folder, False) for s in REAL_SAMPLES if (real / s.folder).is_dir()]

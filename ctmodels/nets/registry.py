@@ -31,6 +31,9 @@ __all__ = [
     "ModelInfo",
     "ModelSpec",
     "UnknownModelError",
+    "check_key",
+    "check_io",
+    "weight_sparsity",
     "compare_defaults",
     "register",
     "unregister",
@@ -71,6 +74,12 @@ class ModelSpec:
     compare_rank: int | None = None  # position among the models Compare shows by default; None: not by default
     #: builder kwargs a card *without* them was built with (kwargs added after checkpoints existed)
     card_absent: Mapping[str, Any] = field(default_factory=dict)
+    #: the kind's own arch rules, after defaults (pruned: resolve its base key, keep its widths)
+    resolve: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    #: what a trained net adds to its card's arch when saved: (model, arch, io kwargs) -> arch (pruned: widths)
+    complete: Callable[..., dict[str, Any]] | None = None
+    #: card fields measured from the saved weights: state dict -> {field: value} (sparse: its sparsity)
+    measured: Callable[[Mapping[str, torch.Tensor]], dict[str, Any]] | None = None
 
 
 #: The registry, in display (and benchmark) order.
@@ -143,6 +152,32 @@ def _build_pruned(*, widths: Mapping[str, list[int]] | None = None, base: str = 
     return apply_widths(model, widths or {})
 
 
+def _resolve_pruned(arch: dict[str, Any]) -> dict[str, Any]:
+    """A pruned card is its base key's resolved arch plus the widths that differ from it."""
+    base = _check_key(arch.get("base", "baseline"))
+    rest = {k: v for k, v in arch.items() if k not in ("base", "widths")}
+    return {**resolve_arch(base, rest), "base": base, "widths": dict(arch.get("widths") or {})}
+
+
+def _complete_pruned(model: nn.Module, arch: dict[str, Any], **io: int) -> dict[str, Any]:
+    """The widths torch-pruning left, read off the trained net (unless the card already holds them)."""
+    if "widths" in arch:
+        return arch
+    base = arch.get("base", "baseline")
+    base_kw = {k: v for k, v in arch.items() if k not in ("base", "widths", *_IO_KWARGS)}
+    return {**arch, "widths": extract_widths(model, base, **base_kw, **io)}
+
+
+def weight_sparsity(state: Mapping[str, torch.Tensor]) -> float:
+    """Fraction of exactly-zero entries among conv/linear weights (ndim >= 2)."""
+    total = zeros = 0
+    for name, t in state.items():
+        if name.endswith("weight") and t.ndim >= 2:
+            total += t.numel()
+            zeros += int((t == 0).sum())
+    return zeros / total if total else 0.0
+
+
 for _spec in (
     ModelSpec("baseline", "ResNet50 (baseline)",
               "ResNet50 with a 1-channel input and 2 classes; the reference all variants are compared to.",
@@ -153,13 +188,15 @@ for _spec in (
               card_absent={"design": "v1"}),
     ModelSpec("pruned", "ResNet50, L1 filter-pruned",
               "Trained baseline with whole filters removed by L1-norm structured pruning, then fine-tuned.",
-              "paper 000 Table I row 2 (ResNet50+Pruning)", _build_pruned, compare_rank=1),
+              "paper 000 Table I row 2 (ResNet50+Pruning)", _build_pruned, compare_rank=1,
+              resolve=_resolve_pruned, complete=_complete_pruned),
     ModelSpec("kd", "ResNet18 student (KD)",
               "ResNet18 trained to mimic the ResNet50 teacher's softened outputs (T=4).",
               "paper 000 Table I row 3 (ResNet50+KD)", resnet18, compare_rank=2),
     ModelSpec("sparse", "ResNet50, magnitude-sparse",  # same architecture; the key marks unstructured-pruned weights
               "Baseline with the smallest individual weights zeroed; same dense shape, so no dense speed-up.",
-              "paper 001 (polynomial-decay magnitude pruning)", resnet50),
+              "paper 001 (polynomial-decay magnitude pruning)", resnet50,
+              measured=lambda state: {"sparsity": round(weight_sparsity(state), 6)}),
     ModelSpec("ghost_kd", "Ghost-ResNet18 student (KD)",
               "ResNet18 with Ghost modules, distilled from the ResNet50 teacher: the papers' future work.",
               "beyond paper 000 (its stated future work)", ghost_resnet18, GHOST_KD_DEFAULTS),
@@ -168,10 +205,27 @@ for _spec in (
 del _spec
 
 
+def check_key(key: object) -> ModelSpec:
+    """The one check of a model key (config, Training page, checkpoint card): its spec, or
+    :class:`UnknownModelError` naming the valid keys."""
+    return info(key)  # type: ignore[arg-type]
+
+
+def _with_defaults(key: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The one merge of a kind's defaults under given kwargs."""
+    return {**info(key).defaults, **kwargs}
+
+
+def check_io(arch: Mapping[str, Any], num_classes: int, in_channels: int) -> None:
+    """An arch that names the classes or input channels must agree with the card's own fields."""
+    for name, value in (("num_classes", num_classes), ("in_channels", in_channels)):
+        if name in arch and int(arch[name]) != value:
+            raise ValueError(f"card arch says {name}={arch[name]} but the card's own fields say {value}")
+
+
 def create(key: str, **kwargs: Any) -> nn.Module:
     """Build a randomly initialised net for ``key``; kwargs override that key's defaults."""
-    spec = info(key)
-    return spec.builder(**{**spec.defaults, **kwargs})
+    return info(key).builder(**_with_defaults(key, kwargs))
 
 
 def resolve_arch(key: str, arch: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -180,14 +234,10 @@ def resolve_arch(key: str, arch: Mapping[str, Any] | None = None) -> dict[str, A
     Cards store the resolved form so that changing a default later never changes what an old
     checkpoint rebuilds to. ``num_classes``/``in_channels`` are left out (cards hold them apart).
     """
-    key = _check_key(key)
-    arch = {k: v for k, v in dict(arch or {}).items() if k not in _IO_KWARGS}
-    arch = {**_SPECS[key].defaults, **arch}
-    if key == "pruned":
-        base = arch.get("base", "baseline")
-        _check_key(base)
-        rest = {k: v for k, v in arch.items() if k not in ("base", "widths")}
-        arch = {**resolve_arch(base, rest), "base": base, "widths": dict(arch.get("widths") or {})}
+    spec = info(key)
+    arch = _with_defaults(key, {k: v for k, v in dict(arch or {}).items() if k not in _IO_KWARGS})
+    if spec.resolve:
+        arch = spec.resolve(arch)
     if "stages" in arch:
         arch["stages"] = sorted(int(s) for s in arch["stages"])
     if "widths" in arch:
@@ -207,12 +257,8 @@ class CardLike(Protocol):
 def build(card: CardLike) -> nn.Module:
     """Rebuild the (untrained) net a card describes; the card alone is enough."""
     kwargs = {**info(card.model_key).card_absent, **(card.arch or {})}
-    expected = {"num_classes": len(card.class_names), "in_channels": int(card.in_channels)}
-    for name, value in expected.items():
-        if name in kwargs and int(kwargs[name]) != value:
-            raise ValueError(f"card arch says {name}={kwargs[name]} but the card's own fields say {value}")
-        kwargs[name] = value
-    return create(card.model_key, **kwargs)
+    check_io(kwargs, len(card.class_names), int(card.in_channels))
+    return create(card.model_key, **{**kwargs, "num_classes": len(card.class_names), "in_channels": int(card.in_channels)})
 
 
 # --------------------------------------------------------------------------- widths as data

@@ -54,8 +54,8 @@ def test_demo_models_look_inside_the_lungs():
 @pytest.fixture(scope="module")
 def small_models(tmp_path_factory):
     from training.config import RunConfig, merge
-    from training.demo import COMMON
-    from training.pipeline import execute
+    from training.engine.pipeline import execute
+    from training.recipes.demo import COMMON
 
     ws = tmp_path_factory.mktemp("cam-ws")
     build_dataset(ws / "data" / "demo", n_patients=14, seed=3, cfg=SMALL, layouts=["kaggle"], workers=2)

@@ -10,11 +10,11 @@ from PIL import Image
 
 from ctmodels.assessment import assess
 from ctmodels.explain import METHODS, agreement, mass_inside, target_layer_name
-from ctmodels.preprocess import to_slice
 from ctmodels.imaging import Volume
 from ctmodels.imaging.lung import segment_lungs
 from ctmodels.imaging.phantom import PhantomConfig, generate_patient
 from ctmodels.inference import load_model, patient_score, predict_volume, prepare_input, probabilities
+from ctmodels.preprocess import to_slice
 
 CFG = PhantomConfig(size=128, n_slices=12, pixel_mm=2.8, slice_mm=20.0)
 
@@ -41,7 +41,7 @@ def test_predict_volume(models, severe_case):
     # the app's patient verdict and the evaluated one are the same aggregation: lung-area-weighted P(severe)
     area = lung[vp.slices].sum(axis=(1, 2))
     assert vp.patient_p == pytest.approx(patient_score(vp.p_severe, area))
-    from training.evaluate import patient_scores
+    from training.evaluation.evaluate import patient_scores
 
     assert patient_scores(vp.p_severe, np.array(["PHX"] * len(area)), area)["PHX"] == pytest.approx(vp.patient_p)
 

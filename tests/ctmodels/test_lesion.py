@@ -34,7 +34,7 @@ def test_every_kind_takes_a_lesion_head(key):
 def test_a_head_survives_structured_pruning_and_rebuilds_from_widths():
     from ctmodels.nets.registry import apply_widths, extract_widths
     from training.config import PruneConfig
-    from training.prune import StructuredPruner, count, stage_ratios
+    from training.engine.prune import StructuredPruner, count, stage_ratios
 
     model = create("baseline", lesion_head=16)
     macs0, params0 = count(model, 64)

@@ -58,8 +58,8 @@ def test_kill_during_checkpoint_writes(tmp_path):
 
 def test_full_disk_fails_the_run_cleanly(workspace, tiny, monkeypatch):
     import ctmodels.checkpoint as ckpt
-    from training.pipeline import execute
-    from training.runs import RunStore
+    from training.engine.pipeline import execute
+    from training.jobs.registry import RunStore
 
     real = ckpt._write_file
     calls = {"n": 0}
@@ -80,7 +80,7 @@ def test_full_disk_fails_the_run_cleanly(workspace, tiny, monkeypatch):
     assert card.model_key == "kd"
     assert not [p for p in run.dir.rglob(".*tmp*")]  # no half-written temp folders left
     monkeypatch.setattr(ckpt, "_write_file", real)
-    from training.pipeline import execute as again
+    from training.engine.pipeline import execute as again
 
     done = again(__import__("training.config", fromlist=["RunConfig"]).RunConfig.from_dict(run.config),
                  store=RunStore(workspace), run=RunStore(workspace).get(run.id), resume=True)

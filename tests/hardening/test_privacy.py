@@ -118,7 +118,7 @@ def test_no_identifier_leaks_anywhere(workspace_with_models, caplog, tmp_path, m
         lines.append(f"case{k},case{k},{label}")
     (ds_root / "labels.csv").write_text("\n".join(lines) + "\n")
     from training.config import RunConfig, merge
-    from training.pipeline import execute
+    from training.engine.pipeline import execute
 
     cfg = merge(RunConfig().to_dict(), {"model": "kd", "data": {"source": str(ds_root), "split": [0.5, 0.17, 0.33]},
                                          "optim": {"epochs": 1, "batch_size": 8}, "preprocessing": {"size": 32}})

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 
-
 import pytest
 
 
 @pytest.mark.slow
 def test_bench_report(workspace_with_models, tmp_path):
-    from training.bench import run
+    from training.evaluation.bench import run
 
     rep = run(size=32, repeats=2, sweep=(1, 2), out_dir=tmp_path)
     data = json.loads((tmp_path / "bench.json").read_text())

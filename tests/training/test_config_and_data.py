@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
-from training.config import ConfigError, RunConfig
-from training.data import DataError, SliceDataset, class_weights, prepare, split_patients
-from training.config import DataConfig, AugmentConfig
+from training.config import AugmentConfig, ConfigError, DataConfig, RunConfig
+from training.data.prepare import DataError, SliceDataset, class_weights, prepare, split_patients
 
 
 def test_round_trip_json_and_yaml(tmp_path):

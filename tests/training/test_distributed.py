@@ -8,11 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-
-from training.config import DataConfig
-from training.data import prepare
-from training.runs import RunStore
 from ctmodels.preprocess import Preprocessing
+from training.config import DataConfig
+from training.data.prepare import prepare
+from training.jobs.registry import RunStore
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-import training.jobs as jobs
-from training.runs import RunStore
+import training.jobs.runner as jobs
+from training.jobs.registry import RunStore
 
 
 def test_run_queued_while_the_supervisor_exits_is_still_started(workspace, tiny, monkeypatch):

@@ -9,8 +9,8 @@ import pytest
 
 from ctmodels.checkpoint import load, read_card
 from training.__main__ import main as cli
-from training.pipeline import execute
-from training.runs import RunStore
+from training.engine.pipeline import execute
+from training.jobs.registry import RunStore
 
 
 def test_train_run_end_to_end(workspace, tiny):
@@ -47,6 +47,9 @@ def test_distill_and_prune(workspace, tiny):
     sm, scard = load(sparse.model_dir)
     assert scard.model_key == "sparse" and scard.sparsity == pytest.approx(0.5, abs=0.03)
     assert "no dense speed-up" in scard.notes
+    # each run is filed under the kind it produced, as its card says
+    assert [(r.model_key, r.command) for r in (pruned, sparse)] == [("pruned", "prune"), ("sparse", "prune")]
+    assert "-prune-pruned-" in pruned.id and "-prune-sparse-" in sparse.id
     leftovers = [p.name for r in (teacher, student, pruned, sparse) for p in r.dir.iterdir()
                  if p.name.startswith(("state", "best"))]
     assert leftovers == []
@@ -103,8 +106,8 @@ def test_paper000_recipe_curves_export(workspace, capsys):
     import pandas as pd
     from PIL import Image
 
-    from training.presets import presets
-    from training.config import merge, RunConfig
+    from training.config import RunConfig, merge
+    from training.recipes.presets import presets
     from ui import export
 
     recipe = presets()["Paper 000 · ResNet50 baseline (30 epochs)"]

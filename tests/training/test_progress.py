@@ -7,11 +7,11 @@ import json
 import os
 import time
 
+from ctmodels.atomic import read_json
 from tests.builders import wait_until
 from training.config import RunConfig
-from ctmodels.atomic import read_json
-from training.progress import Mirror, set_progress_path, writer
-from training.runs import RunStore
+from training.jobs.progress import Mirror, set_progress_path, writer
+from training.jobs.registry import RunStore
 from ui.progress import describe, fraction
 
 
@@ -54,7 +54,7 @@ def test_every_record_shape_reads_as_one_line():
 
 
 def test_set_status_reads_the_build_record(workspace):
-    from training import jobs
+    from training.jobs import runner as jobs
 
     log = workspace / "models" / "demo-build.log"
     log.parent.mkdir(parents=True, exist_ok=True)

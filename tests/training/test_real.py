@@ -11,7 +11,7 @@ import pytest
 from ctmodels.checkpoint import read_card
 from ctmodels.datasets import open_dataset
 from training.config import CVConfig, DataConfig, RunConfig
-from training.data import cv_test_patients, load_dataset, named_sources, prepare, severe_targets
+from training.data.prepare import cv_test_patients, load_dataset, named_sources, prepare, severe_targets
 
 
 def test_covid_ct_seg_slices_carry_patient_ids(real_data):
@@ -52,8 +52,8 @@ def test_folds_partition_patients():
 
 
 def test_cv_fold_keeps_patients_out_of_training(real_data, workspace):
-    from training.real import REAL
-    from training.model_set import config_for
+    from training.recipes.model_set import config_for
+    from training.recipes.real import REAL
 
     cfg = config_for(REAL, "baseline", True, workspace, {"data": {"cv_folds": 3, "cv_fold": 1, "cv_seed": 0}})
     data = prepare(cfg.data, cfg.pre, cfg.seed)
@@ -70,9 +70,9 @@ def test_tiny_real_model_through_the_real_models_path(real_data, workspace):
     from ctmodels.imaging.lung_field import lung_field
     from ctmodels.imaging.phantom import PhantomConfig, generate_patient
     from ctmodels.inference import lesion_map, load_model, predict_volume
-    from training.model_set import config_for
-    from training.pipeline import execute
-    from training.real import REAL
+    from training.engine.pipeline import execute
+    from training.recipes.model_set import config_for
+    from training.recipes.real import REAL
 
     run = execute(config_for(REAL, "baseline", True, workspace))
     card = read_card(run.model_dir)
@@ -104,7 +104,7 @@ def test_tiny_real_model_through_the_real_models_path(real_data, workspace):
 
 
 def test_quick_cross_validation_with_classical_reference(quick_cv, workspace):
-    from training.cv import run as run_cv
+    from training.recipes.cv import run as run_cv
 
     report = json.loads((quick_cv / "report.json").read_text())
     assert report["repeats_done"] == 1 and report["models"] == ["baseline"]
@@ -116,9 +116,8 @@ def test_quick_cross_validation_with_classical_reference(quick_cv, workspace):
     assert (quick_cv / "report.md").read_text().count("|") > 20
     assert not (quick_cv / "folds").exists() or not any((quick_cv / "folds").iterdir())  # fold models dropped
     # run again: every result is found on disk, nothing is trained, the report is the same
+    import training.recipes.cv as cv_module
     from training.config import CVConfig
-
-    import training.cv as cv_module
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished fold was trained again")
@@ -143,9 +142,9 @@ def test_cv_config_refuses_bad_settings():
 
 
 def test_leave_one_source_out_holds_a_whole_source_out(real_data, workspace):
-    from training.data import SOURCES, source_of, source_patients
-    from training.model_set import config_for
-    from training.real import REAL
+    from training.data.prepare import SOURCES, source_of, source_patients
+    from training.recipes.model_set import config_for
+    from training.recipes.real import REAL
 
     assert source_of("coronacases_org_003") == "coronacases" and source_of("radiopaedia-10") == "radiopaedia"
     assert source_of("slice-12") == "medseg"
@@ -160,8 +159,8 @@ def test_leave_one_source_out_holds_a_whole_source_out(real_data, workspace):
 
 
 def test_cv_by_source_names_its_folds():
-    from training.cv import fold_names
     from training.config import ConfigError
+    from training.recipes.cv import fold_names
 
     assert fold_names(CVConfig(split="sources")) == ["coronacases", "radiopaedia", "medseg"]
     assert fold_names(CVConfig(folds=3)) == ["fold 1", "fold 2", "fold 3"]

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from tests.builders import wait_until
-from training.runs import RunStore
+from training.jobs.registry import RunStore
 
 REPO = Path(__file__).resolve().parents[2]
 

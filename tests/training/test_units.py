@@ -9,10 +9,15 @@ import torch.nn.functional as F
 
 from ctmodels.nets import create
 from training.config import PruneConfig, RunConfig
-from training.losses import Batch, kd_loss, lesion_loss
-from training.evaluate import binary_metrics, expected_calibration_error, fit_temperature, patient_scores
-from training.prune import MagnitudeMasks, stage_ratios
-from training.runs import RunStore
+from training.engine.losses import Batch, kd_loss, lesion_loss
+from training.engine.prune import MagnitudeMasks, stage_ratios
+from training.evaluation.evaluate import (
+    binary_metrics,
+    expected_calibration_error,
+    fit_temperature,
+    patient_scores,
+)
+from training.jobs.registry import RunStore
 
 
 def test_binary_metrics_by_hand():
@@ -110,7 +115,7 @@ def test_kd_loss_distils_the_teacher_lesion_map():
 
 
 def test_lesion_bias_matches_the_mask_area_and_cut_needs_both_classes():
-    from training.evaluate import choose_cut, lesion_bias, shift_lesion
+    from training.evaluation.evaluate import choose_cut, lesion_bias, shift_lesion
 
     rng = np.random.default_rng(0)
     truth = (rng.random((20, 16, 16)) < 0.1).astype(np.float32)
@@ -127,7 +132,7 @@ def test_lesion_bias_matches_the_mask_area_and_cut_needs_both_classes():
 
 
 def test_operating_point_is_a_learned_involvement_that_separates_the_classes():
-    from training.evaluate import involvement_operating_point
+    from training.evaluation.evaluate import involvement_operating_point
 
     learned = np.array([1, 2, 3, 4, 6, 7, 8, 12, 13, 15, 16, 30], float)  # under-covered: severe from ~10 %
     y = np.array([0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tests.builders import wait_until
 from tests.ui.apptest import open_page
-from training.runs import RunStore
+from training.jobs.registry import RunStore
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -81,7 +81,7 @@ def test_corrupt_upload_then_page_keeps_working(workspace_with_models, tmp_path,
 
 def test_no_models_offers_the_demo_build(workspace, monkeypatch):
     launched = []
-    import training.jobs as jobs
+    import training.jobs.runner as jobs
 
     monkeypatch.setattr(jobs, "launch_demo", lambda: launched.append(1) or {"running": True})
     at = open_page(PAGE)
@@ -97,7 +97,7 @@ def test_a_running_demo_build_shows_its_progress(workspace):
     import os
     import time
 
-    from training.progress import set_progress_path, writer
+    from training.jobs.progress import set_progress_path, writer
 
     folder = workspace / "models"
     folder.mkdir(parents=True, exist_ok=True)
@@ -165,7 +165,7 @@ def test_phantoms_keep_the_phantom_set_and_the_set_can_be_switched(workspace_wit
 
 def test_real_scan_without_real_set_offers_to_build_it(workspace_with_models, real_data, monkeypatch):
     launched = []
-    import training.jobs as jobs
+    import training.jobs.runner as jobs
 
     monkeypatch.setattr(jobs, "launch_real", lambda: launched.append(1) or {"running": True})
     jpg = (real_data / "infnet-semiseg" / "Imgs" / "3.jpg").read_bytes()

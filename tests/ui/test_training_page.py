@@ -9,7 +9,7 @@ import pytest
 
 from tests.builders import wait_until
 from tests.ui.apptest import open_page, texts
-from training.runs import RunStore
+from training.jobs.registry import RunStore
 
 PAGE = "views/training.py"
 
@@ -127,9 +127,8 @@ def test_bad_form_input_is_refused_without_a_run(page, workspace):
 def test_cross_validation_tab(page, workspace, quick_cv, monkeypatch):
     """A finished cross-validation shows its table (learned models beside the classical reference); the form
     queues a new one, and bad settings are refused without a run."""
+    import training.jobs.runner as jobs
     from training.config import RunConfig
-
-    import training.jobs as jobs
 
     monkeypatch.setattr(jobs, "ensure_supervisor", lambda store=None: 0)  # queue only: nothing trains here
     store = RunStore(workspace)
@@ -156,7 +155,7 @@ def test_measured_cross_validations_by_patient_and_by_source(page, workspace, mo
     """The developers' measured cross-validations (docs/measurements) are offered by patient and by source, with
     rho, the cut's sensitivity and specificity, lesion Dice and rho per held-out source; the form queues a
     leave-one-source-out run."""
-    import training.jobs as jobs
+    import training.jobs.runner as jobs
 
     monkeypatch.setattr(jobs, "ensure_supervisor", lambda store=None: 0)
     at = page

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
+from ...verdict import DEFAULT_THRESHOLD_PCT
 from ..volume import Volume
 from .anatomy import Habitus, build_slice
 from .vessels import draw_vessels, vessel_tree_samples
 
 HU_GGO = -560.0
 HU_CONSOLIDATION = -10.0
-DEFAULT_THRESHOLD_PCT = 25.0
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from ctmodels.inference import patient_score
 from ctmodels.preprocess import Preprocessing, lesion_areas, network_outputs
 from ctmodels.verdict import VerdictRule, involvement_logit, sigmoid
 
-from .data import Prepared, SliceDataset
+from ..data.prepare import Prepared, SliceDataset
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
 
@@ -65,7 +65,7 @@ def learned_involvement(data: Prepared, indices: np.ndarray, lesion: np.ndarray 
 
 def lesion_dice(data: Prepared, indices: np.ndarray, lesion: np.ndarray | None) -> np.ndarray | None:
     """Per-slice Dice of the thresholded lesion map against the mask, in the network's frame (NaN without a
-    mask or where neither has a lesion). The slice-grid Dice of held-out doctor masks is ``training.cv``'s."""
+    mask or where neither has a lesion). The slice-grid Dice of held-out doctor masks is ``training.recipes.cv``'s."""
     if lesion is None or data.lesions is None:
         return None
     pred = lesion >= 0.5
@@ -203,7 +203,7 @@ def involvement_operating_point(learned_pct: np.ndarray, labels: np.ndarray,
     """The learned involvement (% of lung) at which a verdict should turn severe: ``choose_cut`` on the lesion
     score's own scale (P = σ(logit r − logit t), so the 0.1–0.9 search range is r ≈ 3.6–75 % at t = 25 %),
     mapped back to a percentage. Meant for out-of-fold predictions, where large lesions are as under-covered
-    as on a new patient (``training.cv``)."""
+    as on a new patient (``training.recipes.cv``)."""
     p = sigmoid(involvement_logit(learned_pct, threshold_pct))
     cut, how = choose_cut(p, labels)
     t = threshold_pct / 100.0

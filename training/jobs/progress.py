@@ -24,7 +24,7 @@ from typing import Any, Callable
 from ctmodels.atomic import write_json_atomic
 from ctmodels.workspace import models_dir
 
-from .runs import RunStore
+from .registry import RunStore
 
 log = logging.getLogger(__name__)
 OnProgress = Callable[[dict[str, Any]], None]

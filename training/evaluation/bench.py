@@ -25,7 +25,12 @@ from ctmodels.atomic import write_json_atomic, write_text_atomic
 from ctmodels.checkpoint import checkpoints_in
 from ctmodels.datasets import open_dataset
 from ctmodels.efficiency import (
-    Measurement, available_runtimes, make_runner, measure, onnx_paths, save_latest,
+    Measurement,
+    available_runtimes,
+    make_runner,
+    measure,
+    onnx_paths,
+    save_latest,
 )
 from ctmodels.export import OrtPredictor, parity
 from ctmodels.imaging import read_any
@@ -34,7 +39,7 @@ from ctmodels.inference import LoadedModel, load_model
 from ctmodels.nets import MODEL_KEYS, compare_defaults
 from ctmodels.workspace import REPO_ROOT, demo_data_dir, models_dir, workspace_dir
 
-from .data import Prepared
+from ..data.prepare import Prepared
 from .heldout import calibration_slices, held_out, normalised
 
 log = logging.getLogger(__name__)
@@ -193,7 +198,7 @@ def markdown(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m training.bench")
+    ap = argparse.ArgumentParser(prog="python -m training.evaluation.bench")
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--out", default=None)

@@ -1,9 +1,9 @@
 """A model set: baseline → ghost → pruned → kd → sparse → ghost_kd trained with one recipe, published together.
 
-Two sets exist: the demo set on the synthetic phantoms (``training.demo``) and the real set on the
-real 8-bit slices (``training.real``). Both are built the same way: each finished model is
+Two sets exist: the demo set on the synthetic phantoms (``training.recipes.demo``) and the real set on the
+real 8-bit slices (``training.recipes.real``). Both are built the same way: each finished model is
 published to the set's folder (what the Compare page offers), existing ones are kept unless
-``force``, and a report lands beside them. Cross-validation (``training.cv``) runs the very same
+``force``, and a report lands beside them. Cross-validation (``training.recipes.cv``) runs the very same
 steps on each fold, with the fold's own baseline as teacher and pruning parent.
 """
 
@@ -20,10 +20,10 @@ from typing import Any, Callable
 from ctmodels.atomic import replace_dir, write_json_atomic, write_text_atomic
 from ctmodels.checkpoint import is_checkpoint, read_card
 
-from .config import RunConfig, merge
-from .pipeline import execute
-from .progress import Mirror, OnProgress
-from .runs import Run, RunStore
+from ..config import RunConfig, merge
+from ..engine.pipeline import execute
+from ..jobs.progress import Mirror, OnProgress
+from ..jobs.registry import Run, RunStore
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Any, Iterator
 from ctmodels.atomic import create_dir, read_json, write_json_atomic
 from ctmodels.workspace import workspace_dir
 
-from .config import RunConfig
+from ..config import RunConfig
 
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 _SCHEMA = """
@@ -166,7 +166,7 @@ class RunStore:
     def create(self, cfg: RunConfig, status: str = "queued", nprocs: int = 1, parent: str | None = None) -> Run:
         """A new run folder (with config.json) and its registry row, created together."""
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_id = f"{stamp}-{cfg.command}-{cfg.model}-{uuid.uuid4().hex[:4]}"
+        run_id = f"{stamp}-{cfg.command}-{cfg.produces}-{uuid.uuid4().hex[:4]}"
         folder = self.runs_dir / run_id
         # Never a half run folder, and never over another run's (ids are unique; create_dir refuses to replace).
         create_dir(folder, lambda tmp: write_json_atomic(tmp / "config.json", cfg.to_dict()))
@@ -175,7 +175,7 @@ class RunStore:
                 c.execute(
                     "INSERT INTO runs (id, name, command, model_key, status, created, run_dir, parent, config, nprocs)"
                     " VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (run_id, cfg.name, cfg.command, cfg.model, status, time.time(), str(folder), parent,
+                    (run_id, cfg.name, cfg.command, cfg.produces, status, time.time(), str(folder), parent,
                      json.dumps(cfg.to_dict()), nprocs),
                 )
         except Exception:

@@ -18,7 +18,7 @@ import torch_pruning as tp
 
 from ctmodels.nets.lesion import LesionOutputs, has_lesion_head
 
-from .config import PruneConfig
+from ..config import PruneConfig
 
 log = logging.getLogger(__name__)
 STAGES = ("layer1", "layer2", "layer3", "layer4")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 REAL_CT_PRESET = "Real CT — the make real-models recipe (baseline)"
@@ -14,7 +14,7 @@ REAL_CT_PRESET = "Real CT — the make real-models recipe (baseline)"
 
 def presets() -> dict[str, dict]:
     """Title → config dict: the real-CT set's own recipe, then ``training/configs/*.yaml`` (their ``title`` key)."""
-    from .config import merge
+    from ..config import merge
     from .real import REAL
 
     out = {REAL_CT_PRESET: merge(REAL.common, REAL.step("baseline"))}

@@ -11,8 +11,8 @@ import torch
 from ctmodels.inference import LoadedModel
 from ctmodels.preprocess import normalize
 
-from .config import DataConfig
-from .data import Prepared, prepare
+from ..config import DataConfig
+from ..data.prepare import Prepared, prepare
 
 
 def held_out(lm: LoadedModel) -> Prepared:

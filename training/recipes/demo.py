@@ -4,7 +4,7 @@ baseline → ghost (from scratch) → pruned (structured L1 of the baseline) →
 the baseline) → sparse (unstructured magnitude pruning of the baseline) → ghost_kd (Ghost-ResNet18
 student). Each finished model is published to ``workspace/models/<key>`` (what the app's pages
 offer by default); existing ones are kept unless ``--force``. A report lands in
-``workspace/models/demo_report.{json,md}``. The recipe runs through ``training.model_set``, like the real set.
+``workspace/models/demo_report.{json,md}``. The recipe runs through ``training.recipes.model_set``, like the real set.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 from ctmodels.imaging.phantom import build_dataset
 from ctmodels.workspace import demo_data_dir, models_dir
 
+from ..jobs.progress import set_progress_path, writer
 from .model_set import Recipe, bar, build, finished
-from .progress import set_progress_path, writer
 
 log = logging.getLogger(__name__)
 DEMO_PATIENTS = 60

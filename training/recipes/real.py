@@ -10,10 +10,10 @@ Recipe, and why (measured under patient-grouped 5-fold CV and on COVID-CT-MD in 
   (unmasked, the liver and spleen domes inside the lung boxes of basal slices read as consolidation:
   normal001 scored as high as P002); 8-bit inputs are not (their estimated field misses dense
   consolidation), and training shows half of the 8-bit slices masked so both looks are known.
-- Target: the slice's involvement as a soft label (see ``training.data.severe_targets``), not
+- Target: the slice's involvement as a soft label (see ``training.data.prepare.severe_targets``), not
   only the mild/severe cut: 48 of the 49 severe COVID-19-CT-Seg slices belong to one patient.
 - Evaluation-only data (COVID-CT-MD P002, cap001, normal001) is never trained on; after the build every
-  model is scored on it through the upload path (``training.ctmd``) and the report says how it did.
+  model is scored on it through the upload path (``training.evaluation.ctmd``) and the report says how it did.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from typing import Any
 from ctmodels.atomic import write_json_atomic, write_text_atomic
 from ctmodels.workspace import real_data_dir, real_models_dir
 
+from ..jobs.progress import set_progress_path, writer
 from .model_set import Recipe, build, finished
-from .progress import set_progress_path, writer
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ COMMON: dict[str, Any] = {
                       "mask_8bit": False, "intensity": "landmarks", "orient": True, "min_lung_share": 0.3,
                       "flip_average": True},
     # Window/level (brightness, contrast) and, since part 2, what else differs between sources: the grey-level
-    # curve, resolution, sharpness and noise (training.data._source_look; docs/real_ct.md for what each did).
+    # curve, resolution, sharpness and noise (training.data.prepare._source_look; docs/real_ct.md for what each did).
     "augment": {"enabled": True, "rotation_deg": 10.0, "zoom": 0.1, "translate": 0.05, "brightness": 0.1,
                 "contrast": 0.1, "hflip": True, "vflip": True, "mask_prob": 0.5,
                 "gamma": 0.3, "noise": 0.02, "blur": 0.2, "lowres": 0.2},
@@ -99,7 +99,7 @@ def main(force: bool = False, quick: bool = False) -> int:
         n = len(REAL.keys)
         on({"stage": "scoring COVID-CT-MD (P002, cap001, normal001) in HU", "unit": "step", "epoch": n, "epochs": n,
             "batch": 999, "batches": 1000})
-        from .ctmd import evaluate_models, markdown
+        from ..evaluation.ctmd import evaluate_models, markdown
 
         print("scoring COVID-CT-MD (P002, cap001, normal001) in HU through the upload path …", file=sys.stderr, flush=True)
         folder = real_models_dir()

@@ -25,16 +25,31 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from ctmodels.atomic import atomic_file
-from ctmodels.datasets import Dataset, DatasetError, LabelRule, combine, load_masks, open_dataset
+from ctmodels.datasets import (
+    REAL_SAMPLES,
+    Dataset,
+    DatasetError,
+    LabelRule,
+    combine,
+    load_masks,
+    open_dataset,
+)
 from ctmodels.datasets.loading import involvement_from_masks
 from ctmodels.imaging import ImageReadError, read_any
 from ctmodels.imaging.lung_field import lung_field
-from ctmodels.preprocess import (PREPROCESS_VERSION, Preprocessing, lung_slices, normalize, pixel_areas, prepare_slice,
-                                 to_network)
+from ctmodels.preprocess import (
+    PREPROCESS_VERSION,
+    Preprocessing,
+    lung_slices,
+    normalize,
+    pixel_areas,
+    prepare_slice,
+    to_network,
+)
 from ctmodels.workspace import demo_data_dir, real_data_dir, workspace_dir
 
+from ..config import AugmentConfig, DataConfig
 from .classical import lung_features
-from .config import AugmentConfig, DataConfig
 
 log = logging.getLogger(__name__)
 CLASS_NAMES = ["mild", "severe"]
@@ -59,11 +74,8 @@ NAMED_SOURCES: dict[str, NamedSource] = {s.key: s for s in (
     NamedSource("demo", "Demo phantoms (synthetic, HU, with masks)", ("kaggle",)),
     NamedSource("real", "All real 8-bit slices: Inf-Net COVID-SemiSeg + COVID-19-CT-Seg (14 patients)",
                 ("infnet-semiseg", "covid-ct-seg-slices")),
-    NamedSource("real-infnet", "Inf-Net COVID-SemiSeg slices (real, 50, doctor's masks)", ("infnet-semiseg",)),
-    NamedSource("real-covid-ct-seg", "COVID-19-CT-Seg slices (real, 14 patients, model-made masks)",
-                ("covid-ct-seg-slices",)),
-    NamedSource("real-covid-ct-md", "COVID-CT-MD series (real DICOM in HU; evaluation only)", ("covid-ct-md",),
-                train=False),
+    # each real sample dataset by its own key and title (ctmodels.datasets.REAL_SAMPLES), trainable ones first
+    *(NamedSource(r.key, r.title, (r.folder,), r.trainable) for r in sorted(REAL_SAMPLES, key=lambda r: not r.trainable)),
 )}
 
 

@@ -19,7 +19,6 @@ from ctmodels.checkpoint import load as load_checkpoint
 from ctmodels.checkpoint import save as save_checkpoint
 
 
-
 def _split_optimizer(opt_state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     tensors: dict[str, torch.Tensor] = {}
     plain: dict[str, Any] = {"param_groups": opt_state["param_groups"], "state": {}}

@@ -28,11 +28,11 @@ from ctmodels.checkpoint import save as save_checkpoint
 from ctmodels.nets.lesion import has_lesion_head, lesion_outputs
 from ctmodels.preprocess import Preprocessing
 
+from ..config import OptimConfig, RunConfig
+from ..data.prepare import Prepared, SliceDataset, sample_weights
+from ..jobs.registry import Run
 from . import distributed as dist
-from .config import OptimConfig, RunConfig
-from .data import Prepared, SliceDataset, sample_weights
 from .losses import Batch, LossFn, ce_loss, lesion_loss, soft_cross_entropy
-from .runs import Run
 from .state import TrainState, has_state, load_state_model, restore_state, save_state
 
 log = logging.getLogger(__name__)

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from ctmodels.assessment import assess
 from ctmodels.datasets import open_dataset
 from ctmodels.imaging import read_any
-from ctmodels.assessment import assess
 from ctmodels.inference import LoadedModel, load_model
 from ctmodels.workspace import real_data_dir
 

@@ -26,16 +26,25 @@ from ctmodels.nets.lesion import has_lesion_head
 from ctmodels.preprocess import Preprocessing
 from ctmodels.verdict import VerdictRule
 
+from ..config import ConfigError, DistillConfig, RunConfig
+from ..data.prepare import CLASS_NAMES, DataError, Prepared, prepare
+from ..evaluation.evaluate import (
+    evaluate,
+    fit_rule,
+    fit_temperature,
+    headline,
+    learned_involvement,
+    lesion_bias,
+    predict_outputs,
+    rates_at,
+    shift_lesion,
+)
+from ..jobs.progress import writer as progress_writer
+from ..jobs.registry import Run, RunStore
 from . import distributed as dist
-from .config import ConfigError, DistillConfig, RunConfig
-from .data import CLASS_NAMES, DataError, Prepared, prepare
-from .evaluate import (evaluate, fit_rule, fit_temperature, headline, learned_involvement, lesion_bias,
-                       predict_outputs, rates_at, shift_lesion)
-from .losses import kd_loss
 from .loop import Context, fit, pick_device, recalibrate_batchnorm, set_threads, validate
-from .progress import writer as progress_writer
+from .losses import kd_loss
 from .prune import MagnitudeMasks, StructuredPruner, count, stage_ratios, stage_sensitivity
-from .runs import Run, RunStore
 
 log = logging.getLogger(__name__)
 #: The checkpoints a run starts from, by role ("teacher", "model" to prune): the net and its card.
@@ -165,7 +174,7 @@ def execute(cfg: RunConfig, *, store: RunStore | None = None, run: Run | None = 
 def _fit_verdict(model: torch.nn.Module, cfg: RunConfig, data: Prepared, pre: Preprocessing,
                  device: torch.device) -> tuple[float, VerdictRule]:
     """The head's temperature and the card's verdict rule, both fitted on the validation split; a lesion head's
-    output bias is calibrated first (``training.evaluate.lesion_bias``), recorded in the rule's validation notes."""
+    output bias is calibrated first (``training.evaluation.evaluate.lesion_bias``), recorded in the rule's validation notes."""
     val = data.subset(1)
     score = cfg.verdict if cfg.verdict != "auto" else ("lesion" if has_lesion_head(model) else "head")
     if not len(val):
@@ -197,7 +206,7 @@ def _fit_verdict(model: torch.nn.Module, cfg: RunConfig, data: Prepared, pre: Pr
 
 def cv_job(run: Run, store: RunStore, run_cv) -> dict[str, Any]:
     """Run a cross-validation as a registered run: status, log, live progress, cancel, resume."""
-    from .config import RunConfig
+    from ..config import RunConfig
 
     cfg = RunConfig.from_dict(run.config)
     cfg.validate()
@@ -270,7 +279,7 @@ def _prune(cfg: RunConfig, pre: Preprocessing, data: Prepared, *, run: Run, devi
     macs0, params0 = count(model, pre.size)
     report: dict[str, Any] = {"before": {"params": params0, "macs": macs0}, "steps": []}
     if p.unstructured:
-        card = _card(cfg, pre, data, "sparse", _head_arch(pcard), run, p.checkpoint)
+        card = _card(cfg, pre, data, cfg.produces, _head_arch(pcard), run, p.checkpoint)
         ctx = Context(run, cfg, data, device, card)
         steps_per_epoch = max(1, len(data.subset(0)) // cfg.optim.batch_size)
         schedule_epochs = max(1, math.ceil(p.finetune_epochs * 2 / 3))
@@ -284,7 +293,7 @@ def _prune(cfg: RunConfig, pre: Preprocessing, data: Prepared, *, run: Run, devi
             f"Unstructured magnitude pruning to {report['sparsity']:.0%} zero weights: smaller when compressed, "
             "no dense speed-up.")
     else:
-        card = _card(cfg, pre, data, "pruned", {"base": "baseline", **_head_arch(pcard)}, run, p.checkpoint)
+        card = _card(cfg, pre, data, cfg.produces, {"base": "baseline", **_head_arch(pcard)}, run, p.checkpoint)
         ctx = Context(run, cfg, data, device, card)
         val_cap = data.subset(1)[:256]
 

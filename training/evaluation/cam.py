@@ -1,6 +1,6 @@
 """Does a model look at the infection? Grad-CAM on severe slices against their infection masks.
 
-For each slice: the CAM explaining 'severe', mapped back onto the slice as the Compare page does.
+For each slice: the CAM explaining 'severe', as the Compare page shows it (``ctmodels.assessment``).
 Two numbers, each beside what a uniform map would score (the floor to beat): how often the CAM's
 peak falls inside the infection mask, and the share of the CAM's mass inside it. A uniform map on
 the network input covers the lung boxes evenly, so its peak lands in the infection with
@@ -14,12 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from ctmodels.assessment import assess
 from ctmodels.datasets import Case
-from ctmodels.explain import cam_batch
 from ctmodels.imaging import ImageReadError, read_any
-from ctmodels.imaging.lung_field import lung_field
-from ctmodels.inference import load_model, prepare_input
-from ctmodels.preprocess import to_slice
+from ctmodels.inference import load_model
 
 
 def case_lesion(case: Case, shape: tuple[int, int]) -> np.ndarray | None:
@@ -45,12 +43,9 @@ def cam_in_lesions(model_dir: Path, cases: list[Case], method: str = "GradCAM") 
         lesion = case_lesion(case, vol.shape[1:])
         if lesion is None or not lesion.any():
             continue
-        field = lung_field(vol)
-        inp = prepare_input(lm, vol, [0], field)
-        maps, _ = cam_batch(lm, inp.tensor, [lm.severe_index], method)
-        cam = to_slice(maps[0], inp.boxes[0], vol.shape[1:])
-        support = to_slice(np.ones_like(maps[0]), inp.boxes[0], vol.shape[1:]) > 0.5
-        if cam.max() <= 0 or not support.any():
+        view = assess(vol, [lm]).at(0, method, explain="severe").results[0]
+        cam, support = view.cam, view.seen
+        if cam.max() <= 0 or support is None or not support.any():
             continue
         n += 1
         hits += bool(lesion.flat[int(np.argmax(cam))])

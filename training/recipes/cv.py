@@ -2,7 +2,7 @@
 
 With 14 patients one split is noise. Two splits: ``patients`` shuffles the patients into ``folds``
 folds each repeat (stratified by each patient's worst slice; a slice without a patient ID is its own
-patient); ``sources`` leaves one source out at a time (``training.data.SOURCES``: coronacases.org,
+patient); ``sources`` leaves one source out at a time (``training.data.prepare.SOURCES``: coronacases.org,
 radiopaedia.org, MedSeg), which is what a new hospital's scans are to a model. For every fold the
 recipe's steps run exactly as ``make real-models`` runs them (the fold's own baseline is the teacher
 and the pruning parent), on the other patients, and score the held-out ones. Out-of-fold scores are
@@ -16,10 +16,10 @@ Each fold is scored at the point chosen on the *other* folds' out-of-fold predic
 that fold's patients never choose their own cut); the point chosen on all folds is what a model set
 built by the recipe uses (``VerdictRule.at_involvement``). Each fold model's own cut (its card's, chosen
 on its validation split) is reported beside it. The
-classical reference (``training.classical``) is fitted and scored on the same folds. On held-out
+classical reference (``training.data.classical``) is fitted and scored on the same folds. On held-out
 slices with doctor-made masks (MedSeg) the learned lesion maps are scored by Dice on the slice's own
-grid (``training.lesion_eval``); on held-out severe slices, Grad-CAM peaks are checked against the
-masks (``training.cam_eval``).
+grid (``training.evaluation.lesion``); on held-out severe slices, Grad-CAM peaks are checked against the
+masks (``training.evaluation.cam``).
 
 Results are written per (repeat, fold, model) as they finish, so a cancelled or killed
 cross-validation resumes where it stopped; fold models are deleted once their fold is done.
@@ -38,15 +38,16 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 from ctmodels.atomic import read_json, write_json_atomic, write_text_atomic
+from ctmodels.verdict import DEFAULT_THRESHOLD_PCT
 
-from .classical import reference_scores
-from .config import CVConfig
-from .data import SOURCES, load_dataset, prepare, source_of
-from .evaluate import involvement_operating_point
+from ..config import CVConfig
+from ..data.classical import reference_scores
+from ..data.prepare import SOURCES, load_dataset, prepare, source_of
+from ..engine.pipeline import execute
+from ..evaluation.evaluate import involvement_operating_point
+from ..jobs.progress import Mirror, OnProgress
+from ..jobs.registry import RunStore
 from .model_set import Recipe, config_for
-from .pipeline import execute
-from .progress import Mirror, OnProgress
-from .runs import RunStore
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +138,10 @@ def _fold(cv: CVConfig, recipe: Recipe, steps: list[str], out: Path, r: int, f: 
         if key in cv.models:
             held_out = _held_out_cases(cfg)
             if cv.cam:
-                from .cam_eval import cam_in_lesions
+                from ..evaluation.cam import cam_in_lesions
 
                 result["cam"] = cam_in_lesions(run.model_dir, held_out["severe"])
-            from .lesion_eval import lesion_dice_on_cases
+            from ..evaluation.lesion import lesion_dice_on_cases
 
             result["dice"] = lesion_dice_on_cases(run.model_dir, held_out["doctor_masks"])
         write_json_atomic(path, result)
@@ -280,10 +281,13 @@ def summarise(cv: CVConfig, out: Path, steps: list[str]) -> dict[str, Any]:
             row = {"own_cut": _at(own, p["labels"]), "cuts": [float(it["predictions"].get("cut", 0.5)) for it in items]}
             severe = own
             if p["learned"] is not None:
-                threshold = float((items[0].get("verdict") or {}).get("threshold_pct", 25.0))
+                threshold = float((items[0].get("verdict") or {}).get("threshold_pct", DEFAULT_THRESHOLD_PCT))
                 severe, row["fold_points_pct"], row["operating_point"] = _operating_points(p, threshold)
             row.update({**_metrics(p["scores"], p["labels"], p["inv"], severe), "fold_auc": _per_fold_auc(p),
                         "by_source": _by_source(p, severe)})
+            if p["learned"] is not None:  # the model's own measurement, free of each fold's calibration
+                known = ~np.isnan(p["inv"])
+                row["spearman_learned"] = float(spearmanr(p["learned"][known], p["inv"][known]).statistic)
             cam = _weighted([it.get("cam") for it in items],
                             ("peak_in_infection", "uniform_peak", "mass_in_infection", "uniform_mass"))
             if cam:
@@ -295,7 +299,7 @@ def summarise(cv: CVConfig, out: Path, steps: list[str]) -> dict[str, Any]:
     for name, row in rows.items():
         reps = row["repeats"]
         row["roc_auc"] = _mean_sd([x["roc_auc"] for x in reps])
-        for k in ("accuracy", "sensitivity", "specificity", "spearman_involvement"):
+        for k in ("accuracy", "sensitivity", "specificity", "spearman_involvement", "spearman_learned"):
             if reps and k in reps[0]:
                 row[k] = _mean_sd([x.get(k) for x in reps])
         for extra in ("cam", "dice", "own_cut", "operating_point"):
@@ -341,10 +345,10 @@ def markdown(report: dict[str, Any]) -> str:
         "point' is the one chosen on every fold, what `make real-models` writes into the cards; 'own cut' is each "
         "fold model's card cut, chosen on its validation split. Lesion Dice: held-out MedSeg slices (doctor's "
         "masks), on the slice's own grid.", "",
-        "| model | Spearman ρ (involvement) | ROC-AUC | Δ AUC vs baseline | sensitivity | specificity | accuracy | "
+        "| model | Spearman ρ (involvement) | ρ of the learned involvement | ROC-AUC | Δ AUC vs baseline | sensitivity | specificity | accuracy | "
         "operating point (learned involvement) | sens / spec at own cut | "
         "lesion Dice | CAM peak in infection (uniform map) | " + " | ".join(f"ρ {s}" for s in sources) + " |",
-        "|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(sources),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(sources),
     ]
     rows = report["rows"]
     for name in report["models"] + report["classical"]:
@@ -363,7 +367,8 @@ def markdown(report: dict[str, Any]) -> str:
         own_txt = ("–" if own.get("sensitivity") is None else
                    f"{own['sensitivity']:.2f} / {own['specificity']:.2f}")
         per_src = " | ".join(_f(row.get("by_source", {}).get(s, {}).get("spearman_involvement"), 2, reps) for s in sources)
-        lines.append(f"| {label} | {_f(row.get('spearman_involvement'), 3, reps)} | {_f(row['roc_auc'], 3, reps)} | "
+        lines.append(f"| {label} | {_f(row.get('spearman_involvement'), 3, reps)} | "
+                     f"{_f(row.get('spearman_learned'), 3, reps)} | {_f(row['roc_auc'], 3, reps)} | "
                      f"{delta} | {_f(row.get('sensitivity'), 2, reps)} | {_f(row.get('specificity'), 2, reps)} | "
                      f"{_f(row.get('accuracy'), 2, reps)} | {op_txt} | {own_txt} | {dice_txt} | "
                      f"{cam_txt} | {per_src} |")

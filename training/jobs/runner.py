@@ -1,7 +1,7 @@
 """Job runner: training happens in separate processes, never inside Streamlit.
 
 - ``enqueue(cfg)`` records a *queued* run and makes sure a supervisor process is alive.
-- The supervisor (``python -m training.jobs``, detached in its own session) starts queued runs one
+- The supervisor (``python -m training.jobs.runner``, detached in its own session) starts queued runs one
   at a time (``CTSS_MAX_JOBS`` to allow more), each as ``python -m training <cmd> --run-id ID`` — or
   under ``torchrun --nproc_per_node N`` — in its own process group, and exits when the queue is
   empty. It survives app restarts; the app only reads the registry and the run folders. One
@@ -31,9 +31,9 @@ from pathlib import Path
 from ctmodels.atomic import read_json
 from ctmodels.workspace import REPO_ROOT, models_dir, workspace_dir
 
-from .config import RunConfig
+from ..config import RunConfig
 from .progress import set_progress_path
-from .runs import Run, RunStore
+from .registry import Run, RunStore
 
 log = logging.getLogger(__name__)
 SUPERVISOR_PID = "supervisor.pid"
@@ -102,7 +102,7 @@ def ensure_supervisor(store: RunStore | None = None) -> int:
         pass
     log_path = store.root / "supervisor.log"
     with open(log_path, "a") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "training.jobs"], cwd=REPO_ROOT, env=_env(),
+        proc = subprocess.Popen([sys.executable, "-m", "training.jobs.runner"], cwd=REPO_ROOT, env=_env(),
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
     pid_file.write_text(str(proc.pid))
@@ -250,7 +250,7 @@ def launch_set(name: str) -> dict:
 
 
 def set_status(name: str) -> dict | None:
-    """A background set build: running?, its progress record (``training.progress``), and the log tail."""
+    """A background set build: running?, its progress record (``training.jobs.progress``), and the log tail."""
     try:
         job = json.loads(_job_file(name).read_text())
     except (OSError, ValueError):

@@ -17,7 +17,7 @@ from ctmodels.imaging import ImageReadError, read_any
 from ctmodels.imaging.lung_field import lung_field
 from ctmodels.inference import lesion_map, load_model
 
-from .cam_eval import case_lesion
+from .cam import case_lesion
 
 
 def dice(pred: np.ndarray, truth: np.ndarray) -> float:
