@@ -9,6 +9,7 @@ probability (infected share of the boxes), and that share is also its mass insid
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from ctmodels.assessment import assess
 from ctmodels.datasets import Case
-from ctmodels.imaging import ImageReadError, read_any
+from ctmodels.imaging import ImageReadError, Volume, read_any
 from ctmodels.inference import load_model
 
 
@@ -31,18 +32,23 @@ def case_lesion(case: Case, shape: tuple[int, int]) -> np.ndarray | None:
     return arr > (127 if arr.max() > 1 else 0) if arr.shape == shape else None
 
 
-def cam_in_lesions(model_dir: Path, cases: list[Case], method: str = "GradCAM") -> dict[str, Any]:
-    """Peak-in-infection rate and CAM mass in the infection over ``cases`` (2-D slices with masks)."""
-    lm = load_model(model_dir)
-    hits, floors, masses, n = 0, [], [], 0
+def slices_with_lesions(cases: list[Case]) -> Iterator[tuple[Case, Volume, np.ndarray]]:
+    """Each readable 2-D case with a non-empty infection mask: (case, its slice, the mask)."""
     for case in cases:
         try:
             vol = read_any(case.image)
         except ImageReadError:
             continue
         lesion = case_lesion(case, vol.shape[1:])
-        if lesion is None or not lesion.any():
-            continue
+        if lesion is not None and lesion.any():
+            yield case, vol, lesion
+
+
+def cam_in_lesions(model_dir: Path, cases: list[Case], method: str = "GradCAM") -> dict[str, Any]:
+    """Peak-in-infection rate and CAM mass in the infection over ``cases`` (2-D slices with masks)."""
+    lm = load_model(model_dir)
+    hits, floors, masses, n = 0, [], [], 0
+    for _, vol, lesion in slices_with_lesions(cases):
         view = assess(vol, [lm]).at(0, method, explain="severe").results[0]
         cam, support = view.cam, view.seen
         if cam.max() <= 0 or support is None or not support.any():

@@ -13,11 +13,10 @@ from typing import Any
 import numpy as np
 
 from ctmodels.datasets import Case
-from ctmodels.imaging import ImageReadError, read_any
 from ctmodels.imaging.lung_field import lung_field
 from ctmodels.inference import lesion_map, load_model
 
-from .cam import case_lesion
+from .cam import slices_with_lesions
 
 
 def dice(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -31,14 +30,7 @@ def lesion_dice_on_cases(model_dir: Path, cases: list[Case]) -> dict[str, Any]:
     if not lm.has_lesion_map:
         return {"n": 0}
     scores: dict[str, float] = {}
-    for case in cases:
-        try:
-            vol = read_any(case.image)
-        except ImageReadError:
-            continue
-        truth = case_lesion(case, vol.shape[1:])
-        if truth is None or not truth.any():
-            continue
+    for case, vol, truth in slices_with_lesions(cases):
         scores[case.case_id] = dice(lesion_map(lm, vol, lung_field(vol), 0) >= 0.5, truth)
     if not scores:
         return {"n": 0}
