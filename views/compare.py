@@ -28,7 +28,8 @@ from ui.models import (
 from ui.widgets import burned_in, burned_in_warning
 
 st.title("Compare models")
-st.caption("Research software — not for diagnostic use. Verdicts: mild vs severe (≥ 25 % of lung involved).")
+st.caption("Research software — not for diagnostic use. Verdicts: mild vs severe "
+           f"(≥ {DEFAULT_THRESHOLD_PCT:g} % of lung involved).")
 
 choices = available_models()
 if not choices:
