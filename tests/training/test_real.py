@@ -4,12 +4,14 @@ a tiny real model through the make real-models path, and a quick cross-validatio
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ctmodels.checkpoint import read_card
 from ctmodels.datasets import open_dataset
+from ctmodels.verdict import VerdictRule
 from training.config import CVConfig, DataConfig, RunConfig
 from training.data.prepare import cv_test_patients, load_dataset, named_sources, prepare, severe_targets
 
@@ -84,6 +86,10 @@ def test_tiny_real_model_through_the_real_models_path(real_data, workspace):
     assert card.arch["lesion_head"] == REAL.common["model_kwargs"]["lesion_head"]  # lesion-aware, like every real model
     rule = card.verdict
     assert rule["score"] == "lesion" and 0 < rule["cut"] < 1 and "lesion_logit_shift" in rule["validation"]
+    # the recipe's cross-validated operating point: severe from that learned involvement, P(severe) = 0.5 there
+    op = REAL.step("baseline")["verdict_op_pct"]
+    assert rule["validation"]["operating_point_pct"] == op and rule["cut"] == 0.5
+    assert VerdictRule.from_card(card).verdict(float(VerdictRule.from_card(card).p_severe(None, np.array([op]))[0])) == "severe"
     assert "lesion_dice" in ev and ev["predictions"]["cut"] == rule["cut"]
     assert len(ev["predictions"]["learned_involvement"]) == ev["slice"]["n"]
     lm = load_model(run.model_dir)  # and it scores a HU volume through the same input path
@@ -112,6 +118,9 @@ def test_quick_cross_validation_with_classical_reference(quick_cv, workspace):
     assert {"baseline", "logistic (label)", "ridge (involvement)"} <= set(rows)
     base = rows["baseline"]["repeats"][0]
     assert base["n"] == rows["ridge (involvement)"]["repeats"][0]["n"] == 120  # every slice scored once
+    # each fold judged at the operating point chosen on the other fold; each fold card's own cut beside it
+    assert len(base["fold_points_pct"]) == 2 and 0 < base["operating_point"]["learned_pct"] < 100
+    assert {"sensitivity", "specificity"} <= set(base["own_cut"])
     assert 0.0 <= rows["baseline"]["roc_auc"]["mean"] <= 1.0 and "cam" in rows["baseline"]
     assert (quick_cv / "report.md").read_text().count("|") > 20
     assert not (quick_cv / "folds").exists() or not any((quick_cv / "folds").iterdir())  # fold models dropped
@@ -167,3 +176,14 @@ def test_cv_by_source_names_its_folds():
     bad = RunConfig.from_dict({"command": "cv", "model": "cv", "cv": {"split": "sources", "recipe": "demo"}})
     with pytest.raises(ConfigError, match="real recipe"):
         bad.validate()
+
+
+def test_real_recipe_uses_the_operating_points_its_cross_validation_chose():
+    """The committed patient-grouped CV (docs/measurements/real_cv.json) chose each model's operating point on
+    out-of-fold predictions; the recipe a build uses must carry the same ones (re-run the CV, then copy)."""
+    from training.recipes.real import REAL
+
+    report = json.loads((Path(__file__).resolve().parents[2] / "docs" / "measurements" / "real_cv.json").read_text())
+    for key in REAL.keys:
+        chosen = report["rows"][key]["operating_point"]["learned_pct"]
+        assert REAL.step(key)["verdict_op_pct"] == pytest.approx(chosen, abs=0.05), key

@@ -15,8 +15,8 @@ the maps of a new patient cover about half of a large lesion, the validation spl
 Each fold is scored at the point chosen on the *other* folds' out-of-fold predictions (cross-fitted:
 that fold's patients never choose their own cut); the point chosen on all folds is what a model set
 built by the recipe uses (``VerdictRule.at_involvement``). Each fold model's own cut (its card's, chosen
-on its validation split) is reported beside it. The
-classical reference (``training.data.classical``) is fitted and scored on the same folds. On held-out
+on its validation split) is reported beside it. The classical reference (``training.data.classical``)
+is fitted and scored on the same folds. On held-out
 slices with doctor-made masks (MedSeg) the learned lesion maps are scored by Dice on the slice's own
 grid (``training.evaluation.lesion``); on held-out severe slices, Grad-CAM peaks are checked against the
 masks (``training.evaluation.cam``).
@@ -285,9 +285,6 @@ def summarise(cv: CVConfig, out: Path, steps: list[str]) -> dict[str, Any]:
                 severe, row["fold_points_pct"], row["operating_point"] = _operating_points(p, threshold)
             row.update({**_metrics(p["scores"], p["labels"], p["inv"], severe), "fold_auc": _per_fold_auc(p),
                         "by_source": _by_source(p, severe)})
-            if p["learned"] is not None:  # the model's own measurement, free of each fold's calibration
-                known = ~np.isnan(p["inv"])
-                row["spearman_learned"] = float(spearmanr(p["learned"][known], p["inv"][known]).statistic)
             cam = _weighted([it.get("cam") for it in items],
                             ("peak_in_infection", "uniform_peak", "mass_in_infection", "uniform_mass"))
             if cam:
@@ -299,7 +296,7 @@ def summarise(cv: CVConfig, out: Path, steps: list[str]) -> dict[str, Any]:
     for name, row in rows.items():
         reps = row["repeats"]
         row["roc_auc"] = _mean_sd([x["roc_auc"] for x in reps])
-        for k in ("accuracy", "sensitivity", "specificity", "spearman_involvement", "spearman_learned"):
+        for k in ("accuracy", "sensitivity", "specificity", "spearman_involvement"):
             if reps and k in reps[0]:
                 row[k] = _mean_sd([x.get(k) for x in reps])
         for extra in ("cam", "dice", "own_cut", "operating_point"):
@@ -345,10 +342,10 @@ def markdown(report: dict[str, Any]) -> str:
         "point' is the one chosen on every fold, what `make real-models` writes into the cards; 'own cut' is each "
         "fold model's card cut, chosen on its validation split. Lesion Dice: held-out MedSeg slices (doctor's "
         "masks), on the slice's own grid.", "",
-        "| model | Spearman ρ (involvement) | ρ of the learned involvement | ROC-AUC | Δ AUC vs baseline | sensitivity | specificity | accuracy | "
+        "| model | Spearman ρ (involvement) | ROC-AUC | Δ AUC vs baseline | sensitivity | specificity | accuracy | "
         "operating point (learned involvement) | sens / spec at own cut | "
         "lesion Dice | CAM peak in infection (uniform map) | " + " | ".join(f"ρ {s}" for s in sources) + " |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(sources),
+        "|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(sources),
     ]
     rows = report["rows"]
     for name in report["models"] + report["classical"]:
@@ -367,8 +364,7 @@ def markdown(report: dict[str, Any]) -> str:
         own_txt = ("–" if own.get("sensitivity") is None else
                    f"{own['sensitivity']:.2f} / {own['specificity']:.2f}")
         per_src = " | ".join(_f(row.get("by_source", {}).get(s, {}).get("spearman_involvement"), 2, reps) for s in sources)
-        lines.append(f"| {label} | {_f(row.get('spearman_involvement'), 3, reps)} | "
-                     f"{_f(row.get('spearman_learned'), 3, reps)} | {_f(row['roc_auc'], 3, reps)} | "
+        lines.append(f"| {label} | {_f(row.get('spearman_involvement'), 3, reps)} | {_f(row['roc_auc'], 3, reps)} | "
                      f"{delta} | {_f(row.get('sensitivity'), 2, reps)} | {_f(row.get('specificity'), 2, reps)} | "
                      f"{_f(row.get('accuracy'), 2, reps)} | {op_txt} | {own_txt} | {dice_txt} | "
                      f"{cam_txt} | {per_src} |")
