@@ -32,7 +32,7 @@ demo-models: venv demo-data ## train the demo model set (≈15 min on 2 cores; k
 real-models: venv ## train the real-CT model set on ../shared/data/real (≈28 min on 2 idle cores; kept if built)
 	$(PY) -m training real
 
-real-cv: venv ## CV of the real-CT recipe: patient folds (FOLDS=5), then leave one source out (≈1 h per 3 folds, 2 cores) → docs/measurements/real_{cv,loso}.*
+real-cv: venv ## CV of the real-CT recipe: patient folds (FOLDS=5), then leave one source out (≈1 h each for 3 folds alone on 2 cores) → docs/measurements/real_{cv,loso}.*
 	$(PY) -m training cv --recipe real --folds $(or $(FOLDS),5) --repeats $(or $(REPEATS),1) --out docs/measurements
 	$(PY) -m training cv --recipe real --split sources --repeats $(or $(REPEATS),1) --out docs/measurements
 
