@@ -105,7 +105,7 @@ def _card(cfg: RunConfig, pre: Preprocessing, data: Prepared, key: str, arch: di
           parent_ckpt: str | None) -> ModelCard:
     d = cfg.data
     rule = {"threshold_pct": d.threshold_pct, "excluded_band": d.excluded_band, "target": d.target,
-            "verdict": "severe when calibrated P(severe) >= 0.5"}
+            "verdict": "severe when calibrated P(severe) >= the cut of this card's verdict rule (its 'verdict' section)"}
     if d.target == "involvement":
         rule["soft_target"] = "logit P(severe) = logit(involvement) - logit(threshold)"
     return ModelCard(
