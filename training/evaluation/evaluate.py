@@ -167,14 +167,21 @@ def fit_platt(score: np.ndarray, targets: np.ndarray, labels: np.ndarray | None 
 CUT_RANGE = (0.1, 0.9)
 
 
+def verdict_rates(severe: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """Accuracy, sensitivity and specificity of per-slice verdicts (None without that class)."""
+    tp, tn = int((severe & (labels == 1)).sum()), int((~severe & (labels == 0)).sum())
+    npos, nneg = int((labels == 1).sum()), int((labels == 0).sum())
+    return {"accuracy": (tp + tn) / max(len(labels), 1),
+            "sensitivity": tp / npos if npos else None, "specificity": tn / nneg if nneg else None}
+
+
 def rates_at(p_severe: np.ndarray, labels: np.ndarray, cut: float) -> dict[str, Any]:
     """How a cut does on labelled slices: n, severe, sensitivity and specificity (None without that class)."""
     p, y = np.asarray(p_severe, float), np.asarray(labels).astype(int)
     p, y = p[y >= 0], y[y >= 0]
-    npos, nneg = int((y == 1).sum()), int((y == 0).sum())
-    return {"n": int(len(y)), "severe": npos,
-            "sensitivity": float(((p >= cut) & (y == 1)).sum() / npos) if npos else None,
-            "specificity": float(((p < cut) & (y == 0)).sum() / nneg) if nneg else None}
+    rates = verdict_rates(p >= cut, y)
+    return {"n": int(len(y)), "severe": int((y == 1).sum()),
+            "sensitivity": rates["sensitivity"], "specificity": rates["specificity"]}
 
 
 def choose_cut(p_severe: np.ndarray, labels: np.ndarray) -> tuple[float, dict[str, Any]]:

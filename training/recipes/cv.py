@@ -44,7 +44,7 @@ from ..config import CVConfig
 from ..data.classical import reference_scores
 from ..data.prepare import SOURCES, load_dataset, prepare, source_of
 from ..engine.pipeline import execute
-from ..evaluation.evaluate import involvement_operating_point
+from ..evaluation.evaluate import involvement_operating_point, verdict_rates
 from ..jobs.progress import Mirror, OnProgress
 from ..jobs.registry import RunStore
 from .model_set import Recipe, config_for
@@ -186,15 +186,8 @@ def _metrics(scores: np.ndarray, labels: np.ndarray, inv: np.ndarray, severe: np
     known = ~np.isnan(inv)
     out["spearman_involvement"] = float(spearmanr(scores[known], inv[known]).statistic) if known.sum() > 2 else None
     if severe is not None:
-        out.update(_at(severe, labels))
+        out.update(verdict_rates(severe, labels))
     return out
-
-
-def _at(severe: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    tp, tn = int((severe & (labels == 1)).sum()), int((~severe & (labels == 0)).sum())
-    npos, nneg = int((labels == 1).sum()), int((labels == 0).sum())
-    return {"accuracy": (tp + tn) / max(len(labels), 1),
-            "sensitivity": tp / npos if npos else None, "specificity": tn / nneg if nneg else None}
 
 
 def _operating_points(p: dict[str, np.ndarray], threshold_pct: float) -> tuple[np.ndarray, list[float], dict[str, Any]]:
@@ -278,7 +271,7 @@ def summarise(cv: CVConfig, out: Path, steps: list[str]) -> dict[str, Any]:
             items = [read_json(_result_path(out, r, f, key)) for f in range(n_folds)]
             p = _pooled(items, None)
             own = p["scores"] >= p["cut"]
-            row = {"own_cut": _at(own, p["labels"]), "cuts": [float(it["predictions"].get("cut", 0.5)) for it in items]}
+            row = {"own_cut": verdict_rates(own, p["labels"]), "cuts": [float(it["predictions"].get("cut", 0.5)) for it in items]}
             severe = own
             if p["learned"] is not None:
                 threshold = float((items[0].get("verdict") or {}).get("threshold_pct", DEFAULT_THRESHOLD_PCT))
