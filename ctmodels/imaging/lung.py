@@ -9,15 +9,27 @@ downwards into the abdomen: the pitfall of plain 2-D hole filling), then a gentl
 Involvement is the share of lung voxels in the ground-glass/consolidation band (-700…+100 HU)
 after a morphological opening that removes thin bright structures (vessels, fissures, the pleural
 rim). On real scans the absolute value depends on the opening radius: show it as a relative index.
+
+Speed (a radiologist waits for this on every upload): 2-D labelling, hole filling and morphology run in
+OpenCV on each slice's region of interest (the body, the lung's bounding box plus the structuring
+element's reach), slices in parallel threads (OpenCV and scipy's Gaussian release the GIL); the masks are
+the same as whole-image scipy.ndimage gives (``tests/reference/lung_scipy.py``; equal on P002, normal001
+and the phantoms).
 """
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable, Iterable, TypeVar
 
+import cv2
 import numpy as np
 from scipy import ndimage as ndi
-from skimage import measure, morphology
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from skimage import morphology
 
 from .volume import Volume
 
@@ -65,79 +77,187 @@ def _pixel_mm(volume: Volume) -> float:
     return float(np.sqrt(volume.spacing[1] * volume.spacing[2]))
 
 
-def _smoothed(volume: Volume, index: int, sigma: float) -> np.ndarray:
-    """One slice's HU, Gaussian-smoothed in-plane, float32. Slice by slice equals a 3-D filter with no
-    smoothing across slices, without a whole float32 copy of the volume."""
-    return ndi.gaussian_filter(volume.array[index], sigma, output=np.float32)
+T = TypeVar("T")
 
 
-def _body_of(hu: np.ndarray) -> np.ndarray:
-    """The largest non-air component of one slice, holes filled."""
-    lab, n = ndi.label(hu > BODY_THRESHOLD_HU)
-    if n == 0:
-        return np.zeros(hu.shape, dtype=bool)
-    sizes = np.bincount(lab.ravel())
-    sizes[0] = 0
-    return ndi.binary_fill_holes(lab == sizes.argmax())
+def _per_slice(work: Callable[[int], T], indices: Iterable[int]) -> list[T]:
+    """``work`` on each slice index, in threads (its OpenCV/scipy calls release the GIL)."""
+    indices = list(indices)
+    workers = min(len(indices), os.cpu_count() or 1, 4)
+    if workers <= 1:
+        return [work(i) for i in indices]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(work, indices))
 
 
-def _drop_border_air(air: np.ndarray) -> np.ndarray:
-    out = air.copy()
-    for i, sl in enumerate(air):
-        out[i] = sl & ~_touching_border(sl)
+def _box(mask2d: np.ndarray, pad: int) -> tuple[slice, slice] | None:
+    """The bounding box of ``mask2d`` grown by ``pad`` pixels (clipped to the image); None when empty."""
+    rows, cols = np.flatnonzero(mask2d.any(axis=1)), np.flatnonzero(mask2d.any(axis=0))
+    if rows.size == 0:
+        return None
+    h, w = mask2d.shape
+    return (slice(max(0, rows[0] - pad), min(h, rows[-1] + pad + 1)),
+            slice(max(0, cols[0] - pad), min(w, cols[-1] + pad + 1)))
+
+
+def _smoothed(values: np.ndarray, sigma: float) -> np.ndarray:
+    """HU Gaussian-smoothed in-plane, float32. On a crop the values more than 4 sigma from its cut edges
+    equal those of the whole slice (the kernel's reach), so callers crop with a pad of at least that."""
+    return ndi.gaussian_filter(values, sigma, output=np.float32)
+
+
+def _u8(mask: np.ndarray) -> np.ndarray:
+    return mask.astype(np.uint8)
+
+
+def _flood_from_border(mask2d: np.ndarray, value: int) -> np.ndarray:
+    """Pixels equal to ``value`` 4-connected to the image border (through a one-pixel frame of ``value``)."""
+    h, w = mask2d.shape
+    img = np.full((h + 2, w + 2), value, np.uint8)
+    img[1:-1, 1:-1] = mask2d
+    cv2.floodFill(img, None, (0, 0), 2, flags=4)
+    return img[1:-1, 1:-1] == 2
+
+
+def _fill_holes(mask2d: np.ndarray) -> np.ndarray:
+    """``ndi.binary_fill_holes`` (4-connected background) on the mask's bounding box."""
+    box = _box(mask2d, 1)
+    out = mask2d.copy()
+    if box is not None:
+        out[box] = ~_flood_from_border(_u8(mask2d[box]), 0)
     return out
 
 
-def _touching_border(mask2d: np.ndarray) -> np.ndarray:
-    lab, n = ndi.label(mask2d)
-    if n == 0:
-        return np.zeros_like(mask2d)
-    edge = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
-    return np.isin(lab, edge[edge > 0])
+def _without_border_components(mask2d: np.ndarray) -> np.ndarray:
+    """The mask minus its 4-connected components that touch the image border."""
+    return mask2d & ~_flood_from_border(_u8(mask2d), 1)
+
+
+def _closing(mask2d: np.ndarray, disk: np.ndarray) -> np.ndarray:
+    """``ndi.binary_closing(mask2d, disk, border_value=0)``: zero outside the image for both passes (a crop
+    padded by twice the radius sees the same zeros)."""
+    r = disk.shape[0] // 2
+    box = _box(mask2d, 2 * r + 2)
+    out = np.zeros_like(mask2d)
+    if box is not None:
+        kw = {"borderType": cv2.BORDER_CONSTANT, "borderValue": 0}
+        out[box] = cv2.erode(cv2.dilate(_u8(mask2d[box]), disk, **kw), disk, **kw).astype(bool)
+    return out
+
+
+def _opening(mask2d: np.ndarray, disk: np.ndarray) -> np.ndarray:
+    """``ndi.binary_opening(mask2d, disk)`` (zero outside the image), on the mask's padded bounding box."""
+    r = disk.shape[0] // 2
+    box = _box(mask2d, 2 * r + 2)
+    out = np.zeros_like(mask2d)
+    if box is not None:
+        kw = {"borderType": cv2.BORDER_CONSTANT, "borderValue": 0}
+        out[box] = cv2.dilate(cv2.erode(_u8(mask2d[box]), disk, **kw), disk, **kw).astype(bool)
+    return out
+
+
+def _body_and_air(hu_slice: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One slice: the body (largest non-air component, holes filled) and the air inside it that does not
+    reach the image border."""
+    hu = _smoothed(hu_slice, SEGMENT_SIGMA)
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(_u8(hu > BODY_THRESHOLD_HU), connectivity=4)
+    if n <= 1:
+        body = np.zeros(hu.shape, dtype=bool)
+    else:
+        body = _fill_holes(lab == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA])))
+    return body, _without_border_components((hu < AIR_THRESHOLD_HU) & body)
+
+
+@dataclass
+class _Components3D:
+    """6-connected 3-D components of a mask (``ndi.label``'s default), from OpenCV's 2-D labels joined
+    where they overlap in adjacent slices: labelling slice by slice in threads is ~10x faster than
+    scipy's 3-D pass on a CT volume and gives the same components."""
+
+    labels: list[np.ndarray]  # per slice: 2-D labels, numbered globally (0 = background)
+    component: np.ndarray  # per 2-D label: its 3-D component (1…n; 0 for the background)
+    area: np.ndarray  # per 2-D label: pixels
+    z: np.ndarray  # per 2-D label: slice index
+    n: int
+
+    def volume_of(self, z: int) -> np.ndarray:
+        """The 3-D component of every pixel of slice ``z``."""
+        return self.component[self.labels[z]]
+
+
+def _components_3d(mask: np.ndarray) -> _Components3D:
+    def label(i: int) -> tuple[int, np.ndarray, np.ndarray]:
+        n, lab, stats, _ = cv2.connectedComponentsWithStats(_u8(mask[i]), connectivity=4, ltype=cv2.CV_32S)
+        return n - 1, lab, stats[1:, cv2.CC_STAT_AREA]
+
+    parts = _per_slice(label, range(len(mask)))
+    offsets = np.concatenate([[0], np.cumsum([n for n, _, _ in parts])])
+    total = int(offsets[-1])
+    labels = [np.where(lab > 0, lab + offsets[z], 0).astype(np.int32) for z, (_, lab, _) in enumerate(parts)]
+    area = np.concatenate([[0]] + [a for _, _, a in parts]).astype(np.int64)
+    z = np.concatenate([[-1]] + [np.full(n, i) for i, (n, _, _) in enumerate(parts)]).astype(np.int64)
+    pairs = []
+    for i in range(len(labels) - 1):
+        here, below = labels[i], labels[i + 1]
+        both = (here > 0) & (below > 0)
+        if both.any():
+            key = np.unique(here[both].astype(np.int64) * (total + 1) + below[both])
+            pairs.append(np.stack([key // (total + 1), key % (total + 1)]))
+    edges = np.concatenate(pairs, axis=1) if pairs else np.zeros((2, 0), np.int64)
+    graph = coo_matrix((np.ones(edges.shape[1]), (edges[0], edges[1])), shape=(total + 1, total + 1))
+    _, root = connected_components(graph, directed=False)
+    # number the components 1…n in order of their first 2-D label (the background keeps 0)
+    _, first, component = np.unique(root[1:], return_index=True, return_inverse=True)
+    order = np.argsort(np.argsort(first))
+    component = np.concatenate([[0], order[component] + 1]).astype(np.int64)
+    return _Components3D(labels, component, area, z, len(first))
 
 
 def _keep_lung_components(air: np.ndarray) -> np.ndarray:
     """3-D components large enough to be a lung that begin above the largest one's centre."""
-    lab, n = ndi.label(air)
-    if n == 0:
+    box = _box(air.any(axis=0), 0)
+    if box is None:
         return air
-    sizes = np.zeros(n + 1, dtype=np.int64)
-    for s in lab:  # slice by slice: np.bincount casts its input to int64, a copy 2x the label volume
-        sizes += np.bincount(s.ravel(), minlength=n + 1)
+    cc = _components_3d(air[:, box[0], box[1]])
+    sizes = np.bincount(cc.component, weights=cc.area, minlength=cc.n + 1)
     sizes[0] = 0
     biggest = int(sizes.argmax())
-    slices = ndi.find_objects(lab)
-    # z of the biggest component's centre, slice by slice: ndi.center_of_mass would multiply the whole
-    # volume by float64 coordinate grids (2x the HU volume's memory, for one number)
-    counts = np.array([np.count_nonzero(s == biggest) for s in lab], dtype=np.float64)
-    zc = float((counts * np.arange(len(counts))).sum() / counts.sum())
-    keep = np.zeros(n + 1, dtype=bool)  # a lookup table: np.isin would build volume-sized int64 temporaries
-    for k in range(1, n + 1):
-        keep[k] = sizes[k] >= 0.08 * sizes[biggest] and slices[k - 1] is not None and slices[k - 1][0].start <= zc
-    return keep[lab]
+    of_biggest = cc.component == biggest
+    zc = float((cc.area[of_biggest] * cc.z[of_biggest]).sum() / cc.area[of_biggest].sum())
+    start = np.full(cc.n + 1, np.iinfo(np.int64).max)
+    np.minimum.at(start, cc.component[1:], cc.z[1:])
+    keep = (sizes >= 0.08 * sizes[biggest]) & (start <= zc)
+    keep[0] = False
+    out = np.zeros_like(air)
+    for i in range(len(air)):
+        out[i, box[0], box[1]] = keep[cc.volume_of(i)]
+    return out
 
 
-def _remove_airways(mask: np.ndarray, volume: Volume, body: np.ndarray, pixel_mm: float) -> np.ndarray:
-    """Drop per-slice components that look like trachea or main bronchi.
+def _without_airways(mask2d: np.ndarray, body2d: np.ndarray, hu_slice: np.ndarray, max_area: float) -> np.ndarray:
+    """One slice minus components that look like trachea or main bronchi.
 
     Airway lumen is air (-1000 HU, nearer -900 at the thoracic inlet on real scanners), lung
     parenchyma ≈ -850: a small, near-midline component whose median is below -880 HU is airway.
     """
-    out = mask.copy()
-    max_area = 900.0 / (pixel_mm**2)
-    for i in range(mask.shape[0]):
-        lab, n = ndi.label(mask[i])
-        if n == 0:
+    cols = np.flatnonzero(body2d.any(axis=0))
+    if cols.size == 0 or not mask2d.any():
+        return mask2d
+    n, lab, stats, centroids = cv2.connectedComponentsWithStats(_u8(mask2d), connectivity=4)
+    mid, half_width = (cols[0] + cols[-1]) / 2.0, max(1.0, (cols[-1] - cols[0]) / 2.0)
+    out = mask2d
+    for k in range(1, n):
+        if stats[k, cv2.CC_STAT_AREA] >= max_area or abs(centroids[k, 0] - mid) >= 0.25 * half_width:
             continue
-        cols = np.nonzero(body[i].any(axis=0))[0]
-        if cols.size == 0:
-            continue
-        mid, half_width = (cols[0] + cols[-1]) / 2.0, max(1.0, (cols[-1] - cols[0]) / 2.0)
-        hu = _smoothed(volume, i, SEGMENT_SIGMA)
-        for region in measure.regionprops(lab, intensity_image=hu):
-            near_mid = abs(region.centroid[1] - mid) < 0.25 * half_width
-            if region.area < max_area and near_mid and np.median(region.image_intensity[region.image]) < AIRWAY_LUMEN_HU:
-                out[i][lab == region.label] = False
+        x, y, w, h = stats[k, :4]
+        pad = 4  # > the smoothing kernel's reach (4 sigma)
+        r0, c0 = max(0, y - pad), max(0, x - pad)
+        crop = (slice(r0, y + h + pad), slice(c0, x + w + pad))
+        hu = _smoothed(hu_slice[crop], SEGMENT_SIGMA)
+        region = lab[crop] == k
+        if np.median(hu[region]) < AIRWAY_LUMEN_HU:
+            out = out.copy() if out is mask2d else out
+            out[crop][region] = False
     return out
 
 
@@ -148,42 +268,50 @@ def _fill_enclosed_holes(mask: np.ndarray) -> np.ndarray:
     vessel inside the lung; a group resting on non-lung tissue is the liver or splenic dome
     rising into the lung base, which plain 2-D filling would wrongly add to the lung.
     """
-    holes = np.zeros_like(mask)
-    for i in range(mask.shape[0]):
-        if mask[i].any():
-            holes[i] = ndi.binary_fill_holes(mask[i]) & ~mask[i]
-    lab, n = ndi.label(holes)
-    if n == 0:
+    box = _box(mask.any(axis=0), 1)
+    if box is None:
         return mask
-    here, below, lung_below = lab[:-1], lab[1:], mask[1:]
-    edge = (here > 0) & (below != here)
-    n_below = np.bincount(here[edge], minlength=n + 1)
-    n_lung_below = np.bincount(here[edge], weights=lung_below[edge], minlength=n + 1)
+    m = mask[:, box[0], box[1]]
+    holes = np.stack(_per_slice(lambda i: _fill_holes(m[i]) & ~m[i], range(len(m))))
+    cc = _components_3d(holes)
+    if cc.n == 0:
+        return mask
+    n_below = np.zeros(cc.n + 1)
+    n_lung_below = np.zeros(cc.n + 1)
+    here = cc.volume_of(0)
+    for i in range(len(m) - 1):
+        below = cc.volume_of(i + 1)
+        edge = (here > 0) & (below != here)
+        n_below += np.bincount(here[edge], minlength=cc.n + 1)
+        n_lung_below += np.bincount(here[edge], weights=m[i + 1][edge], minlength=cc.n + 1)
+        here = below
     accept = (n_below == 0) | (n_lung_below >= 0.5 * np.maximum(n_below, 1))
     accept[0] = False
-    return mask | accept[lab]
+    out = mask.copy()
+    for i in range(len(m)):
+        out[i, box[0], box[1]] |= accept[cc.volume_of(i)]
+    return out
 
 
 def segment_lungs(volume: Volume) -> np.ndarray:
     """Boolean lung mask (S, H, W) for a CT volume in HU."""
     _require_hu(volume)
     px = _pixel_mm(volume)
-    body = np.zeros(volume.shape, dtype=bool)
-    air = np.zeros(volume.shape, dtype=bool)
-    for i in range(volume.n_slices):  # no whole smoothed copy (P002: 267 MB beside its 133 MB, was 373 MB)
-        hu = _smoothed(volume, i, SEGMENT_SIGMA)
-        body[i] = _body_of(hu)
-        air[i] = (hu < AIR_THRESHOLD_HU) & body[i]
-    air = _drop_border_air(air)
-    mask = _keep_lung_components(air)
-    del air
-    mask = _remove_airways(mask, volume, body, px)
-    del body
+    arr = volume.array
+    parts = _per_slice(lambda i: _body_and_air(arr[i]), range(volume.n_slices))
+    body = np.stack([b for b, _ in parts])
+    mask = _keep_lung_components(np.stack([a for _, a in parts]))
+    del parts
+    max_area = 900.0 / (px**2)
     # Seal thin channels (vessels running to the hilum) so enclosed consolidation becomes a hole.
-    disk = morphology.disk(max(1, int(round(2.5 / px))))
-    for i in range(mask.shape[0]):
-        if mask[i].any():
-            mask[i] = ndi.binary_closing(mask[i], disk, border_value=0) | mask[i]
+    disk = _u8(morphology.disk(max(1, int(round(2.5 / px)))))
+
+    def clean(i: int) -> np.ndarray:
+        m = _without_airways(mask[i], body[i], arr[i], max_area)
+        return _closing(m, disk) | m if m.any() else m
+
+    mask = np.stack(_per_slice(clean, range(volume.n_slices)))
+    del body
     return _fill_enclosed_holes(mask)
 
 
@@ -195,15 +323,21 @@ def involvement(
     if lung_mask.shape != volume.shape:
         raise ValueError(f"lung mask shape {lung_mask.shape} does not match volume {volume.shape}")
     r = max(1, int(round(opening_mm / _pixel_mm(volume))))
-    disk = morphology.disk(r)
+    disk = _u8(morphology.disk(r))
+    reach = int(4.0 * INVOLVEMENT_SIGMA + 0.5) + 1
     lesion = np.zeros(volume.shape, dtype=bool)
-    for i in range(volume.n_slices):
-        if not lung_mask[i].any():
-            continue
-        hu = _smoothed(volume, i, INVOLVEMENT_SIGMA)
-        band = (hu >= BAND_LOW_HU) & (hu <= BAND_HIGH_HU) & lung_mask[i]
-        if band.any():
-            lesion[i] = ndi.binary_opening(band, disk) & lung_mask[i]
+
+    def band_of(i: int) -> None:
+        lung = lung_mask[i]
+        box = _box(lung, reach)
+        if box is None:
+            return
+        hu = _smoothed(volume.array[i][box], INVOLVEMENT_SIGMA)
+        band = np.zeros_like(lung)
+        band[box] = (hu >= BAND_LOW_HU) & (hu <= BAND_HIGH_HU) & lung[box]
+        lesion[i] = _opening(band, disk) & lung
+
+    _per_slice(band_of, range(volume.n_slices))
     lung_per_slice = lung_mask.sum(axis=(1, 2)).astype(float)
     les_per_slice = lesion.sum(axis=(1, 2)).astype(float)
     with np.errstate(invalid="ignore", divide="ignore"):
