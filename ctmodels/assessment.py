@@ -16,6 +16,7 @@ never see each other's hooks or gradients.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import combinations
 
@@ -226,17 +227,19 @@ class Assessment:
 
 
 def assess(volume: Volume, models: list[LoadedModel], lung: np.ndarray | None = None,
-           classical: Involvement | None = None) -> Assessment:
+           classical: Involvement | None = None, progress: Callable[[float, str], None] | None = None) -> Assessment:
     """Assess ``volume`` with ``models`` (module docstring). ``lung``/``classical``: pass them when already
     computed (the app caches both per scan); otherwise they are computed here, the classical involvement
-    for HU scans only."""
+    for HU scans only. ``progress(fraction, text)`` hears before each model scores the scan."""
     t0 = time.perf_counter()
     if lung is None:
         lung = lung_field(volume)
     if classical is None and volume.is_hu and lung is not None and lung.any():
         classical = involvement(volume, lung)
     results = []
-    for lm in models:
+    for k, lm in enumerate(models):
+        if progress is not None:
+            progress(k / len(models), f"Scoring every lung slice: {lm.name} ({k + 1}/{len(models)}, {lm.runtime})")
         with lm.lock:
             results.append(ModelResult(lm, predict_volume(lm, volume, lung)))
     return Assessment(volume, lung, classical, results, time.perf_counter() - t0)

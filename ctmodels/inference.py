@@ -22,6 +22,7 @@ import torch
 
 from .checkpoint import ModelCard, checkpoint_id, load
 from .imaging import Volume
+from .nets.lesion import has_lesion_head
 from .preprocess import (
     Preprocessing,
     lesion_areas,
@@ -34,6 +35,7 @@ from .preprocess import (
     to_network,
     to_slice,
 )
+from .serving import ServedScorer, open_served
 from .verdict import VerdictRule
 
 
@@ -48,6 +50,13 @@ class LoadedModel:
     pre: Preprocessing
     ckpt_id: str
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # CAM hooks are per model
+    #: the ONNX Runtime scorer ``served.json`` chose for these weights (``ctmodels.serving``); None: eager
+    served: ServedScorer | None = field(default=None, repr=False)
+
+    @property
+    def runtime(self) -> str:
+        """What scores its slices: ``ort_fp32``, ``ort_int8`` or ``eager``."""
+        return self.served.runtime if self.served is not None else "eager"
 
     @property
     def key(self) -> str:
@@ -66,13 +75,16 @@ class LoadedModel:
         return getattr(self.model, "lesion_head", None) is not None
 
 
-def load_model(folder: str | Path, name: str | None = None) -> LoadedModel:
+def load_model(folder: str | Path, name: str | None = None, served: bool = True) -> LoadedModel:
+    """A checkpoint ready for inference; ``served``: score with the runtime its ``served.json`` chose."""
     folder = Path(folder)
     model, card = load(folder)
     # Inference only: frozen weights mean a CAM's backward pass computes activation gradients, not
     # weight gradients it would throw away (about half the work).
     model.eval().requires_grad_(False)
-    return LoadedModel(name or folder.name, folder, model, card, Preprocessing.from_card(card), checkpoint_id(folder))
+    ckpt = checkpoint_id(folder)
+    scorer = open_served(folder, ckpt, has_lesion_head(model)) if served else None
+    return LoadedModel(name or folder.name, folder, model, card, Preprocessing.from_card(card), ckpt, served=scorer)
 
 
 @dataclass
@@ -136,10 +148,12 @@ def _ordered(lm: LoadedModel, logits: torch.Tensor) -> np.ndarray:
 
 @torch.no_grad()
 def score(lm: LoadedModel, inp: PreparedInput, batch: int = 64) -> SliceScores:
-    """Score prepared slices as the card says (``ctmodels.verdict``): one forward per batch (four with flips)."""
+    """Score prepared slices as the card says (``ctmodels.verdict``): one forward per batch (four with flips),
+    on the model's served runtime (``ctmodels.serving``)."""
     logits, maps = [], []
     for k in range(0, len(inp.tensor), batch):
-        lg, les = network_outputs(lm.model, inp.tensor[k : k + batch], lm.pre)
+        x = inp.tensor[k : k + batch]
+        lg, les = lm.served(x) if lm.served is not None else network_outputs(lm.model, x, lm.pre)
         logits.append(lg)
         if les is not None:
             maps.append(les.numpy())

@@ -237,6 +237,20 @@ def cmd_runs(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(a: argparse.Namespace) -> int:
+    from .evaluation.served import serve_set
+    from .recipes.demo import DEMO
+    from .recipes.real import REAL
+
+    folder = {"real": REAL.folder, "demo": DEMO.folder}.get(a.set, lambda: Path(a.set))()
+    for name, choice in serve_set(folder, force=a.force).items():
+        print(f"{name:10s} {choice.get('runtime', 'eager'):9s} "
+              + " ".join(f"{r}: agreement {c['verdict_agreement']:.3f}, {c['slices_per_s']} slices/s"
+                         for r, c in choice.get("candidates", {}).items())
+              + f" (eager {choice.get('eager_slices_per_s')} slices/s)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training", description="Train, compress and evaluate CT severity models.")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -285,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     cv.add_argument("--out", help="also write the report (JSON + markdown) into this folder, e.g. docs/measurements")
     cv.add_argument("--resume", metavar="RUN", help="continue a cancelled or failed cross-validation")
     cv.add_argument("--run-id", help=argparse.SUPPRESS)
+    sv = sub.add_parser("serve", help="choose each model's served runtime (ONNX fp32/int8 where it agrees with eager)")
+    sv.add_argument("--set", default="real", help="real, demo, or a folder of checkpoints (default real)")
+    sv.add_argument("--force", action="store_true", help="measure again even where served.json is current")
     r = sub.add_parser("runs", help="list runs")
     r.add_argument("--status")
     a = ap.parse_args(argv)
@@ -303,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         return real_main(force=a.force, quick=a.quick)
     if a.cmd == "cv":
         return cmd_cv(a)
+    if a.cmd == "serve":
+        return cmd_serve(a)
     extra: dict[str, Any] = {}
     if a.cmd == "distill":
         dd = {k: v for k, v in (("teacher", a.teacher), ("temperature", a.temperature), ("alpha", a.alpha)) if v is not None}

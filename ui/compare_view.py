@@ -11,6 +11,7 @@ import streamlit as st
 
 from ctmodels.assessment import SliceAssessment
 from ctmodels.datasets import DatasetError, builtin_sources
+from ctmodels.efficiency import RUNTIME_TITLES
 from ctmodels.explain import heatmap_overlay
 from ctmodels.imaging import ImageReadError, Volume
 from ctmodels.imaging.window import LUNG
@@ -166,3 +167,11 @@ def agreement_table(view: SliceAssessment) -> pd.DataFrame:
     rows = [{"models": f"{a} ↔ {b}", "Pearson r": None if r is None else round(r, 2),
              "top-20 % IoU": None if iou is None else round(iou, 2)} for (a, b), (r, iou) in view.agreement.items()]
     return pd.DataFrame(rows)
+
+
+def runtimes_text(models: list) -> str:
+    """Which runtime scores each model's slices, e.g. "ONNX Runtime int8 (baseline, kd), eager PyTorch (ghost)"."""
+    groups: dict[str, list[str]] = {}
+    for m in models:
+        groups.setdefault(m.runtime, []).append(m.name)
+    return ", ".join(f"{RUNTIME_TITLES.get(rt, 'eager PyTorch')} ({', '.join(names)})" for rt, names in groups.items())

@@ -97,3 +97,39 @@ def table1(res: Measurement) -> pd.DataFrame:
                 row["measured latency × baseline"] = None if lat is None else round(lat / eager.get(base.iloc[0]["model"]), 2)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def as_served_section(measure: Callable[..., dict], latest: dict | None) -> None:
+    """What Compare serves, as a radiologist waits for it: time to verdict by stage, slices/s per runtime,
+    five sessions at once (``training.evaluation.as_served``)."""
+    st.subheader("As served: what a radiologist waits for")
+    if st.button("Measure as served (about a minute)", key="eff_served"):
+        bar = st.progress(0.0, text="Preparing…")
+        latest = measure(progress=lambda frac, text: bar.progress(frac, text=text))
+        bar.empty()
+    if latest is None:
+        st.info("Not measured yet on this host: press the button, or run `make bench`.")
+        return
+    t, f = latest["time_to_verdict"], latest["five_sessions"]
+    st.caption(f"{latest['set']} ({', '.join(latest['models'])}) at its own {latest['input_size']} px"
+               + (", four flips per slice" if latest["flip_average"] else "") + f"; measured {latest['measured']}.")
+    a, b, c = st.columns(3)
+    a.metric(f"Upload to verdicts ({t['upload']}, {t['slices']} slices)", f"{t['time_to_verdict_s']:.2f} s",
+             help=f"Median of {t['repeats']} after a warm-up: read, lungs, involvement, every model's patient verdict.")
+    b.metric(f"{f['sessions']} sessions at once: last done", f"{f['last_done_s']:.1f} s",
+             help=f"{f['slots']} whole-scan slots; threads of one process, as Streamlit serves sessions.")
+    c.metric("Peak memory, five sessions", f"{f['peak_rss_gb']:.2f} GB")
+    stages = pd.DataFrame([
+        {"stage": "read (decode the upload)", "seconds": t["read_s"]},
+        {"stage": "lung segmentation (HU)", "seconds": t["lung_s"]},
+        {"stage": "classical involvement", "seconds": t["involvement_s"]},
+        *({"stage": f"score every lung slice: {k} ({t['runtimes'][k]})", "seconds": v}
+          for k, v in t["scoring_by_model_s"].items()),
+        {"stage": "then: CAMs and lesion maps of the viewed slice", "seconds": t["viewed_slice_cams_s"]},
+    ])
+    rates = pd.DataFrame([{"model": k, **v} for k, v in latest["slices_per_s"].items()])
+    left, right = st.columns(2)
+    left.dataframe(stages, hide_index=True, width="stretch")
+    right.dataframe(rates.rename(columns={"served": "served with"}), hide_index=True, width="stretch")
+    right.caption("Whole-scan slices/s per runtime on the upload's lung slices; each model is served with the "
+                  "fastest runtime whose verdicts agree with eager on ≥ 99.5 % of its validation slices.")

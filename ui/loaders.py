@@ -4,11 +4,7 @@ Uploaded scans are kept in the session only (never written to disk, never shared
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,39 +16,7 @@ from ctmodels.datasets.model import Case
 from ctmodels.imaging import ImageReadError, Volume, read_any
 from ctmodels.imaging.lung import Involvement, involvement, segment_lungs
 from ctmodels.imaging.lung_field import lung_field
-
-
-#: Whole-scan work (reading an upload, segmenting its lungs, scoring every slice) runs one at a time per
-#: server: each holds about two volumes' worth of temporaries, so five radiologists uploading a series
-#: together would stack five transient peaks. Measured with five P002 uploads at once on 2 cores: one at a
-#: time peaks at 2.35-2.46 GB and all finish in 103-112 s; two at a time peaked at 2.87 GB in 107 s.
-_WHOLE_SCAN_SLOT = threading.Lock()
-
-
-def _libc_trim():
-    """glibc's ``malloc_trim``, or None off glibc. Each session runs in its own thread with its own malloc
-    arena; the per-slice temporaries of whole-scan work (about 1 MB each, under glibc's mmap threshold) stay
-    mapped in those arenas after they are freed unless trimmed, so the server's memory only ever grew.
-    Opened by glibc's fixed name: ``ctypes.util.find_library`` would run ldconfig at every server start."""
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-_TRIM = _libc_trim()
-
-
-@contextlib.contextmanager
-def whole_scan_work() -> Iterator[None]:
-    """Hold the server's whole-scan slot (others wait; the page shows its spinner meanwhile); afterwards
-    hand the work's freed temporaries back to the system."""
-    try:
-        with _WHOLE_SCAN_SLOT:
-            yield
-    finally:
-        if _TRIM is not None:
-            _TRIM(0)
+from ctmodels.work_slots import whole_scan_work
 
 
 def stamp(path: Path | str) -> float:

@@ -20,6 +20,7 @@ import streamlit as st
 from ctmodels.checkpoint import CARD_NAME, checkpoints_in, read_card
 from ctmodels.inference import LoadedModel, load_model
 from ctmodels.nets import MODEL_INFO, compare_defaults
+from ctmodels.serving import SERVED_CARD, served_dir
 from ctmodels.workspace import models_dir, real_models_dir
 
 from .loaders import stamp
@@ -94,12 +95,13 @@ def default_selection(choices: list[ModelChoice], model_set: str | None = None) 
 
 
 @st.cache_resource(show_spinner=False, max_entries=24)
-def _load(folder: str, _stamp: float) -> LoadedModel:
+def _load(folder: str, _stamp: tuple[float, float]) -> LoadedModel:
     return load_model(folder, Path(folder).name)
 
 
 def loaded(choice: ModelChoice) -> LoadedModel:
     """The shared model under this session's display name (a shallow copy: the cached object is never renamed)."""
-    lm = copy.copy(_load(choice.folder, stamp(Path(choice.folder) / CARD_NAME)))
+    folder = Path(choice.folder)  # a new served runtime (served.json) is picked up like new weights
+    lm = copy.copy(_load(choice.folder, (stamp(folder / CARD_NAME), stamp(served_dir(folder) / SERVED_CARD))))
     lm.name = choice.name
     return lm

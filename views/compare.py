@@ -13,7 +13,7 @@ from ctmodels.verdict import DEFAULT_THRESHOLD_PCT
 from training.jobs.runner import demo_status, launch_demo, launch_real, real_status
 from training.recipes.real import have_real_data
 from ui import export, figures, render
-from ui.compare_view import agreement_table, demo_builder, pick_scan, result_grid, set_builder
+from ui.compare_view import agreement_table, demo_builder, pick_scan, result_grid, runtimes_text, set_builder
 from ui.loaders import whole_scan_work
 from ui.models import (
     PHANTOM,
@@ -69,9 +69,12 @@ models = [loaded(c) for c in chosen]
 cache = st.session_state.setdefault("cmp_assessment", {})
 assessment_key = (picked.key, tuple(m.ckpt_id for m in models))
 if assessment_key not in cache:
-    with st.spinner("Scoring every lung slice…"), whole_scan_work():
+    bar = st.progress(0.0, text="Waiting for a free slot to score this scan…")
+    with whole_scan_work():
         cache.clear()
-        cache[assessment_key] = assess(vol, models, lung, analysis.result if analysis is not None else None)
+        cache[assessment_key] = assess(vol, models, lung, analysis.result if analysis is not None else None,
+                                       progress=lambda done, text: bar.progress(done, text=text))
+    bar.empty()
 assessment = cache[assessment_key]
 
 if assessment.is_volume:
@@ -116,7 +119,8 @@ if assessment.classical is not None:
                + (f", **{ps:.1f} %** on this slice" if not np.isnan(ps) else ""))
 panels = result_grid(vol, view, lung, inv_txt)
 st.caption(f"All {len(models)} verdicts, CAMs and lesion maps computed in {view.seconds:.2f} s. "
-           + " ".join(f"{m.name}: {m.model.rule.describe()}." for m in assessment.models))
+           + " ".join(f"{m.name}: {m.model.rule.describe()}." for m in assessment.models)
+           + f" Scores from {runtimes_text(models)}; Grad-CAM from eager PyTorch.")
 
 rows = assessment.table(view)
 if assessment.is_volume:

@@ -5,9 +5,17 @@ from __future__ import annotations
 import streamlit as st
 
 from ctmodels.efficiency import RUNTIME_TITLES, available_runtimes, host_info, latest
+from training.evaluation import as_served
 from training.evaluation.heldout import calibration_slices
 from ui import figures
-from ui.efficiency_view import ghost_design_note, lesion_head_costs, measure_with_progress, table1, tables
+from ui.efficiency_view import (
+    as_served_section,
+    ghost_design_note,
+    lesion_head_costs,
+    measure_with_progress,
+    table1,
+    tables,
+)
 from ui.models import available_models, loaded
 
 st.title("Efficiency")
@@ -21,6 +29,9 @@ choices = available_models()
 if not choices:
     st.info("No trained models yet: build the demo model set from the Compare page (or `make demo-models`).")
     st.stop()
+
+as_served_section(as_served.measure, as_served.latest())
+st.subheader("The models at a chosen size (paper 000's Table I)")
 
 names = [c.name for c in choices]
 c1, c2 = st.columns(2)

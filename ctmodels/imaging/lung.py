@@ -302,17 +302,22 @@ def segment_lungs(volume: Volume) -> np.ndarray:
     body = np.stack([b for b, _ in parts])
     mask = _keep_lung_components(np.stack([a for _, a in parts]))
     del parts
+    mask = _cleaned(mask, body, arr, px)
+    del body
+    return _fill_enclosed_holes(mask)
+
+
+def _cleaned(mask: np.ndarray, body: np.ndarray, hu: np.ndarray, px: float) -> np.ndarray:
+    """Airways removed, then thin channels (vessels running to the hilum) sealed so that enclosed
+    consolidation becomes a hole, slice by slice."""
     max_area = 900.0 / (px**2)
-    # Seal thin channels (vessels running to the hilum) so enclosed consolidation becomes a hole.
     disk = _u8(morphology.disk(max(1, int(round(2.5 / px)))))
 
     def clean(i: int) -> np.ndarray:
-        m = _without_airways(mask[i], body[i], arr[i], max_area)
+        m = _without_airways(mask[i], body[i], hu[i], max_area)
         return _closing(m, disk) | m if m.any() else m
 
-    mask = np.stack(_per_slice(clean, range(volume.n_slices)))
-    del body
-    return _fill_enclosed_holes(mask)
+    return np.stack(_per_slice(clean, range(len(mask))))
 
 
 def involvement(

@@ -22,6 +22,7 @@ from ctmodels.checkpoint import is_checkpoint, read_card
 
 from ..config import RunConfig, merge
 from ..engine.pipeline import execute
+from ..evaluation.served import serve
 from ..jobs.progress import Mirror, OnProgress
 from ..jobs.registry import Run, RunStore
 
@@ -111,6 +112,12 @@ def build(recipe: Recipe, force: bool = False, quick: bool = False, store: RunSt
             run: Run = execute(config_for(recipe, key, quick, folder / "baseline"), store=store)
             publish(run.model_dir, dest)
             rows.append(_row(key, dest, time.time() - ts, run.id))
+        for i, row in enumerate(rows, 1):  # what Compare scores with (kept when current: ``training.evaluation.served``)
+            mirror.point(store, {"stage": f"choosing the served runtime of {row['model']}", "unit": "step",
+                                 "epoch": i, "epochs": n, "elapsed_s": round(time.time() - t0, 1)})
+            choice = serve(folder / row["model"])
+            row["served_runtime"] = choice.get("runtime", "eager")
+            row["served_agreement"] = choice.get("candidates", {}).get(row["served_runtime"], {}).get("verdict_agreement")
     finally:
         mirror.close()
     total = time.time() - t0
@@ -133,10 +140,14 @@ def _row(key: str, folder: Path, seconds: float | None, run_id: str | None = Non
 
 
 def markdown(report: dict[str, Any]) -> str:
-    lines = ["| model | slice acc | patient acc | slice AUC | evaluated on | train time (s) |", "|---|---|---|---|---|---|"]
+    lines = ["| model | slice acc | patient acc | slice AUC | evaluated on | train time (s) | served with (verdict agreement with eager) |",
+             "|---|---|---|---|---|---|---|"]
     for r in report["models"]:
+        served = r.get("served_runtime") or "eager"
+        if r.get("served_agreement") is not None:
+            served += f" ({r['served_agreement']:.1%})"
         lines.append(f"| {r['model']} | {r['slice_accuracy']} | {r['patient_accuracy']} | {r['slice_auc']} | "
-                     f"{r.get('split') or 'test'} split | {r['seconds'] if r['seconds'] is not None else 'kept'} |")
+                     f"{r.get('split') or 'test'} split | {r['seconds'] if r['seconds'] is not None else 'kept'} | {served} |")
     lines.append(f"\nTotal: {report['total_seconds'] / 60:.1f} min. Metrics: patients of the named split, never "
                  "trained on (a validation split also chose the epoch).")
     return "\n".join(lines) + "\n"

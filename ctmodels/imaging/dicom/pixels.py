@@ -21,7 +21,6 @@ from .guards import _as_corrupt
 from .lossless import decode_lossless
 from .order import _Order
 
-
 #: Lowest HU kept: air. Lower values are field-of-view padding, not tissue.
 HU_FLOOR = -1024.0
 

@@ -11,9 +11,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, JPEGLosslessSV1
 
-from ctmodels.imaging.reader import read_bytes
 from ctmodels.imaging.dicom import pixels
 from ctmodels.imaging.dicom.lossless import decode_lossless
+from ctmodels.imaging.reader import read_bytes
 from tests.conftest import p002_zip
 
 
