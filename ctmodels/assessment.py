@@ -236,11 +236,11 @@ def assess(volume: Volume, models: list[LoadedModel], lung: np.ndarray | None = 
         lung = lung_field(volume)
     if classical is None and volume.is_hu and lung is not None and lung.any():
         classical = involvement(volume, lung)
-    results = []
+    results, prepared = [], {}  # models that prepare their input alike prepare the scan once
     for k, lm in enumerate(models):
         if progress is not None:
             progress(k / len(models), f"Scoring every lung slice: {lm.name} ({k + 1}/{len(models)}, {lm.runtime})")
         with lm.lock:
-            results.append(ModelResult(lm, predict_volume(lm, volume, lung)))
+            results.append(ModelResult(lm, predict_volume(lm, volume, lung, prepared)))
     return Assessment(volume, lung, classical, results, time.perf_counter() - t0)
 

@@ -12,8 +12,10 @@ map (``lesion_map``) and the learned involvement per slice and per scan.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,16 +102,26 @@ class PreparedInput:
 
 
 def prepare_input(lm: LoadedModel, vol: Volume, slices: list[int], lung_mask: np.ndarray | None) -> PreparedInput:
-    units, boxes, fields, areas = [], [], [], []
-    for i in slices:
+    """The network input of ``slices`` as the card prepares them (slices in threads: their numpy work releases
+    the GIL, and a whole scan's preparation took as long as scoring it)."""
+    shape = vol.shape[1:]
+
+    def one(i: int) -> tuple:
         field_i = None if lung_mask is None else lung_mask[i]
         img, box = prepare_slice(vol.slice(i), vol.is_hu, lm.pre, field_i)
-        units.append(img)
-        boxes.append(box)
-        if lm.has_lesion_map:
-            shape = vol.shape[1:]
-            fields.append(to_network(field_i if field_i is not None else np.ones(shape, bool), box, lm.pre.size))
-            areas.append(pixel_areas(box, lm.pre.size, shape))
+        if not lm.has_lesion_map:
+            return img, box, None, None
+        field = to_network(field_i if field_i is not None else np.ones(shape, bool), box, lm.pre.size)
+        return img, box, field, pixel_areas(box, lm.pre.size, shape)
+
+    workers = min(len(slices), os.cpu_count() or 1, 4)
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            done = list(pool.map(one, slices))
+    else:
+        done = [one(i) for i in slices]
+    units, boxes = [d[0] for d in done], [d[1] for d in done]
+    fields, areas = [d[2] for d in done if d[2] is not None], [d[3] for d in done if d[3] is not None]
     unit = np.stack(units)
     t = normalize(torch.from_numpy(unit)[:, None], lm.pre)
     return PreparedInput(t, unit, boxes, list(slices), np.stack(fields) if fields else None,
@@ -222,11 +234,20 @@ def patient_score(p_severe: np.ndarray, lung_area: np.ndarray | None) -> float:
     return float(np.average(p, weights=w)) if w is not None and w.sum() > 0 else float(p.mean())
 
 
-def predict_volume(lm: LoadedModel, vol: Volume, lung_mask: np.ndarray | None) -> VolumePrediction:
-    """Every slice in the model's scope scored; the patient verdict aggregates them (module docstring)."""
+def predict_volume(lm: LoadedModel, vol: Volume, lung_mask: np.ndarray | None,
+                   prepared: dict | None = None) -> VolumePrediction:
+    """Every slice in the model's scope scored; the patient verdict aggregates them (module docstring).
+    ``prepared``: a memo shared by the models assessing one scan, so models that prepare their input alike
+    (the real-CT set: one preprocessing) prepare the scan once."""
     t0 = time.perf_counter()
     slices = lung_slices(lung_mask, lm.pre.min_lung_share) or list(range(vol.n_slices))
-    s = score(lm, prepare_input(lm, vol, slices, lung_mask))
+    key = (lm.pre, lm.has_lesion_map, tuple(slices))
+    inp = None if prepared is None else prepared.get(key)
+    if inp is None:
+        inp = prepare_input(lm, vol, slices, lung_mask)
+        if prepared is not None:
+            prepared[key] = inp
+    s = score(lm, inp)
     patient = patient_score(s.p_severe, None if lung_mask is None else lung_mask[slices].sum(axis=(1, 2)))
     rule = lm.rule
     overall = None

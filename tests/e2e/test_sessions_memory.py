@@ -1,6 +1,7 @@
 """Five radiologists upload the real COVID-CT-MD P002 series (133 DICOM slices, a 140 MB float32 volume)
 on Compare at the same moment: the server's peak memory (resident set, sampled every 0.2 s) stays within
-2.5 GB and every session gets its verdicts. Slow: minutes on 2 cores."""
+2.5 GB and every session shows its verdicts within 25 s of the uploads (the Performance issue's goal; the
+tiny real-CT set scores faster than the built one, whose figure ``make bench`` measures in-process). Slow."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 SESSIONS = 5
 LIMIT_GB = 2.5
+VERDICTS_WITHIN_S = 25.0
 
 
 def test_five_sessions_scoring_p002_stay_within_the_memory_budget(app_url_both_sets, workspace_with_both_sets,
@@ -58,9 +60,12 @@ def test_five_sessions_scoring_p002_stay_within_the_memory_budget(app_url_both_s
             for page in pages:  # all five uploads in flight together
                 page.locator('input[type="file"]').first.set_input_files(
                     files=[{"name": "P002.zip", "mimeType": "application/zip", "buffer": data}])
+            uploaded = time.time()
+            shown: list[float] = []
             for k, page in enumerate(pages):
                 try:
                     page.get_by_text(re.compile(r"All \d verdicts, CAMs and lesion maps computed")).wait_for(timeout=300_000)
+                    shown.append(time.time() - uploaded)
                 except Exception:  # keep what each session showed, and what the server said
                     ARTIFACTS.mkdir(exist_ok=True)
                     for j, other in enumerate(pages):
@@ -73,6 +78,8 @@ def test_five_sessions_scoring_p002_stay_within_the_memory_budget(app_url_both_s
         stop.set()
         watcher.join(2)
     gb = peak[0] / 2**30
-    print(f"{SESSIONS} sessions scoring P002: server peak RSS {gb:.2f} GB, {time.time() - t0:.0f} s; every 10 s: "
+    print(f"{SESSIONS} sessions scoring P002: server peak RSS {gb:.2f} GB, verdicts shown after "
+          + ", ".join(f"{s:.1f}" for s in shown) + " s; every 10 s: "
           + " ".join(f"{t:.0f}s {g:.2f}" for t, g in timeline[::50]))
     assert gb <= LIMIT_GB, f"server peak {gb:.2f} GB > {LIMIT_GB} GB"
+    assert max(shown) <= VERDICTS_WITHIN_S, f"the last session showed its verdicts after {max(shown):.1f} s"
