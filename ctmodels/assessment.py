@@ -15,8 +15,10 @@ never see each other's hooks or gradients.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from itertools import combinations
 
@@ -26,7 +28,7 @@ from .explain import DEFAULT_METHOD, agreement, cam_batch, mass_inside, target_l
 from .imaging import Volume
 from .imaging.lung import Involvement, involvement
 from .imaging.lung_field import lung_field
-from .inference import LoadedModel, VolumePrediction, in_scope, predict_volume, prepare_input, score
+from .inference import LoadedModel, VolumePrediction, in_scope, predict_volume, prepare_input, prepare_scan, score
 from .preprocess import to_slice
 
 #: P(severe) this close to a model's cut (either side) is low confidence.
@@ -236,11 +238,26 @@ def assess(volume: Volume, models: list[LoadedModel], lung: np.ndarray | None = 
         lung = lung_field(volume)
     if classical is None and volume.is_hu and lung is not None and lung.any():
         classical = involvement(volume, lung)
-    results, prepared = [], {}  # models that prepare their input alike prepare the scan once
-    for k, lm in enumerate(models):
-        if progress is not None:
-            progress(k / len(models), f"Scoring every lung slice: {lm.name} ({k + 1}/{len(models)}, {lm.runtime})")
+    say = progress or (lambda fraction, text: None)
+    say(0.0, "Preparing every lung slice…")
+    prepared: dict = {}  # models that prepare their input alike prepare the scan once
+    for lm in models:
+        prepare_scan(lm, volume, lung, prepared)
+
+    def predict(lm: LoadedModel) -> ModelResult:
         with lm.lock:
-            results.append(ModelResult(lm, predict_volume(lm, volume, lung, prepared)))
+            return ModelResult(lm, predict_volume(lm, volume, lung, prepared))
+
+    # Models score side by side, one per core: a served (ONNX Runtime) model runs one intra-op thread
+    # (``ctmodels.serving``), and two one-thread sessions score a scan faster than two-thread ones in turn.
+    done: dict[int, ModelResult] = {}
+    with ThreadPoolExecutor(max(1, min(len(models), os.cpu_count() or 1))) as pool:
+        futures = {pool.submit(predict, lm): k for k, lm in enumerate(models)}
+        say(0.1, f"Scoring every lung slice with {len(models)} models…")
+        for future in as_completed(futures):  # progress from this thread: a page's widgets live here
+            result = done[futures[future]] = future.result()
+            say(0.1 + 0.9 * len(done) / len(models), f"Scored with {len(done)} of {len(models)} models "
+                f"({result.name}: {result.prediction.seconds:.1f} s on {result.model.runtime})")
+    results = [done[k] for k in range(len(models))]
     return Assessment(volume, lung, classical, results, time.perf_counter() - t0)
 

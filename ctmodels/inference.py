@@ -234,12 +234,9 @@ def patient_score(p_severe: np.ndarray, lung_area: np.ndarray | None) -> float:
     return float(np.average(p, weights=w)) if w is not None and w.sum() > 0 else float(p.mean())
 
 
-def predict_volume(lm: LoadedModel, vol: Volume, lung_mask: np.ndarray | None,
-                   prepared: dict | None = None) -> VolumePrediction:
-    """Every slice in the model's scope scored; the patient verdict aggregates them (module docstring).
-    ``prepared``: a memo shared by the models assessing one scan, so models that prepare their input alike
-    (the real-CT set: one preprocessing) prepare the scan once."""
-    t0 = time.perf_counter()
+def prepare_scan(lm: LoadedModel, vol: Volume, lung_mask: np.ndarray | None, prepared: dict | None = None) -> PreparedInput:
+    """The input of every slice in the model's scope, from ``prepared`` (a memo shared by the models assessing
+    one scan) when a model preparing its input alike already made it."""
     slices = lung_slices(lung_mask, lm.pre.min_lung_share) or list(range(vol.n_slices))
     key = (lm.pre, lm.has_lesion_map, tuple(slices))
     inp = None if prepared is None else prepared.get(key)
@@ -247,6 +244,17 @@ def predict_volume(lm: LoadedModel, vol: Volume, lung_mask: np.ndarray | None,
         inp = prepare_input(lm, vol, slices, lung_mask)
         if prepared is not None:
             prepared[key] = inp
+    return inp
+
+
+def predict_volume(lm: LoadedModel, vol: Volume, lung_mask: np.ndarray | None,
+                   prepared: dict | None = None) -> VolumePrediction:
+    """Every slice in the model's scope scored; the patient verdict aggregates them (module docstring).
+    ``prepared``: a memo shared by the models assessing one scan, so models that prepare their input alike
+    (the real-CT set: one preprocessing) prepare the scan once."""
+    t0 = time.perf_counter()
+    inp = prepare_scan(lm, vol, lung_mask, prepared)
+    slices = inp.slices
     s = score(lm, inp)
     patient = patient_score(s.p_severe, None if lung_mask is None else lung_mask[slices].sum(axis=(1, 2)))
     rule = lm.rule

@@ -33,6 +33,10 @@ SERVED_CARD = "served.json"
 #: A runtime is served only if its verdicts agree with eager's on at least this share of validation slices.
 MIN_AGREEMENT = 0.995
 ONNX_FILES = {"ort_fp32": "model.fp32.onnx", "ort_int8": "model.int8.onnx"}
+#: Intra-op threads of a served session: one, because ``ctmodels.assessment`` scores the models of a scan side
+#: by side, one per core (measured on 2 cores: int8 baseline 0.57 s per 64 slices on one thread, 0.35 s on
+#: two; two models side by side on one thread each beat them in turn on two).
+SERVED_THREADS = 1
 
 
 class ServedGraph(nn.Module):
@@ -110,7 +114,7 @@ def open_served(folder: str | Path, ckpt_id: str, has_lesion: bool) -> ServedSco
         return None
     path = served_dir(folder) / ONNX_FILES[choice["runtime"]]
     try:
-        return ServedScorer(choice["runtime"], path, has_lesion, session(path))
+        return ServedScorer(choice["runtime"], path, has_lesion, session(path, threads=SERVED_THREADS))
     except Exception as exc:  # noqa: BLE001 - a damaged file must not stop the app; eager still scores
         log.warning("served runtime %s of %s not opened (%s); scoring with eager PyTorch", choice["runtime"],
                     folder, exc)

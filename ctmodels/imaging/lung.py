@@ -172,45 +172,52 @@ def _body_and_air(hu_slice: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class _Components3D:
     """6-connected 3-D components of a mask (``ndi.label``'s default), from OpenCV's 2-D labels joined
     where they overlap in adjacent slices: labelling slice by slice in threads is ~10x faster than
-    scipy's 3-D pass on a CT volume and gives the same components."""
+    scipy's 3-D pass on a CT volume and gives the same components.
 
-    labels: list[np.ndarray]  # per slice: 2-D labels, numbered globally (0 = background)
-    component: np.ndarray  # per 2-D label: its 3-D component (1…n; 0 for the background)
-    area: np.ndarray  # per 2-D label: pixels
-    z: np.ndarray  # per 2-D label: slice index
+    Every slice's 2-D labels (0 = background) index its own run of nodes, ``offsets[z]`` onwards, so a
+    per-node table is read per slice through a view (``of_slice``), without renumbering any label image."""
+
+    labels: list[np.ndarray]  # per slice: OpenCV's 2-D labels
+    offsets: np.ndarray  # per slice: its first node (its background)
+    component: np.ndarray  # per node: its 3-D component (1…n; 0 for every background)
+    area: np.ndarray  # per node: pixels
+    z: np.ndarray  # per node: slice index
     n: int
 
-    def volume_of(self, z: int) -> np.ndarray:
-        """The 3-D component of every pixel of slice ``z``."""
-        return self.component[self.labels[z]]
+    def of_slice(self, table: np.ndarray, z: int) -> np.ndarray:
+        """``table`` (one value per node) read at every pixel of slice ``z``."""
+        return table[self.offsets[z] : self.offsets[z + 1]][self.labels[z]]
 
 
 def _components_3d(mask: np.ndarray) -> _Components3D:
-    def label(i: int) -> tuple[int, np.ndarray, np.ndarray]:
-        n, lab, stats, _ = cv2.connectedComponentsWithStats(_u8(mask[i]), connectivity=4, ltype=cv2.CV_32S)
-        return n - 1, lab, stats[1:, cv2.CC_STAT_AREA]
+    def label(i: int) -> tuple[np.ndarray, np.ndarray]:
+        _, lab, stats, _ = cv2.connectedComponentsWithStats(_u8(mask[i]), connectivity=4, ltype=cv2.CV_32S)
+        return lab, stats[:, cv2.CC_STAT_AREA]
 
     parts = _per_slice(label, range(len(mask)))
-    offsets = np.concatenate([[0], np.cumsum([n for n, _, _ in parts])])
+    labels = [lab for lab, _ in parts]
+    offsets = np.concatenate([[0], np.cumsum([len(a) for _, a in parts])]).astype(np.int64)
     total = int(offsets[-1])
-    labels = [np.where(lab > 0, lab + offsets[z], 0).astype(np.int32) for z, (_, lab, _) in enumerate(parts)]
-    area = np.concatenate([[0]] + [a for _, _, a in parts]).astype(np.int64)
-    z = np.concatenate([[-1]] + [np.full(n, i) for i, (n, _, _) in enumerate(parts)]).astype(np.int64)
+    area = np.concatenate([a for _, a in parts]).astype(np.int64)
+    z = np.repeat(np.arange(len(parts)), [len(a) for _, a in parts])
+    foreground = np.ones(total, bool)
+    foreground[offsets[:-1]] = False
+    area[~foreground] = 0
     pairs = []
     for i in range(len(labels) - 1):
         here, below = labels[i], labels[i + 1]
         both = (here > 0) & (below > 0)
         if both.any():
-            key = np.unique(here[both].astype(np.int64) * (total + 1) + below[both])
-            pairs.append(np.stack([key // (total + 1), key % (total + 1)]))
+            key = np.unique((here[both].astype(np.int64) + offsets[i]) * total + below[both] + offsets[i + 1])
+            pairs.append(np.stack([key // total, key % total]))
     edges = np.concatenate(pairs, axis=1) if pairs else np.zeros((2, 0), np.int64)
-    graph = coo_matrix((np.ones(edges.shape[1]), (edges[0], edges[1])), shape=(total + 1, total + 1))
+    graph = coo_matrix((np.ones(edges.shape[1]), (edges[0], edges[1])), shape=(total, total))
     _, root = connected_components(graph, directed=False)
-    # number the components 1…n in order of their first 2-D label (the background keeps 0)
-    _, first, component = np.unique(root[1:], return_index=True, return_inverse=True)
-    order = np.argsort(np.argsort(first))
-    component = np.concatenate([[0], order[component] + 1]).astype(np.int64)
-    return _Components3D(labels, component, area, z, len(first))
+    # number the components 1…n in the order of their first node; every background node keeps 0
+    _, first, inverse = np.unique(root[foreground], return_index=True, return_inverse=True)
+    component = np.zeros(total, np.int32)
+    component[foreground] = np.argsort(np.argsort(first))[inverse] + 1
+    return _Components3D(labels, offsets, component, area, z, len(first))
 
 
 def _keep_lung_components(air: np.ndarray) -> np.ndarray:
@@ -225,12 +232,13 @@ def _keep_lung_components(air: np.ndarray) -> np.ndarray:
     of_biggest = cc.component == biggest
     zc = float((cc.area[of_biggest] * cc.z[of_biggest]).sum() / cc.area[of_biggest].sum())
     start = np.full(cc.n + 1, np.iinfo(np.int64).max)
-    np.minimum.at(start, cc.component[1:], cc.z[1:])
+    np.minimum.at(start, cc.component, cc.z)
     keep = (sizes >= 0.08 * sizes[biggest]) & (start <= zc)
     keep[0] = False
+    kept = keep[cc.component]
     out = np.zeros_like(air)
     for i in range(len(air)):
-        out[i, box[0], box[1]] = keep[cc.volume_of(i)]
+        out[i, box[0], box[1]] = cc.of_slice(kept, i)
     return out
 
 
@@ -278,18 +286,20 @@ def _fill_enclosed_holes(mask: np.ndarray) -> np.ndarray:
         return mask
     n_below = np.zeros(cc.n + 1)
     n_lung_below = np.zeros(cc.n + 1)
-    here = cc.volume_of(0)
+    here = cc.of_slice(cc.component, 0)
     for i in range(len(m) - 1):
-        below = cc.volume_of(i + 1)
+        below = cc.of_slice(cc.component, i + 1)
         edge = (here > 0) & (below != here)
-        n_below += np.bincount(here[edge], minlength=cc.n + 1)
-        n_lung_below += np.bincount(here[edge], weights=m[i + 1][edge], minlength=cc.n + 1)
+        if edge.any():
+            n_below += np.bincount(here[edge], minlength=cc.n + 1)
+            n_lung_below += np.bincount(here[edge], weights=m[i + 1][edge], minlength=cc.n + 1)
         here = below
     accept = (n_below == 0) | (n_lung_below >= 0.5 * np.maximum(n_below, 1))
     accept[0] = False
+    accepted = accept[cc.component]
     out = mask.copy()
     for i in range(len(m)):
-        out[i, box[0], box[1]] |= accept[cc.volume_of(i)]
+        out[i, box[0], box[1]] |= cc.of_slice(accepted, i)
     return out
 
 
