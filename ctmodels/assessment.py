@@ -28,7 +28,15 @@ from .explain import DEFAULT_METHOD, agreement, cam_batch, mass_inside, target_l
 from .imaging import Volume
 from .imaging.lung import Involvement, involvement
 from .imaging.lung_field import lung_field
-from .inference import LoadedModel, VolumePrediction, in_scope, predict_volume, prepare_input, prepare_scan, score
+from .inference import (
+    LoadedModel,
+    VolumePrediction,
+    in_scope,
+    predict_volume,
+    prepare_input,
+    prepare_scan,
+    score,
+)
 from .preprocess import to_slice
 
 #: P(severe) this close to a model's cut (either side) is low confidence.

@@ -133,26 +133,17 @@ def _without_border_components(mask2d: np.ndarray) -> np.ndarray:
     return mask2d & ~_flood_from_border(_u8(mask2d), 1)
 
 
-def _closing(mask2d: np.ndarray, disk: np.ndarray) -> np.ndarray:
-    """``ndi.binary_closing(mask2d, disk, border_value=0)``: zero outside the image for both passes (a crop
-    padded by twice the radius sees the same zeros)."""
+def _morphology(mask2d: np.ndarray, disk: np.ndarray, closing: bool) -> np.ndarray:
+    """``ndi.binary_closing(mask2d, disk, border_value=0)`` or ``ndi.binary_opening(mask2d, disk)``: zero outside
+    the image for both passes, on the mask's bounding box padded by twice the radius (which sees the same
+    zeros)."""
     r = disk.shape[0] // 2
     box = _box(mask2d, 2 * r + 2)
     out = np.zeros_like(mask2d)
     if box is not None:
         kw = {"borderType": cv2.BORDER_CONSTANT, "borderValue": 0}
-        out[box] = cv2.erode(cv2.dilate(_u8(mask2d[box]), disk, **kw), disk, **kw).astype(bool)
-    return out
-
-
-def _opening(mask2d: np.ndarray, disk: np.ndarray) -> np.ndarray:
-    """``ndi.binary_opening(mask2d, disk)`` (zero outside the image), on the mask's padded bounding box."""
-    r = disk.shape[0] // 2
-    box = _box(mask2d, 2 * r + 2)
-    out = np.zeros_like(mask2d)
-    if box is not None:
-        kw = {"borderType": cv2.BORDER_CONSTANT, "borderValue": 0}
-        out[box] = cv2.dilate(cv2.erode(_u8(mask2d[box]), disk, **kw), disk, **kw).astype(bool)
+        first, second = (cv2.dilate, cv2.erode) if closing else (cv2.erode, cv2.dilate)
+        out[box] = second(first(_u8(mask2d[box]), disk, **kw), disk, **kw).astype(bool)
     return out
 
 
@@ -325,7 +316,7 @@ def _cleaned(mask: np.ndarray, body: np.ndarray, hu: np.ndarray, px: float) -> n
 
     def clean(i: int) -> np.ndarray:
         m = _without_airways(mask[i], body[i], hu[i], max_area)
-        return _closing(m, disk) | m if m.any() else m
+        return _morphology(m, disk, closing=True) | m if m.any() else m
 
     return np.stack(_per_slice(clean, range(len(mask))))
 
@@ -350,7 +341,7 @@ def involvement(
         hu = _smoothed(volume.array[i][box], INVOLVEMENT_SIGMA)
         band = np.zeros_like(lung)
         band[box] = (hu >= BAND_LOW_HU) & (hu <= BAND_HIGH_HU) & lung[box]
-        lesion[i] = _opening(band, disk) & lung
+        lesion[i] = _morphology(band, disk, closing=False) & lung
 
     _per_slice(band_of, range(volume.n_slices))
     lung_per_slice = lung_mask.sum(axis=(1, 2)).astype(float)

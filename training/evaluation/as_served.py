@@ -38,6 +38,8 @@ from ctmodels.serving import ONNX_FILES, ServedScorer, served_dir
 from ctmodels.work_slots import SLOTS, whole_scan_work
 from ctmodels.workspace import demo_data_dir, models_dir, real_data_dir, real_models_dir, workspace_dir
 
+from .served import median_seconds
+
 log = logging.getLogger(__name__)
 
 P002 = Path("covid-ct-md") / "Sample data" / "COVID-19 subjects" / "P002"
@@ -117,13 +119,7 @@ def throughput(name: str, data: bytes, models: list[LoadedModel]) -> dict[str, d
         out[lm.name] = {}
         for runtime, scorer in scorers.items():
             probe = LoadedModel(lm.name, lm.folder, lm.model, lm.card, lm.pre, lm.ckpt_id, served=scorer)
-            score(probe, inp)
-            times = []
-            for _ in range(3):
-                t0 = time.perf_counter()
-                score(probe, inp)
-                times.append(time.perf_counter() - t0)
-            out[lm.name][runtime] = round(len(inp.slices) / statistics.median(times), 1)
+            out[lm.name][runtime] = round(len(inp.slices) / median_seconds(lambda: score(probe, inp)), 1)
         out[lm.name]["served"] = lm.runtime
     return out
 

@@ -64,16 +64,21 @@ def _p_severe(lm: LoadedModel, data: Prepared, indices: np.ndarray, x: torch.Ten
     return lm.rule.p_severe(logits, learned_involvement(data, indices, lesion))
 
 
-def _slices_per_s(scorer: Scorer, x: torch.Tensor) -> float:
-    """Throughput on one batch of slices, the median of three timed calls after a warm-up."""
-    batch = x[:TIMED]
-    _run(scorer, batch)
+def median_seconds(call: Callable[[], object], repeats: int = 3) -> float:
+    """The median wall time of ``repeats`` calls after one untimed warm-up call."""
+    call()
     times = []
-    for _ in range(3):
+    for _ in range(repeats):
         t0 = time.perf_counter()
-        _run(scorer, batch)
+        call()
         times.append(time.perf_counter() - t0)
-    return round(len(batch) / statistics.median(times), 1)
+    return statistics.median(times)
+
+
+def _slices_per_s(scorer: Scorer, x: torch.Tensor) -> float:
+    """Throughput on one batch of slices (the choice needs a ratio, not a benchmark)."""
+    batch = x[:TIMED]
+    return round(len(batch) / median_seconds(lambda: _run(scorer, batch)), 1)
 
 
 def _needs_serving(folder: Path, lm: LoadedModel) -> bool:
