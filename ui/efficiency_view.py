@@ -118,13 +118,15 @@ def as_served_section(measure: Callable[..., dict], latest: dict | None) -> None
              help=f"Median of {t['repeats']} after a warm-up: read, lungs, involvement, every model's patient verdict.")
     b.metric(f"{f['sessions']} sessions at once: last done", f"{f['last_done_s']:.1f} s",
              help=f"{f['slots']} whole-scan slots; threads of one process, as Streamlit serves sessions.")
-    c.metric("Peak memory, five sessions", f"{f['peak_rss_gb']:.2f} GB")
+    c.metric("Peak memory, five sessions", f"{f['peak_rss_gb']:.2f} GB",
+             help=f"The measuring process's resident memory (it held {f['rss_before_gb']:.2f} GB before the sessions).")
     stages = pd.DataFrame([
         {"stage": "read (decode the upload)", "seconds": t["read_s"]},
         {"stage": "lung segmentation (HU)", "seconds": t["lung_s"]},
         {"stage": "classical involvement", "seconds": t["involvement_s"]},
-        *({"stage": f"score every lung slice: {k} ({t['runtimes'][k]})", "seconds": v}
-          for k, v in t["scoring_by_model_s"].items()),
+        {"stage": f"score every lung slice ({len(t['scoring_by_model_s'])} models side by side, input prepared once)",
+         "seconds": t["scoring_s"]},
+        *({"stage": f"  of which {k} on {t['runtimes'][k]}", "seconds": v} for k, v in t["scoring_by_model_s"].items()),
         {"stage": "then: CAMs and lesion maps of the viewed slice", "seconds": t["viewed_slice_cams_s"]},
     ])
     rates = pd.DataFrame([{"model": k, **v} for k, v in latest["slices_per_s"].items()])
