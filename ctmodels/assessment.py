@@ -132,9 +132,7 @@ class Assessment:
                 for m in self.models if m.prediction.involvement is not None}
 
     def largest_lung_slice(self) -> int:
-        if self.lung is None:
-            return self.n_slices // 2
-        return int(np.argmax(self.lung.sum(axis=(1, 2))))
+        return largest_lung_slice(self.volume, self.lung)
 
     def most_severe_slice(self) -> int:
         """Where the models' mean per-slice P(severe) peaks, among representative slices."""
@@ -234,6 +232,24 @@ class Assessment:
                 "trained on": (m.model.card.trained_on or {}).get("title", ""),
             })
         return rows
+
+
+def largest_lung_slice(volume: Volume, lung: np.ndarray | None) -> int:
+    """Where the viewer opens: the slice with the largest lung section (the middle one without a lung field)."""
+    if lung is None:
+        return volume.n_slices // 2
+    return int(np.argmax(lung.sum(axis=(1, 2))))
+
+
+def first_look(volume: Volume, models: list[LoadedModel], lung: np.ndarray | None, index: int) -> list[tuple[str, float, str]]:
+    """(model, P(severe), verdict at its cut) on one slice, before the whole scan is scored: what the page shows
+    first. The same inputs and runtime as the assessment's, so the values equal its per-slice ones."""
+    out = []
+    for lm in models:
+        with lm.lock:
+            p = float(score(lm, prepare_input(lm, volume, [index], lung)).p_severe[0])
+        out.append((lm.name, p, lm.rule.verdict(p)))
+    return out
 
 
 def assess(volume: Volume, models: list[LoadedModel], lung: np.ndarray | None = None,

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from ctmodels.assessment import assess
+from ctmodels.assessment import assess, first_look, largest_lung_slice
 from ctmodels.explain import METHODS
 from ctmodels.imaging.window import LUNG
 from ctmodels.verdict import DEFAULT_THRESHOLD_PCT
@@ -69,12 +69,19 @@ models = [loaded(c) for c in chosen]
 cache = st.session_state.setdefault("cmp_assessment", {})
 assessment_key = (picked.key, tuple(m.ckpt_id for m in models))
 if assessment_key not in cache:
+    first = st.empty()  # the opening slice's verdicts while the rest of the scan is scored
+    if vol.n_slices > 1:
+        at = largest_lung_slice(vol, lung)
+        first.info(f"Slice {at} (largest lung section), while the whole scan is scored: "
+                   + "; ".join(f"**{n}** {v} (P(severe) {p:.0%})" for n, p, v in first_look(vol, models, lung, at)),
+                   icon=":material/hourglass_top:")
     bar = st.progress(0.0, text="Waiting for a free slot to score this scan…")
     with whole_scan_work():
         cache.clear()
         cache[assessment_key] = assess(vol, models, lung, analysis.result if analysis is not None else None,
                                        progress=lambda done, text: bar.progress(done, text=text))
     bar.empty()
+    first.empty()
 assessment = cache[assessment_key]
 
 if assessment.is_volume:

@@ -176,3 +176,19 @@ def test_export_png_shows_all_panels(models, severe_case):
     assert not colour[:, runs[0][0] : runs[0][1]].any()
     assert all(colour[:, a:b].sum() > 500 for a, b in runs[1:])
     assert (img[-40:] [..., 0] > 150).any()  # the red disclaimer line at the bottom
+
+
+def test_the_first_look_equals_the_assessment_of_that_slice(models, severe_case):
+    """Compare shows the opening slice's verdicts before the whole scan is scored: the same numbers."""
+    from ctmodels.assessment import first_look, largest_lung_slice
+
+    _, vol, lung = severe_case
+    at = largest_lung_slice(vol, lung)
+    first = first_look(vol, models, lung, at)
+    assessment = assess(vol, models, lung)
+    assert assessment.largest_lung_slice() == at
+    view = assessment.at(at)
+    assert [n for n, _, _ in first] == [r.model for r in view.results]
+    for (_, p, verdict), r in zip(first, view.results):
+        assert p == pytest.approx(r.p_severe, abs=1e-6) and verdict == r.verdict
+        assert p == pytest.approx(assessment.result(r.model).prediction.curve(vol.n_slices)[at], abs=1e-5)
