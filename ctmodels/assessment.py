@@ -272,10 +272,13 @@ def assess(volume: Volume, models: list[LoadedModel], lung: np.ndarray | None = 
         with lm.lock:
             return ModelResult(lm, predict_volume(lm, volume, lung, prepared))
 
-    # Models score side by side, one per core: a served (ONNX Runtime) model runs one intra-op thread
+    # Served (ONNX Runtime) models score side by side, one per core: each session runs one intra-op thread
     # (``ctmodels.serving``), and two one-thread sessions score a scan faster than two-thread ones in turn.
+    # Eager models score in turn: each PyTorch pass already uses every core, and two at once make their
+    # OpenMP threads spin against each other (measured: the test suite, all eager, 8 -> 16 min).
+    side_by_side = all(lm.served is not None for lm in models)
     done: dict[int, ModelResult] = {}
-    with ThreadPoolExecutor(max(1, min(len(models), os.cpu_count() or 1))) as pool:
+    with ThreadPoolExecutor(min(len(models), os.cpu_count() or 1) if side_by_side else 1) as pool:
         futures = {pool.submit(predict, lm): k for k, lm in enumerate(models)}
         say(0.1, f"Scoring every lung slice with {len(models)} models…")
         for future in as_completed(futures):  # progress from this thread: a page's widgets live here
