@@ -2,9 +2,10 @@
 
 Each holds about two volumes' worth of temporaries, so five radiologists uploading a series together would
 stack five transient peaks; a small pool keeps the peak bounded while sessions overlap. The pool size is
-measured, not guessed (``docs/performance.md``): with five P002 uploads at once on 2 cores, one slot peaked
-at 2.35-2.46 GB (all done in 103-112 s before the fast paths); the size here is what the five-session
-measurement allows under 2.5 GB. ``CTSS_SCAN_SLOTS`` overrides it.
+measured, not guessed (``docs/performance.md``): five browsers uploading P002 at once on 2 cores peaked at
+2.35-2.46 GB with one slot and at 2.57 GB with two (the e2e test's bound is 2.5 GB), so one slot is the
+default; the whole-scan work inside it uses both cores already (threads, models side by side).
+``CTSS_SCAN_SLOTS`` sets more where memory allows.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import threading
 from collections.abc import Iterator
 
 #: Whole-scan jobs that may run at once in one server.
-SLOTS = max(1, int(os.environ.get("CTSS_SCAN_SLOTS", "2")))
+SLOTS = max(1, int(os.environ.get("CTSS_SCAN_SLOTS", "1")))
 _SLOTS = threading.BoundedSemaphore(SLOTS)
 
 

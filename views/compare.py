@@ -158,11 +158,13 @@ e1, e2 = st.columns(2)
 if burned_in(vol.meta):  # the pixels may show names or IDs: no image of them is made, so none can leave
     e1.caption("No comparison image: the scan flags burned-in annotations (its pixels may identify the patient).")
 else:
-    base = render.slice_rgb(vol.slice(idx), LUNG if vol.is_hu else None)
-    png = export.comparison_png(
-        base, [(r.model, panels[r.model], f"{r.verdict} · P(severe) {r.p_severe:.0%}") for r in view.results],
-        "Model comparison", f"slice {idx + 1}/{vol.n_slices} · {vol.describe()}",
-        [f"Refer: {x}" for x in view.reasons[:2]],
-    )
-    e1.download_button("Download comparison (PNG)", png, "comparison.png", "image/png", key="cmp_png")
+    def comparison_png() -> bytes:  # drawn on click, not on every rerun (a matplotlib figure: ~0.3 s of CPU)
+        return export.comparison_png(
+            render.slice_rgb(vol.slice(idx), LUNG if vol.is_hu else None),
+            [(r.model, panels[r.model], f"{r.verdict} · P(severe) {r.p_severe:.0%}") for r in view.results],
+            "Model comparison", f"slice {idx + 1}/{vol.n_slices} · {vol.describe()}",
+            [f"Refer: {x}" for x in view.reasons[:2]],
+        )
+
+    e1.download_button("Download comparison (PNG)", comparison_png, "comparison.png", "image/png", key="cmp_png")
 e2.download_button("Download numbers (CSV)", export.numbers_csv(rows), "comparison.csv", "text/csv", key="cmp_csv")

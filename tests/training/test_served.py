@@ -14,7 +14,7 @@ import pytest
 from ctmodels.imaging import read_any
 from ctmodels.imaging.lung_field import lung_field
 from ctmodels.inference import load_model, predict_volume
-from ctmodels.serving import MIN_AGREEMENT, ONNX_FILES, SERVED_CARD, served_dir
+from ctmodels.serving import MIN_AGREEMENT, ONNX_FILES, SERVED_CARD, served_dir, served_session
 from tests.conftest import _workspace_env
 from training.evaluation.served import serve
 
@@ -49,6 +49,8 @@ def test_serve_records_a_choice_and_the_app_scores_with_it(served_baseline, real
         assert choice["candidates"][choice["runtime"]]["verdict_agreement"] >= MIN_AGREEMENT
     served, eager = load_model(folder), load_model(folder, served=False)
     assert served.runtime == choice["runtime"] and eager.runtime == "eager"
+    # a served session lives as long as the server: no arena keeping its largest batch's memory
+    assert not served_session(served_dir(folder) / ONNX_FILES["ort_fp32"]).get_session_options().enable_cpu_mem_arena
 
     vol = read_any(real_data / "infnet-semiseg" / "Imgs" / sorted(p.name for p in (real_data / "infnet-semiseg" / "Imgs").iterdir())[0])
     lung = lung_field(vol)

@@ -28,13 +28,12 @@ from ctmodels.assessment import assess
 from ctmodels.atomic import write_json_atomic
 from ctmodels.checkpoint import checkpoints_in
 from ctmodels.efficiency import device_tag, host_info
-from ctmodels.export import session
 from ctmodels.imaging.lung import involvement, segment_lungs
 from ctmodels.imaging.reader import read_bytes
 from ctmodels.inference import LoadedModel, load_model, prepare_input, score
 from ctmodels.nets import compare_defaults
 from ctmodels.preprocess import lung_slices
-from ctmodels.serving import ONNX_FILES, ServedScorer, served_dir
+from ctmodels.serving import ONNX_FILES, ServedScorer, served_dir, served_session
 from ctmodels.work_slots import SLOTS, whole_scan_work
 from ctmodels.workspace import demo_data_dir, models_dir, real_data_dir, real_models_dir, workspace_dir
 
@@ -115,7 +114,7 @@ def throughput(name: str, data: bytes, models: list[LoadedModel]) -> dict[str, d
         for runtime, file in ONNX_FILES.items():
             path = served_dir(lm.folder) / file
             if path.is_file():
-                scorers[runtime] = ServedScorer(runtime, path, lm.has_lesion_map, session(path))
+                scorers[runtime] = ServedScorer(runtime, path, lm.has_lesion_map, served_session(path, threads=None))
         out[lm.name] = {}
         for runtime, scorer in scorers.items():
             probe = LoadedModel(lm.name, lm.folder, lm.model, lm.card, lm.pre, lm.ckpt_id, served=scorer)

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from ctmodels.atomic import write_json_atomic
 from ctmodels.checkpoint import checkpoints_in
-from ctmodels.export import quantize_int8, session
+from ctmodels.export import quantize_int8
 from ctmodels.inference import LoadedModel, load_model
 from ctmodels.preprocess import network_outputs
 from ctmodels.serving import (
@@ -29,6 +29,7 @@ from ctmodels.serving import (
     export_served,
     read_choice,
     served_dir,
+    served_session,
 )
 
 from ..config import RunConfig
@@ -108,7 +109,7 @@ def serve(folder: str | Path, data: Prepared | None = None, force: bool = False)
     cut = lm.rule.cut
     candidates: dict[str, dict[str, Any]] = {}
     for runtime, name in ONNX_FILES.items():
-        scorer = ServedScorer(runtime, out / name, lm.has_lesion_map, session(out / name))
+        scorer = ServedScorer(runtime, out / name, lm.has_lesion_map, served_session(out / name, threads=None))
         p = _p_severe(lm, data, val, x, scorer)
         candidates[runtime] = {
             "verdict_agreement": round(float(np.mean((p >= cut) == (eager_p >= cut))), 4),
