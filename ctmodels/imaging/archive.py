@@ -1,10 +1,12 @@
-"""Zip archives and folders -> in-memory (name, bytes) members that may be images.
+"""Zip and tar archives and folders -> in-memory (name, bytes) members that may be images.
 
 Why: a DICOM series arrives as a zip (browser upload) or a folder (local path). Archives are
 attacker-shaped input, so nothing is ever extracted to disk, and we refuse, before reading:
 zip-slip names (absolute, '..'), symlink members, nested archives, too many members, a declared
 total size over the limit and per-member compression ratios only a zip bomb has. While reading,
 the actual decompressed size may never exceed the declared one (read in chunks).
+A tar (plain or .tar.gz, as Linux tools and some PACS exports write a series) gets the same rules: links,
+devices and escaping names are refused, the members' declared sizes bound what is read.
 Folders get the same treatment: symlinks pointing outside the folder are refused.
 A caller may also ``probe`` the members' first bytes before any is read whole (a DICOM series is counted
 from its headers, so a refusal costs a few KB per member, not the series).
@@ -17,6 +19,7 @@ import logging
 import os
 import re
 import stat
+import tarfile
 import zipfile
 from io import BytesIO
 from pathlib import Path, PurePosixPath
@@ -65,6 +68,91 @@ def is_zip(data: bytes) -> bool:
     return data[:4] in _ZIP_MAGICS
 
 
+def is_tar(data: bytes) -> bool:
+    """A POSIX/GNU tar, plain or gzip-compressed (its first header's 'ustar' magic, after inflating 512 bytes)."""
+    head = data[:512]
+    if head[:2] == b"\x1f\x8b":
+        import zlib
+
+        try:
+            head = zlib.decompressobj(31).decompress(data[:65536], 512)
+        except zlib.error:
+            return False
+    return len(head) >= 262 and head[257:262] == b"ustar"
+
+
+def read_tar(data: bytes, keep_all: bool = False, probe: Probe | None = None) -> list[Member]:
+    """Candidate image members of a tar or .tar.gz, read safely into memory, with the zip rules (``read_zip``)."""
+    try:
+        tf = tarfile.open(fileobj=BytesIO(data), mode="r:*")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise CorruptImageError("The tar archive is damaged or incomplete and cannot be opened.") from exc
+    with tf:
+        try:
+            infos = _select_tar_members(tf, keep_all, packed=len(data))
+            if probe is not None:
+                probe([(info.name, _tar_prefix(tf, info)) for info in infos])
+            members = [(info.name.replace("\\", "/"), _read_tar_member(tf, info)) for info in infos]
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise CorruptImageError("The tar archive is damaged: one of its files cannot be unpacked.") from exc
+    for _, member in members:
+        if is_zip(member) or is_tar(member):
+            raise UnsafeArchiveError(NESTED_MESSAGE.format("an archive").replace("The zip", "The tar archive"))
+    if not members:
+        raise EmptyArchiveError(EMPTY_MESSAGE.replace("zip", "tar archive"))
+    return members
+
+
+def _select_tar_members(tf: tarfile.TarFile, keep_all: bool, packed: int) -> list[tarfile.TarInfo]:
+    """The tar's headers, walked once (the stream is read through, not its data kept): the zip rules."""
+    selected: list[tarfile.TarInfo] = []
+    total = count = 0
+    for info in tf:
+        count += 1
+        if count > MAX_ARCHIVE_MEMBERS:
+            raise UnsafeArchiveError(f"The tar archive holds more than {MAX_ARCHIVE_MEMBERS} entries.")
+        name = _check_name(info.name, "tar archive")
+        if info.issym() or info.islnk():
+            raise UnsafeArchiveError("The tar archive contains a link; links are not accepted in uploads.")
+        if not info.isfile() or (_is_junk(name) and not (keep_all and not _is_os_junk(name))):
+            continue  # folders, devices, fifos: never read
+        nested = _nested_archive(name)
+        if nested:
+            raise UnsafeArchiveError(NESTED_MESSAGE.format(f"a {nested} file").replace("The zip", "The tar archive"))
+        total += info.size
+        if total > MAX_ARCHIVE_UNCOMPRESSED_BYTES:
+            raise UnsafeArchiveError(
+                f"The tar archive would unpack to more than {MAX_ARCHIVE_UNCOMPRESSED_BYTES / 1024**3:.0f} GB."
+            )
+        if total > COMPRESSION_RATIO_MIN_BYTES and total > MAX_COMPRESSION_RATIO * max(packed, 1):
+            raise UnsafeArchiveError(
+                f"The tar archive's files expand to over {MAX_COMPRESSION_RATIO} times its size (an archive "
+                "'bomb'); real scans compress a few times. It is not safe to open."
+            )
+        selected.append(info)
+    return selected
+
+
+def _tar_prefix(tf: tarfile.TarFile, info: tarfile.TarInfo) -> PrefixReader:
+    def read(n: int) -> bytes | None:
+        try:
+            fh = tf.extractfile(info)
+            return fh.read(min(n, info.size)) if fh is not None else None
+        except Exception:  # the whole read reports it
+            return None
+    return read
+
+
+def _read_tar_member(tf: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
+    fh = tf.extractfile(info)
+    if fh is None:
+        raise CorruptImageError("The tar archive is damaged: one of its files cannot be unpacked.")
+    try:
+        return fh.read(info.size)
+    except MemoryError as exc:
+        raise ImageTooLargeError("The tar archive is too large to unpack in memory.") from exc
+
+
 def natural_key(name: str) -> list:
     """'slice2' before 'slice10': numbers compare as numbers (used to order members by name)."""
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name.lower())]
@@ -95,14 +183,14 @@ def _nested_archive(name: str) -> str | None:
     return None
 
 
-def _check_name(raw: str) -> str:
+def _check_name(raw: str, container: str = "zip") -> str:
     """Refuse names that would escape a folder if someone did extract the archive."""
     name = raw.replace("\\", "/")
     if "\x00" in name or name.startswith("/") or re.match(r"^[A-Za-z]:", name):
-        raise UnsafeArchiveError("The zip contains a file with an absolute path; it is not safe to open.")
+        raise UnsafeArchiveError(f"The {container} contains a file with an absolute path; it is not safe to open.")
     if ".." in name.split("/"):
         raise UnsafeArchiveError(
-            "The zip contains a file path with '..' that points outside the archive; it is not safe to open."
+            f"The {container} contains a file path with '..' that points outside the archive; it is not safe to open."
         )
     return name
 

@@ -14,6 +14,9 @@ from .volume import Volume
 
 #: Hounsfield units a CT scanner can record (16-bit signed storage; extended scales for metal stay inside).
 HU_RANGE = (-32768.0, 32767.0)
+#: Largest magnitude of an intensity (non-HU) image: 8- and 16-bit pictures stay below 65,536 and float exports
+#: near 0..1 or in HU; values of 1e18 or 3e38 are an integer or float type's extremes, not a picture.
+INTENSITY_LIMIT = 1e6
 #: Pixel and slice spacing of any CT, in millimetres (generous on both ends).
 SPACING_RANGE_MM = (0.01, 100.0)
 
@@ -35,6 +38,12 @@ def check_plausible(vol: Volume) -> Volume:
         raise ImplausibleScanError(
             f"The scan's values run from {lo:.3g} to {hi:.3g} Hounsfield units; a CT scanner records "
             f"{HU_RANGE[0]:.0f} to {HU_RANGE[1]:.0f}. The file's rescale slope or intercept is probably wrong."
+        )
+    if not vol.is_hu and max(abs(lo), abs(hi)) > INTENSITY_LIMIT:
+        raise ImplausibleScanError(
+            f"The image's values run from {lo:.3g} to {hi:.3g}; no CT or picture stores intensities beyond "
+            f"±{INTENSITY_LIMIT:,.0f} (these are a number type's extremes, not an image). The export is broken: "
+            "export the scan again."
         )
     if vol.spacing is not None:
         bad = [s for s in vol.spacing if not (math.isfinite(s) and SPACING_RANGE_MM[0] <= s <= SPACING_RANGE_MM[1])]

@@ -37,7 +37,8 @@ _PATH_OR_BYTES = (str, os.PathLike, bytes, bytearray, memoryview)
 SOURCE_FORMATS = ("dicom", "dicom-series", "nifti", "png", "jpeg", "tiff", "bmp", "image-stack")
 
 _UNKNOWN = (
-    "This is not a file type we read. Upload a DICOM file or series (.dcm, or a .zip/folder of them), "
+    "This is not a file type we read. Upload a DICOM file or series (.dcm, or a .zip, .tar.gz or folder "
+    "of them), "
     "a NIfTI volume (.nii, .nii.gz) or a PNG, JPEG, TIFF or BMP image."
 )
 _IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
@@ -113,13 +114,15 @@ def _check_input_size(size: int) -> None:
 
 
 def sniff_format(data: bytes, name: str | None = None) -> str | None:
-    """'zip', 'dicom', 'nifti', 'png', 'jpeg', 'tiff', 'bmp' by content, or None."""
+    """'zip', 'dicom', 'nifti', 'tar', 'png', 'jpeg', 'tiff', 'bmp' by content, or None."""
     if archive.is_zip(data):
         return "zip"
     if dicom.has_dicom_preamble(data):
         return "dicom"
     if nifti.is_nifti(data):
         return "nifti"
+    if archive.is_tar(data):
+        return "tar"
     kind = raster.sniff_raster(data)
     if kind:
         return kind
@@ -136,6 +139,8 @@ def read_bytes(data: bytes, name: str | None = None) -> Volume:
     kind = sniff_format(data, name)
     if kind == "zip":
         return _read_members(archive.read_zip(data, probe=dicom.check_series_headers), container="zip")
+    if kind == "tar":
+        return _read_members(archive.read_tar(data, probe=dicom.check_series_headers), container="tar archive")
     if kind == "dicom":
         return dicom.read_dicom(data, name)
     if kind == "nifti":
@@ -180,8 +185,8 @@ def _read_members(members: Sequence[tuple[str, bytes]], container: str) -> Volum
     ignored = 0
     for member_name, data in members:
         kind = sniff_format(data, member_name) if data else None
-        if kind == "zip":
-            raise UnsafeArchiveError(archive.NESTED_MESSAGE.format("a zip file"))
+        if kind in ("zip", "tar"):
+            raise UnsafeArchiveError(archive.NESTED_MESSAGE.format(f"a {kind} file"))
         if kind is None:
             ignored += 1
             continue
@@ -203,8 +208,7 @@ def _read_members(members: Sequence[tuple[str, bytes]], container: str) -> Volum
         return raster.read_raster(img[0][1], img[0][0])
     if img:
         return raster.read_raster_stack(img)
-    where = "zip" if container == "zip" else "folder"
-    raise EmptyArchiveError(f"The {where} contains no DICOM, NIfTI or image files.")
+    raise EmptyArchiveError(f"The {container} contains no DICOM, NIfTI or image files.")
 
 
 def _with_skipped(volume: Volume, extra: int) -> Volume:

@@ -180,6 +180,12 @@ def check_encoding(ds: Dataset) -> None:
             raise CorruptImageError(
                 "The DICOM file is truncated: its image data stop early. Copy the file again."
             )
+        if len(ds.PixelData) > expected + expected % 2:  # odd lengths are padded to even: one byte more is fine
+            raise CorruptImageError(
+                f"The DICOM file holds more image data than its stated size ({int(ds.Columns)} x {int(ds.Rows)}"
+                f"{f' x {_number_of_frames(ds)} frames' if _number_of_frames(ds) > 1 else ''}) needs: the header "
+                "is wrong, and the image read from it would be garbled. Export the series again."
+            )
     if uid in _JPEG_FAMILY and "PixelData" in ds:
         _require_whole_codestreams(ds)
 

@@ -175,6 +175,11 @@ def _is_localizer(ds: Dataset) -> bool:
         return False
 
 
+#: Who and which study a slice belongs to. Compared in memory only (never shown, logged or kept): an anonymiser
+#: that writes one constant SeriesInstanceUID would otherwise merge two patients' slices into one volume.
+_IDENTITY_KEYWORDS = ("PatientID", "PatientName", "PatientBirthDate", "StudyInstanceUID")
+
+
 def _check_single_series(kept: Sequence[tuple[int, Dataset]]) -> int:
     uids = {str(ds.get("SeriesInstanceUID", "") or "") for _, ds in kept}
     if len(uids) > 1:
@@ -182,6 +187,13 @@ def _check_single_series(kept: Sequence[tuple[int, Dataset]]) -> int:
             f"The upload holds {len(uids)} different CT series. Upload one series at a time "
             "(one folder or zip per series)."
         )
+    for keyword in _IDENTITY_KEYWORDS:
+        values = {str(ds.get(keyword, "") or "").strip() for _, ds in kept} - {""}
+        if len(values) > 1:
+            raise MixedSeriesError(
+                "The slices carry one series ID but belong to different patients or studies (an anonymiser "
+                "may have written the same series ID into every file). Upload each patient's series on its own."
+            )
     return len(uids)
 
 
@@ -192,6 +204,13 @@ def _check_totals(frames: Sequence[_Frame]) -> None:
             "The slices do not all have the same size, so they are not one CT series. Upload one series."
         )
     rows, cols = next(iter(sizes))
+    spacings = {f.pixel_spacing for f in frames if f.pixel_spacing is not None}
+    if spacings and max(max(abs(a - b) for a, b in zip(s, min(spacings))) for s in spacings) > 1e-3:
+        shown = " and ".join(f"{s[0]:.3g} mm" for s in sorted(spacings)[:2])
+        raise MixedSeriesError(
+            f"The slices have different pixel spacings ({shown}{', ...' if len(spacings) > 2 else ''}), so they "
+            "are not one reconstruction and would be measured wrongly. Upload one series."
+        )
     if len(frames) > MAX_SLICES:
         raise ImageTooLargeError(f"The series has {len(frames)} slices; at most {MAX_SLICES} can be loaded.")
     if len(frames) * rows * cols > MAX_VOXELS:
