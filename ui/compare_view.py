@@ -19,7 +19,7 @@ from ctmodels.verdict import DEFAULT_THRESHOLD_PCT
 
 from . import loaders, render
 from .progress import progress_bar
-from .widgets import show_read_error
+from .widgets import show_read_error, upload_series
 
 VERDICT_COLOR = {"mild": "blue", "severe": "red"}
 
@@ -45,14 +45,13 @@ def pick_scan(key: str) -> PickedScan | None:
     """A sample case or an upload, read, with its lung field (classical analysis for HU scans)."""
     mode = st.segmented_control("Scan", ["Sample case", "Upload"], default="Sample case", key=f"{key}_mode") or "Sample case"
     if mode == "Upload":
-        up = st.file_uploader("DICOM file, zipped DICOM series, NIfTI, PNG/JPG", key=f"{key}_upload",
+        up = st.file_uploader("DICOM file, zipped DICOM series or study, NIfTI, PNG/JPG", key=f"{key}_upload",
                               help="Kept in memory for this session only; never saved.")
         if up is None:
             st.caption("Upload a scan, or switch to a sample case.")
             return None
         try:
-            with st.spinner("Reading scan…"):
-                vol = loaders.read_upload(up)
+            vol = upload_series(up, key)
         except ImageReadError as exc:
             show_read_error(exc, up.name)
             return None
@@ -60,7 +59,7 @@ def pick_scan(key: str) -> PickedScan | None:
         if vol.is_hu:
             with st.spinner("Segmenting lungs…"):
                 analysis = loaders.analyse_upload(vol, up)
-        scan_key = f"upload:{up.file_id}"
+        scan_key = f"upload:{up.file_id}:{vol.meta.get('series_chosen', '')}"
         return PickedScan(vol, scan_key, analysis, _field(vol, scan_key, analysis), False)
     sources = [s for s in builtin_sources() if s.key != "demo-png"]
     if not sources:

@@ -75,12 +75,13 @@ def estimated_field(vol: Volume, key: str) -> np.ndarray:
 UPLOAD_KEY = "upload_cache"
 
 
-def read_upload(uploaded) -> Volume:
-    """Read an ``UploadedFile`` once per session; raises ``ImageReadError`` for bad input.
+def read_upload(uploaded, series: str | None = None) -> Volume:
+    """Read an ``UploadedFile`` once per session (``series``: which DICOM series of a study, default the
+    reader's pick); raises ``ImageReadError`` for bad input.
 
     The result is kept in this browser session only, so two users never see each other's scans.
     """
-    key = uploaded.file_id  # a new upload of the same file gets a new id (and is read again)
+    key = (uploaded.file_id, series)  # a new upload of the same file gets a new id (and is read again)
     cache = st.session_state.setdefault(UPLOAD_KEY, {})
     if key in cache:
         hit = cache[key]
@@ -90,7 +91,7 @@ def read_upload(uploaded) -> Volume:
     cache.clear()
     try:
         with whole_scan_work():  # the upload's bytes are copied only here, one upload at a time
-            vol = read_any(uploaded.getvalue(), name=uploaded.name).compact()  # kept: whole HU as int16
+            vol = read_any(uploaded.getvalue(), name=uploaded.name, series=series).compact()  # whole HU as int16
     except ImageReadError as exc:
         cache[key] = exc
         raise
@@ -100,7 +101,7 @@ def read_upload(uploaded) -> Volume:
 
 def analyse_upload(vol: Volume, uploaded) -> LungAnalysis:
     """Classical analysis of an uploaded scan, memoised in this session only."""
-    key = ("lung", uploaded.file_id)
+    key = ("lung", uploaded.file_id, vol.meta.get("series_chosen"))
     cache = st.session_state.setdefault("upload_analysis", {})
     if key not in cache:
         cache.clear()

@@ -1,4 +1,4 @@
-"""Reusable widgets: window picker, read-error display, synthetic badge, metadata panel."""
+"""Reusable widgets: window picker, read-error display, synthetic badge, metadata panel, series choice."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ from typing import Any, Mapping
 import pandas as pd
 import streamlit as st
 
-from ctmodels.imaging import ImageReadError
+from ctmodels.imaging import ImageReadError, Volume
+from ctmodels.imaging.dicom.choice import SeriesOption
 from ctmodels.imaging.window import DEFAULT_WINDOW, PRESETS, Window, custom
+
+from . import loaders
 
 
 def window_picker(key: str, is_hu: bool) -> Window | None:
@@ -44,7 +47,8 @@ def metadata_table(meta: Mapping[str, Any]) -> None:
     if not meta:
         st.caption("No technical metadata.")
         return
-    rows = [{"field": k, "value": ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)} for k, v in meta.items()]
+    rows = [{"field": k, "value": ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)}
+            for k, v in meta.items() if k != "series_choices"]  # the series picker lists those
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     st.caption("Only allow-listed technical fields are read; names, IDs, dates and institutions never are.")
 
@@ -58,3 +62,26 @@ def burned_in_warning(meta: Mapping[str, Any]) -> None:
     if burned_in(meta):
         st.warning("**Burned-in annotations:** the scanner flags text drawn into the image itself, which may "
                    "identify the patient. Image exports are switched off for this scan.", icon=":material/visibility_off:")
+
+
+def upload_series(uploaded, key: str) -> Volume:
+    """Read an upload; when it holds several CT series (a whole study), say which one is shown and why, and let the
+    user switch (technical fields only: description, slices, thickness, kernel). Raises ``ImageReadError``."""
+    state = f"{key}_series_{uploaded.file_id}"
+    with st.spinner("Reading scan…"):
+        vol = loaders.read_upload(uploaded, st.session_state.get(state))
+    choices = vol.meta.get("series_choices")
+    if choices:
+        labels = {SeriesOption(**c).label(): c["key"] for c in choices}
+        shown = next(label for label, k in labels.items() if k == vol.meta["series_chosen"])
+        picked = st.selectbox(f"Series ({len(labels)} CT series in this upload)", list(labels),
+                              index=list(labels).index(shown), key=f"{state}_label",
+                              help="The reader opens the axial series a radiologist reads the lungs on: a lung or sharp "
+                          "kernel, the thinnest at most 3 mm, then the most slices. Localizers and dose reports are "
+                          "skipped.")
+        if labels[picked] != vol.meta["series_chosen"]:  # switched: read that series (this run, not the next)
+            st.session_state[state] = labels[picked]
+            with st.spinner("Reading scan…"):
+                vol = loaders.read_upload(uploaded, labels[picked])
+        st.caption(f"Showing {picked} — {vol.meta['series_why']}.")
+    return vol

@@ -10,7 +10,7 @@ from ctmodels.verdict import DEFAULT_THRESHOLD_PCT
 from ctmodels.workspace import PathNotAllowedError, data_roots, resolve_under_roots
 from ui import figures, loaders
 from ui.viewer import scan_viewer
-from ui.widgets import show_read_error, synthetic_banner
+from ui.widgets import show_read_error, synthetic_banner, upload_series
 
 LOCAL = "Local folder on this server…"
 UPLOAD = "Upload a scan (DICOM, zipped DICOM series, NIfTI, PNG/JPG)…"
@@ -93,14 +93,13 @@ def show_dataset(path: str, name: str | None) -> None:
 
 def show_upload() -> None:
     up = st.file_uploader("Scan file", key="db_upload",
-                          help="A DICOM file, a .zip of one DICOM series, a NIfTI volume (.nii/.nii.gz), or PNG/JPG/TIFF. "
+                          help="A DICOM file, a .zip or .tar.gz of a DICOM series or study, a NIfTI volume (.nii/.nii.gz), or PNG/JPG/TIFF. "
                                "Uploads stay in memory for this session and are never saved.")
     if up is None:
         st.caption("Nothing uploaded yet.")
         return
     try:
-        with st.spinner("Reading scan…"):
-            vol = loaders.read_upload(up)
+        vol = upload_series(up, "db_upload")
     except ImageReadError as exc:
         show_read_error(exc, up.name)
         return

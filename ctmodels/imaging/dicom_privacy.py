@@ -42,6 +42,9 @@ DERIVED_META_KEYS: tuple[str, ...] = (
     "slice_order",
     "skipped_files",
     "number_of_frames",
+    "series_choices",  # the upload's series by technical fields only (``dicom.choice.SeriesOption``)
+    "series_chosen",
+    "series_why",
 )
 DICOM_META_KEYS = frozenset(DICOM_META_TAGS + DERIVED_META_KEYS)
 

@@ -44,17 +44,18 @@ _UNKNOWN = (
 _IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 
 
-def read_any(source: Source, *, name: str | None = None) -> Volume:
+def read_any(source: Source, *, name: str | None = None, series: str | None = None) -> Volume:
     """Read a path (file or folder), bytes, or a binary file-like (e.g. Streamlit's UploadedFile).
 
-    ``name`` is a hint only (its extension); for file-likes it defaults to their ``.name``.
+    ``name`` is a hint only (its extension); for file-likes it defaults to their ``.name``. ``series``: which
+    DICOM series of a multi-series upload to read (a key of ``meta["series_choices"]``; default the reader's pick).
     Raises an ``ImageReadError`` subclass for any input we cannot use.
     """
     if not isinstance(source, _PATH_OR_BYTES) and not hasattr(source, "read"):
         kind = type(source).__name__
         raise TypeError(f"read_any expects a path, bytes or a binary file object, not {kind}")
     try:
-        return check_plausible(_read_any(source, name))
+        return check_plausible(_read_any(source, name, series))
     except ImageReadError:
         raise
     except MemoryError as exc:
@@ -66,17 +67,17 @@ def read_any(source: Source, *, name: str | None = None) -> Volume:
         ) from exc
 
 
-def _read_any(source: Source, name: str | None) -> Volume:
+def _read_any(source: Source, name: str | None, series: str | None = None) -> Volume:
     if isinstance(source, (str, os.PathLike)):
-        return _read_path(Path(source), name)
+        return _read_path(Path(source), name, series)
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return read_bytes(bytes(source), name)
-    return _read_filelike(source, name)
+        return read_bytes(bytes(source), name, series)
+    return _read_filelike(source, name, series)
 
 
-def _read_path(path: Path, name: str | None) -> Volume:
+def _read_path(path: Path, name: str | None, series: str | None = None) -> Volume:
     if path.is_dir():
-        return _read_members(archive.read_folder(path, probe=dicom.check_series_headers), container="folder")
+        return _read_members(archive.read_folder(path, probe=dicom.check_series_headers), "folder", series)
     if not path.is_file():
         if path.exists() or path.is_symlink():  # a FIFO, socket or device; or a dangling or looping link
             raise NotAnImageError(f"{path.name} is not a regular file (a pipe, device or broken link); "
@@ -87,11 +88,11 @@ def _read_path(path: Path, name: str | None) -> Volume:
     with path.open("rb") as fh:
         head = fh.read(4)
     if archive.is_zip(head):
-        return _read_members(archive.read_zip(path, probe=dicom.check_series_headers), container="zip")
-    return read_bytes(path.read_bytes(), name or path.name)
+        return _read_members(archive.read_zip(path, probe=dicom.check_series_headers), "zip", series)
+    return read_bytes(path.read_bytes(), name or path.name, series)
 
 
-def _read_filelike(fh: BinaryIO, name: str | None) -> Volume:
+def _read_filelike(fh: BinaryIO, name: str | None, series: str | None = None) -> Volume:
     if name is None:
         raw_name = getattr(fh, "name", None)
         name = os.path.basename(raw_name) if isinstance(raw_name, str) else None
@@ -103,7 +104,7 @@ def _read_filelike(fh: BinaryIO, name: str | None) -> Volume:
     data = fh.read(MAX_INPUT_BYTES + 1)
     if isinstance(data, str):
         raise TypeError("read_any needs a binary file object (opened with 'rb'), not a text one")
-    return read_bytes(bytes(data), name)
+    return read_bytes(bytes(data), name, series)
 
 
 def _check_input_size(size: int) -> None:
@@ -131,16 +132,16 @@ def sniff_format(data: bytes, name: str | None = None) -> str | None:
     return None
 
 
-def read_bytes(data: bytes, name: str | None = None) -> Volume:
+def read_bytes(data: bytes, name: str | None = None, series: str | None = None) -> Volume:
     """One file's bytes (or a zip's) -> Volume."""
     if not data:
         raise NotAnImageError("The file is empty.")
     _check_input_size(len(data))
     kind = sniff_format(data, name)
     if kind == "zip":
-        return _read_members(archive.read_zip(data, probe=dicom.check_series_headers), container="zip")
+        return _read_members(archive.read_zip(data, probe=dicom.check_series_headers), "zip", series)
     if kind == "tar":
-        return _read_members(archive.read_tar(data, probe=dicom.check_series_headers), container="tar archive")
+        return _read_members(archive.read_tar(data, probe=dicom.check_series_headers), "tar archive", series)
     if kind == "dicom":
         return dicom.read_dicom(data, name)
     if kind == "nifti":
@@ -179,7 +180,7 @@ def _other_picture(data: bytes) -> str | None:
     return None
 
 
-def _read_members(members: Sequence[tuple[str, bytes]], container: str) -> Volume:
+def _read_members(members: Sequence[tuple[str, bytes]], container: str, series: str | None = None) -> Volume:
     """Decide what a zip/folder holds: one DICOM series, one NIfTI, one image, or an image stack."""
     groups: dict[str, list[tuple[str, bytes]]] = {"dicom": [], "nifti": [], "raster": []}
     ignored = 0
@@ -196,7 +197,7 @@ def _read_members(members: Sequence[tuple[str, bytes]], container: str) -> Volum
         raise MixedSeriesError("The upload mixes DICOM files and NIfTI volumes; upload one scan at a time.")
     if dcm:
         # Viewer thumbnails or exported previews next to a DICOM series are ignored.
-        return _with_skipped(dicom.read_dicom_series(dcm), ignored + len(img))
+        return _with_skipped(dicom.read_dicom_series(dcm, series), ignored + len(img))
     if nii:
         if len(nii) > 1 or img:
             count = len(nii) + len(img)

@@ -46,6 +46,20 @@ def test_upload_phantom_dicom_zip(workspace_with_models):
     _check_results(at, volume=True)
 
 
+def test_a_zip_of_two_series_offers_the_choice(workspace_with_models):
+    """Once refused ("2 different CT series"): now the reader's pick is scored and the other one is a click away."""
+    demo = workspace_with_models / "data/demo/dicom"
+    data = zip_folder(demo, "PH000[23]/*.dcm", stored=True)
+    at = _upload(open_page(PAGE), "study.zip", data)
+    _check_results(at, volume=True)
+    box = next(b for b in at.selectbox if b.label.startswith("Series (2 CT series"))
+    first = box.index
+    box.select_index(1 - first).run()
+    _check_results(at, volume=True)
+    assert next(b for b in at.selectbox if b.label.startswith("Series (")).index == 1 - first
+    assert "chosen by you" in texts(at)
+
+
 def test_upload_nifti(workspace_with_models):
     nii = (workspace_with_models / "data/demo/kaggle/ct_scans/phantom_org_PH0003.nii").read_bytes()
     at = _upload(open_page(PAGE), "scan.nii.gz", gzip.compress(nii))

@@ -71,9 +71,26 @@ def test_upload_dicom_series_zip(workspace):
     assert "PH0001" not in meta.to_string()  # the patient ID never reaches the page
 
 
+def test_a_study_upload_opens_on_the_lung_series_and_switches(workspace):
+    from tests.ctmodels.imaging.test_series_choice import NEEDLES, study_zip
+
+    at = _select_source(open_page(PAGE), "Upload")
+    _upload(at, "study.zip", study_zip())
+    assert not at.exception
+    box = next(b for b in at.selectbox if b.label.startswith("Series ("))
+    assert len(box.options) == 2 and "12 slices of 32x32" in texts(at)
+    assert "lung/sharp kernel (B70f)" in texts(at) and "1 mm (the thinnest)" in texts(at)
+    other = next(i for i, o in enumerate(box.options) if o != box.options[box.index])
+    box.select_index(other).run()
+    box = next(b for b in at.selectbox if b.label.startswith("Series ("))
+    assert box.index == other and not at.exception and "6 slices of 32x32" in texts(at) and "chosen by you" in texts(at)
+    page = texts(at) + "".join(d.value.to_string() for d in at.dataframe)
+    assert not [n for n in NEEDLES if n.lower() in page.lower()]
+
+
 BAD = [
     "random-bytes-dcm", "truncated-dicom", "dicom-without-pixels", "mr-dicom", "secondary-capture",
-    "nifti-4d", "zero-bytes", "zip-only-txt", "empty-zip", "zip-two-series", "huge-png-20000",
+    "nifti-4d", "zero-bytes", "zip-only-txt", "empty-zip", "dicom-two-pixel-spacings", "huge-png-20000",
     "text-named-png", "one-pixel-png", "corrupt-jpeg", "zip-slip", "nested-zip",
 ]
 

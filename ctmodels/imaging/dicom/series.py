@@ -22,6 +22,7 @@ from ..errors import (
 from ..limits import MAX_SLICES, MAX_VOXELS
 from ..volume import Volume
 from .checks import check_encoding, check_has_pixels, check_is_ct, check_size
+from .choice import describe, group_series, pick
 from .frames import _Frame, _frames_of, _number_of_frames
 from .guards import _as_corrupt, quiet_pydicom
 from .meta import _meta
@@ -95,11 +96,12 @@ def read_dicom(data: bytes, name: str | None = None) -> Volume:
     )
 
 
-def read_dicom_series(members: Sequence[tuple[str, bytes]]) -> Volume:
-    """Many DICOM files of ONE CT series -> a superior-first HU volume.
+def read_dicom_series(members: Sequence[tuple[str, bytes]], series: str | None = None) -> Volume:
+    """The DICOM files of an upload -> one CT series as a superior-first HU volume.
 
     DICOMDIRs and image-less objects are skipped, as are non-CT images and scout (localizer)
-    images when CT slices are present; more than one CT series is refused (MixedSeriesError).
+    images when CT slices are present. Of several CT series the reader's pick is read (``choice``), or the one
+    ``series`` names (a key from the volume's ``meta["series_choices"]``).
     """
     if not members:
         raise EmptyArchiveError("No DICOM files were found.")
@@ -108,7 +110,7 @@ def read_dicom_series(members: Sequence[tuple[str, bytes]]) -> Volume:
         datasets = [parse_dicom(data, name) for name, data in members]
         with _as_corrupt("A DICOM file is damaged or incomplete and cannot be read."):
             kept, skipped = _select_ct_images(datasets)
-            series_count = _check_single_series(kept)
+            kept, choice = _choose_series(kept, series)
             for _, ds in kept:
                 check_size(ds)
                 check_encoding(ds)
@@ -123,9 +125,9 @@ def read_dicom_series(members: Sequence[tuple[str, bytes]]) -> Volume:
                 meta["RescaleSlope"], meta["RescaleIntercept"] = first.slope, first.intercept
             meta.update(
                 n_slices=int(array.shape[0]),
-                series_count=series_count,
                 slice_order=order.method,
                 skipped_files=skipped,
+                **choice,
             )
             if len(kept) == 1 and _number_of_frames(kept[0][1]) > 1:
                 meta["number_of_frames"] = _number_of_frames(kept[0][1])
@@ -175,26 +177,22 @@ def _is_localizer(ds: Dataset) -> bool:
         return False
 
 
-#: Who and which study a slice belongs to. Compared in memory only (never shown, logged or kept): an anonymiser
-#: that writes one constant SeriesInstanceUID would otherwise merge two patients' slices into one volume.
-_IDENTITY_KEYWORDS = ("PatientID", "PatientName", "PatientBirthDate", "StudyInstanceUID")
-
-
-def _check_single_series(kept: Sequence[tuple[int, Dataset]]) -> int:
-    uids = {str(ds.get("SeriesInstanceUID", "") or "") for _, ds in kept}
-    if len(uids) > 1:
-        raise MixedSeriesError(
-            f"The upload holds {len(uids)} different CT series. Upload one series at a time "
-            "(one folder or zip per series)."
-        )
-    for keyword in _IDENTITY_KEYWORDS:
-        values = {str(ds.get(keyword, "") or "").strip() for _, ds in kept} - {""}
-        if len(values) > 1:
-            raise MixedSeriesError(
-                "The slices carry one series ID but belong to different patients or studies (an anonymiser "
-                "may have written the same series ID into every file). Upload each patient's series on its own."
-            )
-    return len(uids)
+def _choose_series(kept: list[tuple[int, Dataset]], series: str | None) -> tuple[list[tuple[int, Dataset]], dict]:
+    """The slices of the chosen series (``series``: a key offered before; None: the reader's pick, ``choice``),
+    and what the volume's meta says about the choice (the options, technical fields only)."""
+    groups = group_series(kept)
+    if len(groups) == 1 and series is None:
+        return next(iter(groups.values())), {"series_count": 1}
+    options = [describe(key, members) for key, members in groups.items()]
+    best, why = pick(options)
+    if series is not None and series not in groups:
+        raise MixedSeriesError("The series asked for is not in this upload; pick one of the series it holds.")
+    chosen = series or best.key
+    if chosen != best.key:
+        why = "chosen by you"
+    logger.info("Upload holds %d CT series; reading %s (%s)", len(groups), chosen, why)
+    return groups[chosen], {"series_count": len(groups), "series_choices": [o.as_meta() for o in options],
+                            "series_chosen": chosen, "series_why": why}
 
 
 def _check_totals(frames: Sequence[_Frame]) -> None:
