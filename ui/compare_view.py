@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,9 +13,11 @@ import streamlit as st
 
 from ctmodels.assessment import SliceAssessment
 from ctmodels.datasets import DatasetError, builtin_sources
+from ctmodels.dicom_out import write_seg, write_sr
 from ctmodels.efficiency import RUNTIME_TITLES
 from ctmodels.explain import heatmap_overlay
 from ctmodels.imaging import ImageReadError, Volume
+from ctmodels.imaging.reader import source_images
 from ctmodels.imaging.window import LUNG
 from ctmodels.verdict import DEFAULT_THRESHOLD_PCT
 
@@ -33,6 +37,16 @@ class PickedScan:
     analysis: "loaders.LungAnalysis | None"  # classical HU lung analysis (None for 8-bit images)
     lung: np.ndarray | None  # the lung field the models crop to: the HU segmentation, or the 8-bit estimate
     synthetic: bool
+    #: the DICOM headers of the scan's series, slice for slice, read again on demand for DICOM SR/SEG (they hold
+    #: the patient's identifiers: never kept in the session); None for scans that are not single-frame DICOM
+    dicom_sources: Callable[[], list] | None = None
+
+
+def _dicom_sources(vol: Volume, source, name: str | None) -> Callable[[], list] | None:
+    if not vol.source_format.startswith("dicom") or vol.meta.get("number_of_frames"):
+        return None
+    series = vol.meta.get("series_chosen")
+    return lambda: source_images(source() if callable(source) else source, name, series)
 
 
 def _field(vol: Volume, key: str, analysis) -> np.ndarray | None:
@@ -60,7 +74,8 @@ def pick_scan(key: str) -> PickedScan | None:
             with st.spinner("Segmenting lungs…"):
                 analysis = loaders.analyse_upload(vol, up)
         scan_key = f"upload:{up.file_id}:{vol.meta.get('series_chosen', '')}"
-        return PickedScan(vol, scan_key, analysis, _field(vol, scan_key, analysis), False)
+        return PickedScan(vol, scan_key, analysis, _field(vol, scan_key, analysis), False,
+                          _dicom_sources(vol, up.getvalue, up.name))
     sources = [s for s in builtin_sources() if s.key != "demo-png"]
     if not sources:
         st.info("No sample data in the workspace yet (`make run` builds the demo phantoms).")
@@ -86,7 +101,8 @@ def pick_scan(key: str) -> PickedScan | None:
         with st.spinner("Segmenting lungs…"):
             analysis = loaders.classical_lung(str(case.image), loaders.stamp(case.image))
     scan_key = f"case:{case.image}:{loaders.stamp(case.image)}"
-    return PickedScan(vol, scan_key, analysis, _field(vol, scan_key, analysis), ds.synthetic)
+    return PickedScan(vol, scan_key, analysis, _field(vol, scan_key, analysis), ds.synthetic,
+                      _dicom_sources(vol, Path(case.image), None))
 
 
 def set_builder(title: str, what: str, minutes: str, launch, status, key: str, start_label: str) -> None:
@@ -174,3 +190,17 @@ def runtimes_text(models: list) -> str:
     for m in models:
         groups.setdefault(m.runtime, []).append(m.name)
     return ", ".join(f"{RUNTIME_TITLES.get(rt, 'eager PyTorch')} ({', '.join(names)})" for rt, names in groups.items())
+
+
+def dicom_downloads(assessment, sources: Callable[[], list]) -> None:
+    """DICOM SR (every model's verdict, P(severe), involvement) and SEG (lung field, lesion) of the scan, made on
+    click: they carry the study's identifiers to be filed under it, so they go to the user's download only."""
+    st.caption("As DICOM, to file beside the study in a PACS or viewer: a structured report (TID 1500) of every "
+               "model's verdict, P(severe) and involvement, and a segmentation of the lung field and the lesion. "
+               "They carry the study's patient identifiers (copied from the scan's headers) so a PACS files them "
+               "under it. Research software, not for diagnostic use.")
+    c1, c2 = st.columns(2)
+    c1.download_button("Download DICOM SR (measurement report)", lambda: write_sr(assessment, sources()),
+                       "ctss_results_sr.dcm", "application/dicom", key="cmp_sr", icon=":material/description:")
+    c2.download_button("Download DICOM SEG (lung field, lesion)", lambda: write_seg(assessment, sources()),
+                       "ctss_results_seg.dcm", "application/dicom", key="cmp_seg", icon=":material/layers:")

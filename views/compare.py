@@ -13,7 +13,15 @@ from ctmodels.verdict import DEFAULT_THRESHOLD_PCT
 from training.jobs.runner import demo_status, launch_demo, launch_real, real_status
 from training.recipes.real import have_real_data
 from ui import export, figures, render
-from ui.compare_view import agreement_table, demo_builder, pick_scan, result_grid, runtimes_text, set_builder
+from ui.compare_view import (
+    agreement_table,
+    demo_builder,
+    dicom_downloads,
+    pick_scan,
+    result_grid,
+    runtimes_text,
+    set_builder,
+)
 from ui.loaders import whole_scan_work
 from ui.models import (
     PHANTOM,
@@ -168,3 +176,5 @@ else:
 
     e1.download_button("Download comparison (PNG)", comparison_png, "comparison.png", "image/png", key="cmp_png")
 e2.download_button("Download numbers (CSV)", export.numbers_csv(rows), "comparison.csv", "text/csv", key="cmp_csv")
+if picked.dicom_sources is not None and assessment.lung is not None and assessment.is_volume:
+    dicom_downloads(assessment, picked.dicom_sources)

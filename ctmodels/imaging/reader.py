@@ -151,6 +151,28 @@ def read_bytes(data: bytes, name: str | None = None, series: str | None = None) 
     raise NotAnImageError(_unknown_message(data, name))
 
 
+def source_images(data: bytes | Path, name: str | None = None, series: str | None = None) -> list:
+    """The headers (pydicom Datasets, pixel data dropped) of the DICOM series ``read_any`` reads from these bytes
+    (or this folder), one per slice in the volume's order: what a DICOM SR or SEG of the scan references. They
+    hold the patient's identifiers: for the DICOM writers only (``ctmodels.dicom_out``), in memory."""
+    if isinstance(data, Path):
+        if not data.is_dir():
+            return source_images(data.read_bytes(), name or data.name, series)
+        members = archive.read_folder(data)
+        return dicom.series_source_images([(n, d) for n, d in members if d and sniff_format(d, n) == "dicom"], series)
+    kind = sniff_format(data, name)
+    if kind == "zip":
+        members = archive.read_zip(data)
+    elif kind == "tar":
+        members = archive.read_tar(data)
+    elif kind == "dicom":
+        members = [(name or "file.dcm", data)]
+    else:
+        raise NotAnImageError("DICOM SR and SEG are written for DICOM scans; this upload is not one.")
+    dcm = [(n, d) for n, d in members if d and sniff_format(d, n) == "dicom"]
+    return dicom.series_source_images(dcm, series)
+
+
 def _unknown_message(data: bytes, name: str | None) -> str:
     suffixes = [s.lower() for s in PurePosixPath((name or "").replace("\\", "/")).suffixes]
     ext = suffixes[-1] if suffixes else ""

@@ -56,6 +56,26 @@ def _assert_clean(text: str, where: str) -> None:
     assert not found, f"identifying values {found} leaked into {where}"
 
 
+#: What a result must copy from its source to be filed under the study (patient and general study modules).
+FILING_KEYWORDS = {"PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                   "AccessionNumber", "ReferringPhysicianName", "StudyID"}
+
+
+def _assert_dicom_results_carry_only_the_filing_identifiers(assessments: dict, upload: bytes) -> None:
+    """The SR and SEG the page offers carry the study's identity (to be filed under it) and nothing else of the
+    source's headers: no address, institution, operator, station, descriptions or other dates."""
+    from ctmodels.dicom_out import write_seg, write_sr
+    from ctmodels.imaging.reader import source_images
+
+    (assessment,) = assessments.values()
+    for raw in (write_sr(assessment, source_images(upload, "patient.zip")),
+                write_seg(assessment, source_images(upload, "patient.zip"))):
+        ds = pydicom.dcmread(io.BytesIO(raw))
+        assert ds.PatientID == IDENTIFYING["PatientID"]  # filed under the right patient
+        rest = "\n".join(str(e.value) for e in ds.iterall() if e.keyword not in FILING_KEYWORDS and e.VR != "SQ")
+        _assert_clean(rest, f"the DICOM {ds.Modality} (outside the patient and study identity)")
+
+
 def _all_page_text(at) -> str:
     parts = [texts(at)]
     for d in at.dataframe:
@@ -84,11 +104,14 @@ def test_no_identifier_leaks_anywhere(workspace_with_models, caplog, tmp_path, m
     page = _all_page_text(at)
     _assert_clean(page, "the Compare page")
     assert "Burned-in annotations" in page
-    # the exports the page offers: the numbers CSV only; the PNG is never rendered for burned-in scans
+    # the exports the page offers: the numbers CSV and the DICOM results (no pixels of the scan in either);
+    # the PNG is never rendered for burned-in scans
     assert rendered == [] and "No comparison image" in page
-    assert [b.proto.label for b in at.get("download_button")] == ["Download numbers (CSV)"]
+    assert [b.proto.label for b in at.get("download_button")] == [
+        "Download numbers (CSV)", "Download DICOM SR (measurement report)", "Download DICOM SEG (lung field, lesion)"]
     csv = export.numbers_csv([{"model": "x", "slice": 1}]).decode()
     _assert_clean(csv, "the CSV export")
+    _assert_dicom_results_carry_only_the_filing_identifiers(at.session_state["cmp_assessment"], data)
 
     at = open_page("views/data_browser.py")
     box = at.selectbox(key="db_source")

@@ -44,6 +44,8 @@ def test_upload_phantom_dicom_zip(workspace_with_models):
     data = zip_folder(workspace_with_models / "data/demo/dicom/PH0002", "*.dcm", stored=True)
     at = _upload(open_page(PAGE), "series.zip", data)
     _check_results(at, volume=True)
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert "Download DICOM SR (measurement report)" in labels and "Download DICOM SEG (lung field, lesion)" in labels
 
 
 def test_a_zip_of_two_series_offers_the_choice(workspace_with_models):
@@ -64,6 +66,8 @@ def test_upload_nifti(workspace_with_models):
     nii = (workspace_with_models / "data/demo/kaggle/ct_scans/phantom_org_PH0003.nii").read_bytes()
     at = _upload(open_page(PAGE), "scan.nii.gz", gzip.compress(nii))
     _check_results(at, volume=True)
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert not [x for x in labels if "DICOM" in x]  # no DICOM results without DICOM headers to file them under
 
 
 def test_upload_png_is_flagged_as_not_hu(workspace_with_models):

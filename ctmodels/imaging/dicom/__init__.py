@@ -16,6 +16,7 @@ Parts, leaves first: ``guards``, ``frames`` (per-slice header records), ``parse`
 from __future__ import annotations
 
 from .parse import has_dicom_preamble, is_dicom
-from .series import check_series_headers, read_dicom, read_dicom_series
+from .series import check_series_headers, read_dicom, read_dicom_series, series_source_images
 
-__all__ = ["check_series_headers", "has_dicom_preamble", "is_dicom", "read_dicom", "read_dicom_series"]
+__all__ = ["check_series_headers", "has_dicom_preamble", "is_dicom", "read_dicom", "read_dicom_series",
+           "series_source_images"]

@@ -18,6 +18,7 @@ from ..errors import (
     MixedSeriesError,
     NoPixelDataError,
     NotCTError,
+    UnsupportedDimensionsError,
 )
 from ..limits import MAX_SLICES, MAX_VOXELS
 from ..volume import Volume
@@ -103,34 +104,22 @@ def read_dicom_series(members: Sequence[tuple[str, bytes]], series: str | None =
     images when CT slices are present. Of several CT series the reader's pick is read (``choice``), or the one
     ``series`` names (a key from the volume's ``meta["series_choices"]``).
     """
-    if not members:
-        raise EmptyArchiveError("No DICOM files were found.")
-    members = sorted(members, key=lambda m: natural_key(m[0]))  # only matters when nothing else orders
-    with quiet_pydicom():
-        datasets = [parse_dicom(data, name) for name, data in members]
-        with _as_corrupt("A DICOM file is damaged or incomplete and cannot be read."):
-            kept, skipped = _select_ct_images(datasets)
-            kept, choice = _choose_series(kept, series)
-            for _, ds in kept:
-                check_size(ds)
-                check_encoding(ds)
-            frames = [fr for i, ds in kept for fr in _frames_of(ds, i)]
-            _check_totals(frames)
-            order = _order_frames(frames)
-            array = _assemble(frames, order)
-            first = frames[order.indices[0]]
-            spacing = _spacing(order, frames)
-            meta = _meta(first.ds)
-            if first.frame is not None:
-                meta["RescaleSlope"], meta["RescaleIntercept"] = first.slope, first.intercept
-            meta.update(
-                n_slices=int(array.shape[0]),
-                slice_order=order.method,
-                skipped_files=skipped,
-                **choice,
-            )
-            if len(kept) == 1 and _number_of_frames(kept[0][1]) > 1:
-                meta["number_of_frames"] = _number_of_frames(kept[0][1])
+    with quiet_pydicom(), _as_corrupt("A DICOM file is damaged or incomplete and cannot be read."):
+        kept, skipped, choice, frames, order = _series_frames(members, series)
+        array = _assemble(frames, order)
+        first = frames[order.indices[0]]
+        spacing = _spacing(order, frames)
+        meta = _meta(first.ds)
+        if first.frame is not None:
+            meta["RescaleSlope"], meta["RescaleIntercept"] = first.slope, first.intercept
+        meta.update(
+            n_slices=int(array.shape[0]),
+            slice_order=order.method,
+            skipped_files=skipped,
+            **choice,
+        )
+        if len(kept) == 1 and _number_of_frames(kept[0][1]) > 1:
+            meta["number_of_frames"] = _number_of_frames(kept[0][1])
     logger.debug("Read DICOM CT: %d slices of %dx%d, order by %s", *array.shape, order.method)
     return Volume(
         array=array,
@@ -140,6 +129,42 @@ def read_dicom_series(members: Sequence[tuple[str, bytes]], series: str | None =
         meta=meta,
         slice_positions=order.positions,
     )
+
+
+def series_source_images(members: Sequence[tuple[str, bytes]], series: str | None = None) -> list[Dataset]:
+    """The headers of the series ``read_dicom_series`` reads, one per slice in the volume's order (superior
+    first), pixel data dropped: what a DICOM SEG or SR references. They carry the patient's identifiers, so
+    they stay in the caller's memory (``ctmodels.dicom_results``) and are never shown, logged or kept.
+    Multi-frame sources are refused: the exporters reference one image per slice."""
+    with quiet_pydicom(), _as_corrupt("A DICOM file is damaged or incomplete and cannot be read."):
+        kept, _, _, frames, order = _series_frames(members, series)
+    if any(f.frame is not None for f in frames):
+        raise UnsupportedDimensionsError("DICOM SR and SEG are written for series of single-frame slices; this "
+                                         "scan is one multi-frame file.")
+    out = []
+    for i in order.indices:
+        ds = frames[i].ds
+        for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+            if keyword in ds:
+                del ds[keyword]
+        out.append(ds)
+    return out
+
+
+def _series_frames(members: Sequence[tuple[str, bytes]], series: str | None) -> tuple:
+    """Parse, keep the CT images of the chosen series, check them and order their slices."""
+    if not members:
+        raise EmptyArchiveError("No DICOM files were found.")
+    members = sorted(members, key=lambda m: natural_key(m[0]))  # only matters when nothing else orders
+    datasets = [parse_dicom(data, name) for name, data in members]
+    kept, skipped = _select_ct_images(datasets)
+    kept, choice = _choose_series(kept, series)
+    for _, ds in kept:
+        check_size(ds)
+        check_encoding(ds)
+    frames = [fr for i, ds in kept for fr in _frames_of(ds, i)]
+    _check_totals(frames)
+    return kept, skipped, choice, frames, _order_frames(frames)
 
 
 def _select_ct_images(datasets: Sequence[Dataset]) -> tuple[list[tuple[int, Dataset]], int]:
