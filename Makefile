@@ -8,8 +8,9 @@ export CTSS_WORKSPACE ?= $(CURDIR)/workspace
 DEMO_DIR := $(CTSS_WORKSPACE)/data/demo
 DEMO_PATIENTS ?= 60
 PORT ?= 8501
+PACS_PORT ?= 8042
 
-.PHONY: help venv chromium demo-data demo-models real-models real-cv run test test-all bench clean-demo
+.PHONY: help venv chromium orthanc pacs demo-data demo-models real-models real-cv run test test-all bench clean-demo
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -48,10 +49,19 @@ chromium: ## the browser the e2e test drives (Debian's chromium; installed with 
 	   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	  { echo "error: the browser test needs Debian's chromium: apt-get install -y chromium (as root)"; exit 1; }
 
-test: venv chromium ## run the default test suite, the browser test included (fast; no GPU needed)
+orthanc: ## the PACS the tests and `make pacs` start (Debian's orthanc + orthanc-dicomweb; apt-get when missing)
+	@test -x /usr/sbin/Orthanc -a -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so || \
+	  (echo "installing Debian's orthanc and orthanc-dicomweb for the PACS tests …" && apt-get update -qq && \
+	   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc orthanc-dicomweb >/dev/null) || \
+	  { echo "error: the PACS tests need Orthanc: apt-get install -y orthanc orthanc-dicomweb (as root)"; exit 1; }
+
+pacs: venv demo-data orthanc ## a local Orthanc PACS on 127.0.0.1:$(PACS_PORT) with the sample studies (DICOMweb; Ctrl-C stops)
+	$(PY) -m ctmodels.pacs --port $(PACS_PORT)
+
+test: venv chromium orthanc ## run the default test suite, the browser and PACS tests included (fast; no GPU needed)
 	@$(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
-test-all: venv chromium ## run every test, the slow ones too
+test-all: venv chromium orthanc ## run every test, the slow ones too
 	$(PY) -m pytest -m "not gpu"
 
 clean-demo: ## delete the demo phantoms (rebuilt by the next `make run`)

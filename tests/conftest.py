@@ -189,3 +189,15 @@ def tiny():
     def make(**override) -> "RunConfig":
         return RunConfig.from_dict(merge(merge(RunConfig().to_dict(), TINY), override))
     return make
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory):
+    """A real DICOMweb server: Debian's Orthanc with its DICOMweb plugin on a free 127.0.0.1 port, its own storage,
+    stopped after the session. ``make test`` installs it; the PACS tests are part of the suite, never skipped."""
+    from ctmodels.pacs.orthanc import LocalOrthanc, installed
+
+    if not installed():
+        pytest.fail("Orthanc is not installed: `make test` installs it (apt-get install -y orthanc orthanc-dicomweb)")
+    with LocalOrthanc(tmp_path_factory.mktemp("orthanc")) as server:
+        yield server

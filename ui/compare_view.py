@@ -22,6 +22,7 @@ from ctmodels.imaging.window import LUNG
 from ctmodels.verdict import DEFAULT_THRESHOLD_PCT
 
 from . import loaders, render
+from .pacs_view import pacs_study, send_to_pacs
 from .progress import progress_bar
 from .widgets import show_read_error, upload_series
 
@@ -40,6 +41,7 @@ class PickedScan:
     #: the DICOM headers of the scan's series, slice for slice, read again on demand for DICOM SR/SEG (they hold
     #: the patient's identifiers: never kept in the session); None for scans that are not single-frame DICOM
     dicom_sources: Callable[[], list] | None = None
+    pacs_url: str | None = None  # the PACS the study came from: results can be sent back to it
 
 
 def _dicom_sources(vol: Volume, source, name: str | None) -> Callable[[], list] | None:
@@ -57,7 +59,24 @@ def _field(vol: Volume, key: str, analysis) -> np.ndarray | None:
 
 def pick_scan(key: str) -> PickedScan | None:
     """A sample case or an upload, read, with its lung field (classical analysis for HU scans)."""
-    mode = st.segmented_control("Scan", ["Sample case", "Upload"], default="Sample case", key=f"{key}_mode") or "Sample case"
+    mode = (st.segmented_control("Scan", ["Sample case", "Upload", "PACS"], default="Sample case", key=f"{key}_mode")
+            or "Sample case")
+    if mode == "PACS":
+        try:
+            opened = pacs_study(key)
+        except ImageReadError as exc:
+            show_read_error(exc, "The study")
+            return None
+        if opened is None:
+            return None
+        vol, study = opened
+        analysis = None
+        if vol.is_hu:
+            with st.spinner("Segmenting lungs…"):
+                analysis = loaders.analyse_scan(vol, study.token)
+        scan_key = f"pacs:{study.token}:{vol.meta.get('series_chosen', '')}"
+        return PickedScan(vol, scan_key, analysis, _field(vol, scan_key, analysis), False,
+                          _dicom_sources(vol, study.members, None), study.url)
     if mode == "Upload":
         up = st.file_uploader("DICOM file, zipped DICOM series or study, NIfTI, PNG/JPG", key=f"{key}_upload",
                               help="Kept in memory for this session only; never saved.")
@@ -192,7 +211,7 @@ def runtimes_text(models: list) -> str:
     return ", ".join(f"{RUNTIME_TITLES.get(rt, 'eager PyTorch')} ({', '.join(names)})" for rt, names in groups.items())
 
 
-def dicom_downloads(assessment, sources: Callable[[], list]) -> None:
+def dicom_downloads(assessment, sources: Callable[[], list], pacs_url: str | None = None) -> None:
     """DICOM SR (every model's verdict, P(severe), involvement) and SEG (lung field, lesion) of the scan, made on
     click: they carry the study's identifiers to be filed under it, so they go to the user's download only."""
     st.caption("As DICOM, to file beside the study in a PACS or viewer: a structured report (TID 1500) of every "
@@ -204,3 +223,6 @@ def dicom_downloads(assessment, sources: Callable[[], list]) -> None:
                        "ctss_results_sr.dcm", "application/dicom", key="cmp_sr", icon=":material/description:")
     c2.download_button("Download DICOM SEG (lung field, lesion)", lambda: write_seg(assessment, sources()),
                        "ctss_results_seg.dcm", "application/dicom", key="cmp_seg", icon=":material/layers:")
+    if pacs_url:
+        send_to_pacs(pacs_url, lambda: [write_sr(assessment, sources()), write_seg(assessment, sources())],
+                     "cmp_send_pacs")

@@ -16,6 +16,7 @@ from ctmodels.datasets.model import Case
 from ctmodels.imaging import ImageReadError, Volume, read_any
 from ctmodels.imaging.lung import Involvement, involvement, segment_lungs
 from ctmodels.imaging.lung_field import lung_field
+from ctmodels.imaging.reader import read_study_files
 from ctmodels.work_slots import whole_scan_work
 
 
@@ -81,7 +82,17 @@ def read_upload(uploaded, series: str | None = None) -> Volume:
 
     The result is kept in this browser session only, so two users never see each other's scans.
     """
-    key = (uploaded.file_id, series)  # a new upload of the same file gets a new id (and is read again)
+    # a new upload of the same file gets a new id (and is read again)
+    return _read_once((uploaded.file_id, series), lambda: read_any(uploaded.getvalue(), name=uploaded.name,
+                                                                   series=series))
+
+
+def read_pacs_study(token: str, members: list[tuple[str, bytes]], series: str | None = None) -> Volume:
+    """A study retrieved from the PACS (``token``: which retrieval), read once per session like an upload."""
+    return _read_once((token, series), lambda: read_study_files(members, series))
+
+
+def _read_once(key: tuple, read) -> Volume:
     cache = st.session_state.setdefault(UPLOAD_KEY, {})
     if key in cache:
         hit = cache[key]
@@ -90,8 +101,8 @@ def read_upload(uploaded, series: str | None = None) -> Volume:
         return hit
     cache.clear()
     try:
-        with whole_scan_work():  # the upload's bytes are copied only here, one upload at a time
-            vol = read_any(uploaded.getvalue(), name=uploaded.name, series=series).compact()  # whole HU as int16
+        with whole_scan_work():  # the scan's bytes are decoded only here, one scan at a time
+            vol = read().compact()  # kept: whole HU as int16
     except ImageReadError as exc:
         cache[key] = exc
         raise
@@ -101,7 +112,12 @@ def read_upload(uploaded, series: str | None = None) -> Volume:
 
 def analyse_upload(vol: Volume, uploaded) -> LungAnalysis:
     """Classical analysis of an uploaded scan, memoised in this session only."""
-    key = ("lung", uploaded.file_id, vol.meta.get("series_chosen"))
+    return analyse_scan(vol, uploaded.file_id)
+
+
+def analyse_scan(vol: Volume, token: str) -> LungAnalysis:
+    """Classical analysis of a session's scan (an upload, a PACS study: ``token``), memoised in this session only."""
+    key = ("lung", token, vol.meta.get("series_chosen"))
     cache = st.session_state.setdefault("upload_analysis", {})
     if key not in cache:
         cache.clear()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import pandas as pd
 import streamlit as st
@@ -65,11 +65,16 @@ def burned_in_warning(meta: Mapping[str, Any]) -> None:
 
 
 def upload_series(uploaded, key: str) -> Volume:
-    """Read an upload; when it holds several CT series (a whole study), say which one is shown and why, and let the
-    user switch (technical fields only: description, slices, thickness, kernel). Raises ``ImageReadError``."""
-    state = f"{key}_series_{uploaded.file_id}"
+    """Read an upload, with the series choice when it holds several (``series_choice``)."""
+    return series_choice(lambda series: loaders.read_upload(uploaded, series), f"{key}_series_{uploaded.file_id}")
+
+
+def series_choice(read: Callable[[str | None], Volume], state: str) -> Volume:
+    """Read a scan (``read(series key or None)``); when it holds several CT series (a whole study), say which one is
+    shown and why, and let the user switch (technical fields only: description, slices, thickness, kernel).
+    Raises ``ImageReadError``."""
     with st.spinner("Reading scan…"):
-        vol = loaders.read_upload(uploaded, st.session_state.get(state))
+        vol = read(st.session_state.get(state))
     choices = vol.meta.get("series_choices")
     if choices:
         labels = {SeriesOption(**c).label(): c["key"] for c in choices}
@@ -77,11 +82,11 @@ def upload_series(uploaded, key: str) -> Volume:
         picked = st.selectbox(f"Series ({len(labels)} CT series in this upload)", list(labels),
                               index=list(labels).index(shown), key=f"{state}_label",
                               help="The reader opens the axial series a radiologist reads the lungs on: a lung or sharp "
-                          "kernel, the thinnest at most 3 mm, then the most slices. Localizers and dose reports are "
-                          "skipped.")
+                                   "kernel, the thinnest at most 3 mm, then the most slices. Localizers and dose "
+                                   "reports are skipped.")
         if labels[picked] != vol.meta["series_chosen"]:  # switched: read that series (this run, not the next)
             st.session_state[state] = labels[picked]
             with st.spinner("Reading scan…"):
-                vol = loaders.read_upload(uploaded, labels[picked])
+                vol = read(labels[picked])
         st.caption(f"Showing {picked} — {vol.meta['series_why']}.")
     return vol

@@ -177,4 +177,4 @@ else:
     e1.download_button("Download comparison (PNG)", comparison_png, "comparison.png", "image/png", key="cmp_png")
 e2.download_button("Download numbers (CSV)", export.numbers_csv(rows), "comparison.csv", "text/csv", key="cmp_csv")
 if picked.dicom_sources is not None and assessment.lung is not None and assessment.is_volume:
-    dicom_downloads(assessment, picked.dicom_sources)
+    dicom_downloads(assessment, picked.dicom_sources, picked.pacs_url)

@@ -9,18 +9,20 @@ from ctmodels.imaging import ImageReadError
 from ctmodels.verdict import DEFAULT_THRESHOLD_PCT
 from ctmodels.workspace import PathNotAllowedError, data_roots, resolve_under_roots
 from ui import figures, loaders
+from ui.pacs_view import pacs_study
 from ui.viewer import scan_viewer
 from ui.widgets import show_read_error, synthetic_banner, upload_series
 
 LOCAL = "Local folder on this server…"
 UPLOAD = "Upload a scan (DICOM, zipped DICOM series, NIfTI, PNG/JPG)…"
+PACS = "Open a study from a PACS (DICOMweb)…"
 
 st.title("Data Browser")
 sources = builtin_sources()
 if not any(s.synthetic for s in sources):
     st.info("The demo phantoms are not built yet. `make run` builds them into the workspace "
             "(or run `python -m ctmodels.imaging.phantom --out workspace/data/demo`).", icon=":material/info:")
-titles = [s.title for s in sources] + [LOCAL, UPLOAD]
+titles = [s.title for s in sources] + [LOCAL, UPLOAD, PACS]
 choice = st.selectbox("Dataset", titles, key="db_source")
 
 with st.expander("Label rule: mild vs severe", expanded=False):
@@ -110,8 +112,22 @@ def show_upload() -> None:
     scan_viewer(vol, "db_up_view", analyse=lambda: loaders.analyse_upload(vol, up), threshold_pct=threshold)
 
 
+def show_pacs() -> None:
+    try:
+        opened = pacs_study("db")
+    except ImageReadError as exc:
+        show_read_error(exc, "The study")
+        return
+    if opened is not None:
+        vol, study = opened
+        st.success(f"Opened the study from the PACS: {vol.describe()}.", icon=":material/check_circle:")
+        scan_viewer(vol, "db_pacs_view", analyse=lambda: loaders.analyse_scan(vol, study.token), threshold_pct=threshold)
+
+
 if choice == UPLOAD:
     show_upload()
+elif choice == PACS:
+    show_pacs()
 elif choice == LOCAL:
     typed = st.text_input("Folder path", key="db_folder",
                           help="Allowed under: " + ", ".join(str(r) for r in data_roots()))

@@ -9,6 +9,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from .. import __version__
+from ..imaging.dicom.uids import repair_uids
 
 MANUFACTURER = "CT Severity Studio"
 MODEL_NAME = "CT Severity Studio"
@@ -56,5 +57,5 @@ def prepared_sources(sources: Sequence[Dataset], n_slices: int) -> list[Dataset]
                 setattr(kept, keyword, "")
         if "FrameOfReferenceUID" not in kept:  # a phantom or a stripped export: one frame per series
             kept.FrameOfReferenceUID = pydicom.uid.generate_uid(prefix=None, entropy_srcs=[str(ds.SeriesInstanceUID)])
-        out.append(kept)
+        out.append(repair_uids(kept))  # as a PACS holds such a series (``ctmodels.pacs.loading``)
     return out

@@ -151,10 +151,24 @@ def read_bytes(data: bytes, name: str | None = None, series: str | None = None) 
     raise NotAnImageError(_unknown_message(data, name))
 
 
-def source_images(data: bytes | Path, name: str | None = None, series: str | None = None) -> list:
+def read_study_files(members: Sequence[tuple[str, bytes]], series: str | None = None) -> Volume:
+    """The files of a study retrieved from a PACS (``ctmodels.pacs``) -> one series as a Volume, read like a zip
+    of them (series choice included); typed errors as ``read_any``."""
+    try:
+        return check_plausible(_read_members(members, "study", series))
+    except ImageReadError:
+        raise
+    except MemoryError as exc:
+        raise ImageTooLargeError("The study is too large to load into memory.") from exc
+
+
+def source_images(data: bytes | Path | Sequence[tuple[str, bytes]], name: str | None = None,
+                  series: str | None = None) -> list:
     """The headers (pydicom Datasets, pixel data dropped) of the DICOM series ``read_any`` reads from these bytes
     (or this folder), one per slice in the volume's order: what a DICOM SR or SEG of the scan references. They
     hold the patient's identifiers: for the DICOM writers only (``ctmodels.dicom_out``), in memory."""
+    if isinstance(data, list):
+        return dicom.series_source_images([(n, d) for n, d in data if d and sniff_format(d, n) == "dicom"], series)
     if isinstance(data, Path):
         if not data.is_dir():
             return source_images(data.read_bytes(), name or data.name, series)

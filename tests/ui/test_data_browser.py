@@ -88,6 +88,23 @@ def test_a_study_upload_opens_on_the_lung_series_and_switches(workspace):
     assert not [n for n in NEEDLES if n.lower() in page.lower()]
 
 
+def test_a_study_opens_from_the_pacs(workspace, orthanc):
+    from ctmodels.pacs import PacsClient
+    from ctmodels.pacs.loading import load_series
+
+    uid = load_series(PacsClient(orthanc.dicomweb), [workspace / "data" / "demo" / "dicom" / "PH0004"])["PH0004"]
+    at = _select_source(open_page(PAGE), "Open a study from a PACS")
+    at.text_input(key="db_pacs_url").input(orthanc.dicomweb)
+    at.text_input(key="db_pacs_study").input("1.2.3.4.5.6.7").run()
+    at.button(key="db_pacs_open").click().run()
+    assert not at.exception and [e.value for e in at.error] == ["The PACS has no study with that Study Instance UID."]
+    at.text_input(key="db_pacs_study").input(uid).run()
+    at.button(key="db_pacs_open").click().run()
+    assert not at.exception and not at.error
+    assert "Opened the study from the PACS: 12 slices of 128x128" in texts(at) and len(at.image) == 1
+    assert uid not in "".join(d.value.to_string() for d in at.dataframe)  # the metadata table shows no UID
+
+
 BAD = [
     "random-bytes-dcm", "truncated-dicom", "dicom-without-pixels", "mr-dicom", "secondary-capture",
     "nifti-4d", "zero-bytes", "zip-only-txt", "empty-zip", "dicom-two-pixel-spacings", "huge-png-20000",
