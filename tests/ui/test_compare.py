@@ -87,7 +87,7 @@ def test_upload_real_sample(workspace_with_models, real_data):
     _check_results(at, volume=False)
 
 
-@pytest.mark.parametrize("case", ["truncated-dicom", "nifti-4d", "text-named-png", "zip-two-series"])
+@pytest.mark.parametrize("case", ["truncated-dicom", "nifti-4d", "text-named-png", "dicom-two-pixel-spacings"])
 def test_corrupt_upload_then_page_keeps_working(workspace_with_models, tmp_path, case):
     _, build, name, expected, _ = next(c for c in CASES if c[0] == case)
     at = _upload(open_page(PAGE), name or "x.bin", build(tmp_path))
