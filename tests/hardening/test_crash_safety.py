@@ -34,6 +34,7 @@ WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a process-level test (issue 'One assessment path': fast or slow); `make test-all` runs it
 def test_kill_during_checkpoint_writes(tmp_path):
     folder = tmp_path / "ckpt"
     rng = random.Random(0)

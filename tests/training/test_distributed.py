@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ctmodels.preprocess import Preprocessing
 from training.config import DataConfig
 from training.data.prepare import prepare
@@ -16,6 +18,7 @@ from training.jobs.registry import RunStore
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # a process-level test (issue 'One assessment path': fast or slow); `make test-all` runs it
 def test_torchrun_two_processes(workspace):
     env = {**os.environ, "CTSS_WORKSPACE": str(workspace), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     batch = 4

@@ -10,6 +10,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from tests.builders import wait_until
 from tests.ui.apptest import open_page
 from training.jobs.registry import RunStore
@@ -33,6 +35,7 @@ SUBMIT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a process-level test (issue 'One assessment path': fast or slow); `make test-all` runs it
 def test_job_survives_the_app_process(workspace):
     env = {**os.environ, "CTSS_WORKSPACE": str(workspace), "PYTHONPATH": str(REPO), "CTSS_THREADS": "1"}
     app = subprocess.Popen([sys.executable, "-c", SUBMIT.format(repo=str(REPO))], cwd=REPO, env=env,

@@ -77,6 +77,7 @@ def test_start_a_run_and_watch_it_finish(page, workspace):
     assert any("level" in d.value.columns for d in at.dataframe)  # the evaluation table
 
 
+@pytest.mark.slow  # a process-level test (issue 'One assessment path': fast or slow); `make test-all` runs it
 def test_cancel_then_resume(page, workspace):
     at = _submit(_fill_tiny(page, epochs=6))
     store = RunStore(workspace)
@@ -93,6 +94,7 @@ def test_cancel_then_resume(page, workspace):
     assert epochs == list(range(1, 7)) and done_epochs >= 1
 
 
+@pytest.mark.slow  # a process-level test (issue 'One assessment path': fast or slow); `make test-all` runs it
 def test_crashed_run_is_failed_with_log_tail(page, workspace):
     at = _submit(_fill_tiny(page, epochs=30))
     store = RunStore(workspace)
