@@ -79,7 +79,7 @@ def series_choice(read: Callable[[str | None], Volume], state: str) -> Volume:
     if choices:
         labels = {SeriesOption(**c).label(): c["key"] for c in choices}
         shown = next(label for label, k in labels.items() if k == vol.meta["series_chosen"])
-        picked = st.selectbox(f"Series ({len(labels)} CT series in this upload)", list(labels),
+        picked = st.selectbox(f"Series ({len(labels)} CT series in this study)", list(labels),
                               index=list(labels).index(shown), key=f"{state}_label",
                               help="The reader opens the axial series a radiologist reads the lungs on: a lung or sharp "
                                    "kernel, the thinnest at most 3 mm, then the most slices. Localizers and dose "

@@ -49,7 +49,10 @@ class PacsClient:
         if not re.match(r"^https?://", url or ""):
             raise PacsError("The PACS address must be a DICOMweb URL starting with http:// or https://.")
         self.url = url.rstrip("/")
-        self._client = DICOMwebClient(url=self.url, timeout=timeout)
+        try:
+            self._client = DICOMwebClient(url=self.url, timeout=timeout)
+        except Exception as exc:  # noqa: BLE001 - the client parses the URL: a malformed one is the user's typo
+            raise PacsError("The PACS address is not a valid DICOMweb URL.") from exc
 
     def find_study(self, identifier: str) -> str:
         """The Study Instance UID for a Study Instance UID or an Accession Number."""

@@ -116,7 +116,7 @@ def _technical_description(ds: Dataset) -> str:
     for keyword in ("PatientName", "PatientID"):
         for token in re.split(r"[\^ ,]+", str(ds.get(keyword, "") or "")):
             if len(token) >= 2:
-                text = re.sub(re.escape(token), "", text, flags=re.I)
+                text = re.sub(rf"\b{re.escape(token)}\b", "", text, flags=re.I)  # whole words: "Li" is not "Lung"
     return " ".join(text.split())
 
 

@@ -134,7 +134,7 @@ def read_dicom_series(members: Sequence[tuple[str, bytes]], series: str | None =
 def series_source_images(members: Sequence[tuple[str, bytes]], series: str | None = None) -> list[Dataset]:
     """The headers of the series ``read_dicom_series`` reads, one per slice in the volume's order (superior
     first), pixel data dropped: what a DICOM SEG or SR references. They carry the patient's identifiers, so
-    they stay in the caller's memory (``ctmodels.dicom_results``) and are never shown, logged or kept.
+    they stay in the caller's memory (``ctmodels.dicom_out``) and are never shown, logged or kept.
     Multi-frame sources are refused: the exporters reference one image per slice."""
     with quiet_pydicom(), _as_corrupt("A DICOM file is damaged or incomplete and cannot be read."):
         kept, _, _, frames, order = _series_frames(members, series)
@@ -206,7 +206,7 @@ def _choose_series(kept: list[tuple[int, Dataset]], series: str | None) -> tuple
     """The slices of the chosen series (``series``: a key offered before; None: the reader's pick, ``choice``),
     and what the volume's meta says about the choice (the options, technical fields only)."""
     groups = group_series(kept)
-    if len(groups) == 1 and series is None:
+    if len(groups) == 1 and series in (None, *groups):
         return next(iter(groups.values())), {"series_count": 1}
     options = [describe(key, members) for key, members in groups.items()]
     best, why = pick(options)
