@@ -44,11 +44,14 @@ def pacs_study(key: str) -> tuple[Volume, PacsStudy] | None:
             st.error(str(exc), icon=":material/cloud_off:")
             return None
         st.session_state[f"{key}_pacs"] = PacsStudy(uuid.uuid4().hex, files.members, client.url)
+        st.session_state[f"{key}_pacs_said"] = (f"Retrieved {len(files.members)} files in {files.series} series from "
+                                                 "the PACS; they stay in this browser session only.")
     study: PacsStudy | None = st.session_state.get(f"{key}_pacs")
     if study is None:
         st.caption("Open a study by its Study Instance UID or Accession Number. Series are listed by technical "
                    "fields only; nothing is saved.")
         return None
+    st.caption(st.session_state.get(f"{key}_pacs_said", ""))
     vol = series_choice(lambda series: loaders.read_pacs_study(study.token, study.members, series),
                         f"{key}_series_{study.token}")
     return vol, study

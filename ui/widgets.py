@@ -88,5 +88,5 @@ def series_choice(read: Callable[[str | None], Volume], state: str) -> Volume:
             st.session_state[state] = labels[picked]
             with st.spinner("Reading scan…"):
                 vol = read(labels[picked])
-        st.caption(f"Showing {picked} — {vol.meta['series_why']}.")
+        st.caption(f"Reading {picked.split(':')[0]}: {vol.meta['series_why']}.")
     return vol
