@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,12 +191,34 @@ def lesion_map(lm: LoadedModel, volume: Volume, lung_mask: np.ndarray | None, in
     """The learned lesion probability of slice ``index`` on the slice's own pixel grid, (H, W) float32 in
     [0, 1] (0 outside the part of the slice the network saw); None for a model without a lesion head.
     The same contract for 8-bit slices and HU volumes."""
+    maps = lesion_maps(lm, volume, lung_mask, [index])
+    return None if maps is None else maps[0]
+
+
+def lesion_maps(lm: LoadedModel, volume: Volume, lung_mask: np.ndarray | None,
+                indices: Sequence[int]) -> np.ndarray | None:
+    """``lesion_map`` of several slices, scored as one batch: (len(indices), H, W) float32 (a DICOM SEG of the
+    learned lesion scores every slice a model scores); None for a model without a lesion head."""
     if not lm.has_lesion_map:
         return None
     with lm.lock:
-        inp = prepare_input(lm, volume, [index], lung_mask)
-        lesion = score(lm, inp).lesion
-    return np.clip(to_slice(lesion[0], inp.boxes[0], volume.shape[1:]), 0.0, 1.0).astype(np.float32)
+        inp = prepare_input(lm, volume, list(indices), lung_mask)
+        return _maps_on_slices(score(lm, inp).lesion, inp.boxes, volume.shape[1:])
+
+
+def lesion_maps_on_slices(vp: VolumePrediction, shape: tuple[int, int]) -> np.ndarray | None:
+    """The learned lesion maps ``predict_volume`` scored, on each scored slice's own grid: (len(vp.slices), H, W)
+    float32 in [0, 1], or None for a model without a lesion head. No second pass over the scan."""
+    if vp.lesion_net is None or vp.boxes is None:
+        return None
+    return _maps_on_slices(vp.lesion_net, vp.boxes, shape)
+
+
+def _maps_on_slices(lesion: np.ndarray, boxes: list, shape: tuple[int, int]) -> np.ndarray:
+    out = np.zeros((len(lesion), *shape), np.float32)
+    for k in range(len(lesion)):
+        out[k] = np.clip(to_slice(lesion[k], boxes[k], shape), 0.0, 1.0)
+    return out
 
 
 @dataclass
@@ -211,6 +234,10 @@ class VolumePrediction:
     cut: float = 0.5
     involvement: np.ndarray | None = None  # learned involvement % per evaluated slice (lesion models)
     patient_involvement: float | None = None  # learned lesion volume over lung volume of those slices, %
+    #: the learned lesion maps as scored, in the network's frame (n, S, S), and where each input came from:
+    #: every slice's map on its own grid without scoring again (``lesion_maps_on_slices``; a DICOM SEG)
+    lesion_net: np.ndarray | None = field(default=None, repr=False)
+    boxes: list | None = field(default=None, repr=False)
     aggregation: str = field(
         default="lung-area-weighted mean of calibrated P(severe) over lung slices; severe at the card's cut"
     )
@@ -262,4 +289,5 @@ def predict_volume(lm: LoadedModel, vol: Volume, lung_mask: np.ndarray | None,
     if s.lesion_area is not None:
         overall = float(100.0 * s.lesion_area.sum() / max(float(s.lung_area.sum()), 1e-6))
     return VolumePrediction(lm.name, slices, s.p_severe, patient, rule.verdict(patient), time.perf_counter() - t0,
-                            rule.cut, s.involvement, overall)
+                            rule.cut, s.involvement, overall,
+                            lesion_net=s.lesion, boxes=inp.boxes)

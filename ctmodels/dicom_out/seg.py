@@ -1,5 +1,5 @@
-"""The DICOM SEG of an assessment: the lung field and the classical lesion mask (HU band), slice for slice on the
-source series' grid, referencing its images."""
+"""The DICOM SEG of an assessment: the lung field, the classical lesion mask (HU band) and each lesion-head model's
+learned lesion, slice for slice on the source series' grid, referencing its images."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from ..assessment import Assessment
+from ..inference import lesion_maps_on_slices
 from .device import (
     DEVICE_SERIAL,
     DISCLAIMER,
@@ -28,14 +29,32 @@ LUNG_LABEL = "Lung field"
 LESION_LABEL = "Lesion (classical HU band)"
 
 
+#: A learned lesion map becomes a mask where P(lesion) reaches this (the page's orange overlay), inside the lung.
+LEARNED_CUT = 0.5
+
+
+def learned_label(model_name: str) -> str:
+    return f"Lesion, learned by {model_name}"[:64]
+
+
 def seg_masks(assessment: Assessment) -> dict[str, np.ndarray]:
-    """The masks the SEG holds, by segment label: bool (slices, rows, cols) on the volume's grid."""
+    """The masks the SEG holds, by segment label: bool (slices, rows, cols) on the volume's grid. The lung field,
+    the classical lesion (HU scans), and per model with a lesion head its learned lesion (P(lesion) ≥ 0.5 inside
+    the lung field) on the slices it scores."""
     if assessment.lung is None:
         raise ValueError("This scan has no lung field, so there is nothing to segment.")
-    masks = {LUNG_LABEL: np.asarray(assessment.lung, bool)}
+    lung = np.asarray(assessment.lung, bool)
+    masks = {LUNG_LABEL: lung}
     if assessment.classical is not None:
         c = assessment.classical
         masks[LESION_LABEL] = np.stack([c.lesion_slice(i) for i in range(assessment.n_slices)])
+    for m in assessment.models:
+        maps = lesion_maps_on_slices(m.prediction, lung.shape[1:])  # as the assessment scored them
+        if maps is not None:
+            scored = m.prediction.slices
+            mask = np.zeros_like(lung)
+            mask[scored] = (maps >= LEARNED_CUT) & lung[scored]
+            masks[learned_label(m.name)] = mask
     return masks
 
 
@@ -44,18 +63,20 @@ def write_seg(assessment: Assessment, sources: Sequence[Dataset]) -> bytes:
     headers, one per slice in the volume's order)."""
     sources = prepared_sources(sources, assessment.n_slices)
     masks = seg_masks(assessment)
-    algorithm = hd.AlgorithmIdentificationSequence(
+    classical = hd.AlgorithmIdentificationSequence(
         name=f"{MANUFACTURER} classical HU segmentation", family=codes.cid7162.HistogramAnalysis,
         version=SOFTWARE_VERSION)
-    kinds = {
-        LUNG_LABEL: (codes.SCT.AnatomicalStructure, codes.SCT.Lung),
-        LESION_LABEL: (codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Lesion),
-    }
+    algorithms = {learned_label(m.name): hd.AlgorithmIdentificationSequence(
+        name=f"{MANUFACTURER} {m.name} ({m.key})"[:64], family=codes.cid7162.ArtificialIntelligence,
+        version=m.model.ckpt_id) for m in assessment.models}
     descriptions = [
         hd.seg.SegmentDescription(
-            segment_number=n, segment_label=label, segmented_property_category=kinds[label][0],
-            segmented_property_type=kinds[label][1], algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=algorithm, tracking_uid=generate_uid(), tracking_id=label)
+            segment_number=n, segment_label=label,
+            segmented_property_category=(codes.SCT.AnatomicalStructure if label == LUNG_LABEL
+                                         else codes.SCT.MorphologicallyAbnormalStructure),
+            segmented_property_type=codes.SCT.Lung if label == LUNG_LABEL else codes.SCT.Lesion,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithms.get(label, classical), tracking_uid=generate_uid(), tracking_id=label)
         for n, label in enumerate(masks, start=1)
     ]
     seg = hd.seg.Segmentation(

@@ -13,7 +13,7 @@ import pytest
 
 from ctmodels.assessment import assess
 from ctmodels.dicom_out import write_seg, write_sr
-from ctmodels.dicom_out.seg import LESION_LABEL, LUNG_LABEL, seg_masks
+from ctmodels.dicom_out.seg import LESION_LABEL, LUNG_LABEL, learned_label, seg_masks
 from ctmodels.dicom_out.sr import CLASSICAL_ID, LEARNED_INVOLVEMENT, P_SEVERE, sr_values
 from ctmodels.imaging import NotAnImageError, read_any
 from ctmodels.imaging.reader import source_images
@@ -27,6 +27,14 @@ def assessed(small_phantoms, tiny_models):
     vol = read_any(data, name="PH0002.zip")
     models = [load_model(tiny_models / k, k) for k in ("ghost", "pruned", "kd", "baseline")]
     return data, assess(vol, models)
+
+
+@pytest.fixture(scope="module")
+def assessed_with_lesion_heads(small_phantoms, tiny_real_models):
+    """The same series assessed by the tiny real-CT set, whose models have lesion heads."""
+    data = zip_folder(small_phantoms / "dicom" / "PH0002", "*.dcm")
+    models = [load_model(tiny_real_models / k, k) for k in ("ghost", "kd")]
+    return data, assess(read_any(data, name="PH0002.zip"), models)
 
 
 def seg_masks_read_back(seg: hd.seg.Segmentation, sources) -> dict[str, np.ndarray]:
@@ -67,9 +75,25 @@ def test_seg_frames_equal_the_masks_and_reference_the_series(assessed):
     assert {str(r.SeriesInstanceUID) for r in ds.ReferencedSeriesSequence} == {sources[0].SeriesInstanceUID}
     back = seg_masks_read_back(seg, sources)
     masks = seg_masks(a)
-    assert set(back) == {LUNG_LABEL, LESION_LABEL} == set(masks)
+    assert set(back) == {LUNG_LABEL, LESION_LABEL} == set(masks)  # the phantom set has no lesion heads
     for label, mask in masks.items():
         assert mask.any() and np.array_equal(back[label], mask), label
+
+
+def test_seg_holds_each_lesion_head_models_learned_lesion(assessed_with_lesion_heads):
+    data, a = assessed_with_lesion_heads
+    sources = source_images(data, "PH0002.zip")
+    seg = hd.seg.Segmentation.from_dataset(pydicom.dcmread(io.BytesIO(write_seg(a, sources))))
+    back, masks = seg_masks_read_back(seg, sources), seg_masks(a)
+    learned = [learned_label(m.name) for m in a.models]
+    assert set(back) == set(masks) == {LUNG_LABEL, LESION_LABEL, *learned}
+    for label in learned:
+        m = next(m for m in a.models if learned_label(m.name) == label)
+        assert np.array_equal(back[label], masks[label]) and not (masks[label] & ~masks[LUNG_LABEL]).any()
+        outside = np.setdiff1d(np.arange(a.n_slices), m.prediction.slices)
+        assert not masks[label][outside].any()  # only the slices the model scores
+        k = m.prediction.slices[len(m.prediction.slices) // 2]  # and there it is the page's map at 0.5
+        assert np.array_equal(masks[label][k], (a.at(k).results[a.models.index(m)].lesion >= 0.5) & masks[LUNG_LABEL][k])
 
 
 def test_sr_values_equal_the_page_csv(assessed):
