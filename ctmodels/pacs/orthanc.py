@@ -34,6 +34,7 @@ class LocalOrthanc:
         self.folder = Path(folder)
         self.port = port or free_port()
         self.process: subprocess.Popen | None = None
+        self._log = None
 
     @property
     def dicomweb(self) -> str:
@@ -51,8 +52,8 @@ class LocalOrthanc:
             "AuthenticationEnabled": False, "Plugins": [DICOMWEB_PLUGIN],
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}, "StableAge": 1,
         }, indent=1))
-        log = (self.folder / "orthanc.log").open("ab")
-        self.process = subprocess.Popen([ORTHANC, str(config)], stdout=log, stderr=subprocess.STDOUT,
+        self._log = (self.folder / "orthanc.log").open("ab")
+        self.process = subprocess.Popen([ORTHANC, str(config)], stdout=self._log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:  # until Orthanc answers (or has died)
@@ -75,6 +76,9 @@ class LocalOrthanc:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def __enter__(self) -> "LocalOrthanc":
         return self.start()
