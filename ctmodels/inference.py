@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,19 +190,11 @@ def lesion_map(lm: LoadedModel, volume: Volume, lung_mask: np.ndarray | None, in
     """The learned lesion probability of slice ``index`` on the slice's own pixel grid, (H, W) float32 in
     [0, 1] (0 outside the part of the slice the network saw); None for a model without a lesion head.
     The same contract for 8-bit slices and HU volumes."""
-    maps = lesion_maps(lm, volume, lung_mask, [index])
-    return None if maps is None else maps[0]
-
-
-def lesion_maps(lm: LoadedModel, volume: Volume, lung_mask: np.ndarray | None,
-                indices: Sequence[int]) -> np.ndarray | None:
-    """``lesion_map`` of several slices, scored as one batch: (len(indices), H, W) float32 (a DICOM SEG of the
-    learned lesion scores every slice a model scores); None for a model without a lesion head."""
     if not lm.has_lesion_map:
         return None
     with lm.lock:
-        inp = prepare_input(lm, volume, list(indices), lung_mask)
-        return _maps_on_slices(score(lm, inp).lesion, inp.boxes, volume.shape[1:])
+        inp = prepare_input(lm, volume, [index], lung_mask)
+        return _maps_on_slices(score(lm, inp).lesion, inp.boxes, volume.shape[1:])[0]
 
 
 def lesion_maps_on_slices(vp: VolumePrediction, shape: tuple[int, int]) -> np.ndarray | None:

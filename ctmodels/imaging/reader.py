@@ -54,8 +54,13 @@ def read_any(source: Source, *, name: str | None = None, series: str | None = No
     if not isinstance(source, _PATH_OR_BYTES) and not hasattr(source, "read"):
         kind = type(source).__name__
         raise TypeError(f"read_any expects a path, bytes or a binary file object, not {kind}")
+    return _guarded(lambda: _read_any(source, name, series))
+
+
+def _guarded(read) -> Volume:
+    """``read()`` checked for plausibility; nothing but an ``ImageReadError`` escapes (module docstring)."""
     try:
-        return check_plausible(_read_any(source, name, series))
+        return check_plausible(read())
     except ImageReadError:
         raise
     except MemoryError as exc:
@@ -154,12 +159,7 @@ def read_bytes(data: bytes, name: str | None = None, series: str | None = None) 
 def read_study_files(members: Sequence[tuple[str, bytes]], series: str | None = None) -> Volume:
     """The files of a study retrieved from a PACS (``ctmodels.pacs``) -> one series as a Volume, read like a zip
     of them (series choice included); typed errors as ``read_any``."""
-    try:
-        return check_plausible(_read_members(members, "study", series))
-    except ImageReadError:
-        raise
-    except MemoryError as exc:
-        raise ImageTooLargeError("The study is too large to load into memory.") from exc
+    return _guarded(lambda: _read_members(members, "study", series))
 
 
 def source_images(data: bytes | Path | Sequence[tuple[str, bytes]], name: str | None = None,
@@ -167,24 +167,19 @@ def source_images(data: bytes | Path | Sequence[tuple[str, bytes]], name: str | 
     """The headers (pydicom Datasets, pixel data dropped) of the DICOM series ``read_any`` reads from these bytes
     (or this folder), one per slice in the volume's order: what a DICOM SR or SEG of the scan references. They
     hold the patient's identifiers: for the DICOM writers only (``ctmodels.dicom_out``), in memory."""
-    if isinstance(data, list):
-        return dicom.series_source_images([(n, d) for n, d in data if d and sniff_format(d, n) == "dicom"], series)
+    if isinstance(data, Path) and not data.is_dir():
+        data, name = data.read_bytes(), name or data.name
     if isinstance(data, Path):
-        if not data.is_dir():
-            return source_images(data.read_bytes(), name or data.name, series)
         members = archive.read_folder(data)
-        return dicom.series_source_images([(n, d) for n, d in members if d and sniff_format(d, n) == "dicom"], series)
-    kind = sniff_format(data, name)
-    if kind == "zip":
-        members = archive.read_zip(data)
-    elif kind == "tar":
-        members = archive.read_tar(data)
+    elif isinstance(data, list):
+        members = data
+    elif (kind := sniff_format(data, name)) in ("zip", "tar"):
+        members = archive.read_zip(data) if kind == "zip" else archive.read_tar(data)
     elif kind == "dicom":
         members = [(name or "file.dcm", data)]
     else:
         raise NotAnImageError("DICOM SR and SEG are written for DICOM scans; this upload is not one.")
-    dcm = [(n, d) for n, d in members if d and sniff_format(d, n) == "dicom"]
-    return dicom.series_source_images(dcm, series)
+    return dicom.series_source_images([(n, d) for n, d in members if d and sniff_format(d, n) == "dicom"], series)
 
 
 def _unknown_message(data: bytes, name: str | None) -> str:

@@ -86,8 +86,8 @@ class PacsClient:
         """Store DICOM files (STOW-RS); how many the PACS accepted."""
         datasets = [pydicom.dcmread(io.BytesIO(f)) for f in files]
         result = self._call(lambda: self._client.store_instances(datasets), "store the results")
-        failed = len((result.get("FailedSOPSequence") or [])) if hasattr(result, "get") else 0
-        stored = len((result.get("ReferencedSOPSequence") or [])) if hasattr(result, "get") else 0
+        failed = len(result.get("FailedSOPSequence") or [])
+        stored = len(result.get("ReferencedSOPSequence") or [])
         if failed or stored < len(files):
             raise PacsError(f"The PACS refused {len(files) - stored} of the {len(files)} result files.")
         log.info("Stored %d result files on the PACS", stored)

@@ -71,16 +71,17 @@ def describe(key: str, members: Sequence[tuple[int, Dataset]]) -> SeriesOption:
     ds = members[0][1]
     thickness = _float(ds.get("SliceThickness"))
     kernel = safe_text(_first(ds.get("ConvolutionKernel")), 24)
+    description = _technical_description(ds)
     return SeriesOption(
         key=key,
         slices=sum(_number_of_frames(d) for _, d in members),
         modality=safe_text(ds.get("Modality", "") or "", 8),
-        description=_technical_description(ds),
+        description=description,
         thickness_mm=round(thickness, 3) if thickness else None,
         kernel=kernel,
         image_type="\\".join(safe_text(v, 16) for v in (ds.get("ImageType") or [])[:3]),
         axial=_is_axial(ds),
-        lung_kernel=bool(kernel and _SHARP_KERNEL.search(kernel)) or "LUNG" in _technical_description(ds).upper(),
+        lung_kernel=bool(kernel and _SHARP_KERNEL.search(kernel)) or "LUNG" in description.upper(),
     )
 
 
