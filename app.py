@@ -6,6 +6,7 @@ import logging
 
 import streamlit as st
 
+import ctmodels.work_slots  # noqa: F401 - first: the server's allocator settings apply to every session thread
 from ui.navigation import PAGES
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

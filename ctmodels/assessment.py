@@ -28,6 +28,7 @@ from .explain import DEFAULT_METHOD, agreement, cam_batch, mass_inside, target_l
 from .imaging import Volume
 from .imaging.lung import Involvement, involvement
 from .imaging.lung_field import lung_field
+from .imaging.packed import PackedMask
 from .inference import (
     LoadedModel,
     VolumePrediction,
@@ -106,7 +107,7 @@ class Assessment:
     """A scan assessed by several models (module docstring)."""
 
     volume: Volume = field(repr=False)
-    lung: np.ndarray | None = field(repr=False)
+    lung: np.ndarray | PackedMask | None = field(repr=False)  # bool (S, H, W), or as bits
     classical: Involvement | None
     models: list[ModelResult]
     seconds: float = 0.0
@@ -261,7 +262,7 @@ def assess(volume: Volume, models: list[LoadedModel], lung: np.ndarray | None = 
     if lung is None:
         lung = lung_field(volume)
     if classical is None and volume.is_hu and lung is not None and lung.any():
-        classical = involvement(volume, lung)
+        classical = involvement(volume, np.asarray(lung, bool))
     say = progress or (lambda fraction, text: None)
     say(0.0, "Preparing every lung slice…")
     prepared: dict = {}  # models that prepare their input alike prepare the scan once

@@ -17,6 +17,7 @@ from ctmodels.dicom_out import write_seg, write_sr
 from ctmodels.efficiency import RUNTIME_TITLES
 from ctmodels.explain import heatmap_overlay
 from ctmodels.imaging import ImageReadError, Volume
+from ctmodels.imaging.packed import PackedMask
 from ctmodels.imaging.reader import source_images
 from ctmodels.imaging.window import LUNG
 from ctmodels.verdict import DEFAULT_THRESHOLD_PCT
@@ -36,7 +37,7 @@ class PickedScan:
     volume: Volume
     key: str  # cache key of this scan (uploads: per file; sample cases: path + mtime)
     analysis: "loaders.LungAnalysis | None"  # classical HU lung analysis (None for 8-bit images)
-    lung: np.ndarray | None  # the lung field the models crop to: the HU segmentation, or the 8-bit estimate
+    lung: PackedMask | None  # the lung field the models crop to: the HU segmentation, or the 8-bit estimate
     synthetic: bool
     #: the DICOM headers of the scan's series, slice for slice, read again on demand for DICOM SR/SEG (they hold
     #: the patient's identifiers: never kept in the session); None for scans that are not single-frame DICOM
@@ -51,7 +52,7 @@ def _dicom_sources(vol: Volume, source, name: str | None) -> Callable[[], list] 
     return lambda: source_images(source() if callable(source) else source, name, series)
 
 
-def _field(vol: Volume, key: str, analysis) -> np.ndarray | None:
+def _field(vol: Volume, key: str, analysis) -> PackedMask:
     if analysis is not None:
         return analysis.mask
     return loaders.estimated_field(vol, key)
@@ -163,7 +164,7 @@ def lesion_overlay(gray_rgb: np.ndarray, lesion: np.ndarray) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def result_grid(vol: Volume, view: SliceAssessment, lung: np.ndarray | None,
+def result_grid(vol: Volume, view: SliceAssessment, lung: PackedMask | None,
                 involvement_txt: str | None) -> dict[str, np.ndarray]:
     """Input slice + one column per model: verdict at its cut, P(severe), time, CAM overlay, and the learned
     lesion map with the slice's learned involvement for models that have one."""

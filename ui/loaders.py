@@ -8,7 +8,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import streamlit as st
 
 from ctmodels.datasets import Dataset, LabelRule, load_masks, open_dataset
@@ -16,6 +15,7 @@ from ctmodels.datasets.model import Case
 from ctmodels.imaging import ImageReadError, Volume, read_any
 from ctmodels.imaging.lung import Involvement, involvement, segment_lungs
 from ctmodels.imaging.lung_field import lung_field
+from ctmodels.imaging.packed import PackedMask
 from ctmodels.imaging.reader import read_study_files
 from ctmodels.work_slots import whole_scan_work
 
@@ -47,29 +47,27 @@ def masks(image: str, lung: str | None, lesion: str | None, _stamp: float):
 
 @dataclass(frozen=True)
 class LungAnalysis:
-    mask: np.ndarray
+    mask: PackedMask  # the lung field as bits: every session holding a scan holds one (``ctmodels.imaging.packed``)
     result: Involvement
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def classical_lung(path: str, _stamp: float) -> LungAnalysis:
-    vol = volume(path, stamp(path))
-    mask = segment_lungs(vol)
-    return LungAnalysis(mask=mask, result=involvement(vol, mask))
+    return analyse_volume(volume(path, stamp(path)))
 
 
 def analyse_volume(vol: Volume) -> LungAnalysis:
     """Uncached classical analysis (for uploads, which stay in the session)."""
     mask = segment_lungs(vol)
-    return LungAnalysis(mask=mask, result=involvement(vol, mask))
+    return LungAnalysis(mask=PackedMask(mask), result=involvement(vol, mask))
 
 
-def estimated_field(vol: Volume, key: str) -> np.ndarray:
+def estimated_field(vol: Volume, key: str) -> PackedMask:
     """The 8-bit lung-field estimate of a volume, memoised in this session (uploads never leave it)."""
     cache = st.session_state.setdefault("field_cache", {})
     if key not in cache:
         cache.clear()
-        cache[key] = lung_field(vol)
+        cache[key] = PackedMask(lung_field(vol))
     return cache[key]
 
 

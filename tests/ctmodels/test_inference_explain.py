@@ -192,3 +192,18 @@ def test_the_first_look_equals_the_assessment_of_that_slice(models, severe_case)
     for (_, p, verdict), r in zip(first, view.results):
         assert p == pytest.approx(r.p_severe, abs=1e-6) and verdict == r.verdict
         assert p == pytest.approx(assessment.result(r.model).prediction.curve(vol.n_slices)[at], abs=1e-5)
+
+
+def test_the_assessment_is_the_same_on_the_packed_field(models, severe_case):
+    """Sessions keep the lung field as bits (``ctmodels.imaging.packed``): same scores, CAMs and reasons."""
+    from ctmodels.imaging.packed import PackedMask
+
+    _, vol, lung = severe_case
+    plain, packed = assess(vol, models, lung), assess(vol, models, PackedMask(lung))
+    assert plain.largest_lung_slice() == packed.largest_lung_slice()
+    for a, b in zip(plain.models, packed.models):
+        assert np.array_equal(a.prediction.p_severe, b.prediction.p_severe) and a.prediction.verdict == b.prediction.verdict
+    at = plain.largest_lung_slice()
+    for a, b in zip(plain.at(at).results, packed.at(at).results):  # CAMs: equal up to a rerun's float noise (~1e-6)
+        assert a.p_severe == b.p_severe and np.allclose(a.cam, b.cam, atol=1e-5)
+    assert plain.at(at).reasons == packed.at(at).reasons
