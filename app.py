@@ -6,8 +6,10 @@ import logging
 
 import streamlit as st
 
-import ctmodels.work_slots  # noqa: F401 - first: the server's allocator settings apply to every session thread
+from ctmodels.work_slots import tune_allocator
 from ui.navigation import PAGES
+
+tune_allocator()  # first: the server's allocator settings apply to every session thread (idempotent on reruns)
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

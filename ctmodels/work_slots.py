@@ -36,8 +36,9 @@ _M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8  # mallopt parameters (malloc.h)
 MMAP_THRESHOLD = 2 << 20
 
 
-def _tune_allocator() -> None:
-    """The server's allocator, set once at import (``MALLOC_ARENA_MAX`` / ``MALLOC_MMAP_THRESHOLD_`` in the
+def tune_allocator() -> None:
+    """The server's allocator, set once by ``app.py`` at start, not at import (tests and benchmarks keep glibc's
+    defaults; ``MALLOC_ARENA_MAX`` / ``MALLOC_MMAP_THRESHOLD_`` in the
     environment still win). Each session's script runs in its own thread, and glibc gave each thread its own heap
     arena (up to 8 per core) whose freed whole-scan temporaries stayed mapped; and glibc's default threshold for
     giving a large block its own mapping rises to the largest block freed, so volumes and score batches came from
@@ -51,8 +52,6 @@ def _tune_allocator() -> None:
     if "MALLOC_ARENA_MAX" not in os.environ:
         _LIBC.mallopt(_M_ARENA_MAX, 2)
 
-
-_tune_allocator()
 
 
 def _release_freed() -> None:
