@@ -32,7 +32,7 @@ from skimage import exposure, filters
 from .imaging.window import Window, apply_window
 
 #: Bumped whenever the code below changes what a network sees (keys caches of prepared data).
-PREPROCESS_VERSION = 5
+PREPROCESS_VERSION = 6
 #: A lung slice: lung section at least this share of the scan's largest (apex and base tips below).
 LUNG_SLICE_SHARE = 0.05
 #: Where aerated lung (-850 HU) and soft tissue (+40 HU) fall in the lung window W1500/L-600.

@@ -5,7 +5,8 @@ field, including 8-bit PNG/JPG slices that carry no Hounsfield units. For those 
 estimated from intensities alone: the dark (aerated) regions below an Otsu threshold, minus
 outside air (components touching three image sides and spanning the image both ways, as the air
 around a body does; or thin wedges in the corners, as tight thorax crops such as the Inf-Net slices
-have), the two largest left, holes filled so vessels and enclosed lesions count as lung. A lung of
+have; a spanning region full of vessels is both lungs joined along a border, and is split), the two
+largest left, holes filled so vessels and enclosed lesions count as lung. A lung of
 a tight crop touches three sides too, but spans only its half of the image: treating every
 three-side component as outside air dropped one lung on 9 of the 50 Inf-Net slices, and with it the
 lesions a model could be shown (their share inside the network's input fell from 0.93 to 0.83). Dense consolidation touching the chest wall falls outside such a
@@ -36,18 +37,47 @@ def _sides_touched(comp: np.ndarray) -> int:
     return int(comp[0].any()) + int(comp[-1].any()) + int(comp[:, 0].any()) + int(comp[:, -1].any())
 
 
+def _has_vessels(comp: np.ndarray, filled: np.ndarray) -> bool:
+    """Lung holds vessels (many small holes); air around a body holds almost none, or encloses the body."""
+    holes = filled & ~comp
+    return ndi.label(holes)[1] >= MIN_VESSELS and holes.sum() <= comp.sum()
+
+
+def _spans_image(comp: np.ndarray) -> bool:
+    """Touches three sides and spans the image both ways, as the air around a body does."""
+    rows, cols = np.nonzero(comp.any(axis=1))[0], np.nonzero(comp.any(axis=0))[0]
+    h, w = comp.shape
+    return (_sides_touched(comp) >= 3 and rows[-1] - rows[0] + 1 >= OUTSIDE_AIR_SPAN * h
+            and cols[-1] - cols[0] + 1 >= OUTSIDE_AIR_SPAN * w)
+
+
 def _is_outside_air(comp: np.ndarray, filled: np.ndarray) -> bool:
     """Air around the body (module doc): it reaches the border and holds almost no vessels, or it
     encloses the body (its holes outweigh it), or it touches three sides and spans the image both ways."""
-    sides = _sides_touched(comp)
-    if sides == 0:
+    if _sides_touched(comp) == 0:
         return False
-    holes = filled & ~comp
-    if ndi.label(holes)[1] < MIN_VESSELS or holes.sum() > comp.sum():
-        return True
-    rows, cols = np.nonzero(comp.any(axis=1))[0], np.nonzero(comp.any(axis=0))[0]
+    return not _has_vessels(comp, filled) or _spans_image(comp)
+
+
+def _split_joined_lungs(comp: np.ndarray, m: int) -> list[np.ndarray]:
+    """Both lungs of a tight crop joined along a border into one vessel-filled region that spans the image
+    (4 of the 50 Inf-Net slices): opened until it falls apart, the two largest pieces grown back over it.
+    Empty when it does not split into two lung-sized pieces."""
     h, w = comp.shape
-    return sides >= 3 and rows[-1] - rows[0] + 1 >= OUTSIDE_AIR_SPAN * h and cols[-1] - cols[0] + 1 >= OUTSIDE_AIR_SPAN * w
+    for radius in (m // 60, m // 40, m // 25, m // 15):
+        lab, n = ndi.label(ndi.binary_opening(comp, morphology.disk(max(1, radius))))
+        if n < 2:
+            continue
+        sizes = np.bincount(lab.ravel())
+        sizes[0] = 0
+        first, second = np.argsort(sizes)[::-1][:2]
+        if sizes[second] < max(MIN_LUNG_SHARE * h * w, MIN_SECOND_LUNG * sizes[first]):
+            continue
+        seeds = np.where(np.isin(lab, (first, second)), lab, 0)
+        nearest = ndi.distance_transform_edt(seeds == 0, return_distances=False, return_indices=True)
+        owner = seeds[tuple(nearest)]
+        return [comp & (owner == k) for k in (first, second)]
+    return []
 
 
 def estimate_lung_field(image: np.ndarray) -> np.ndarray:
@@ -69,11 +99,18 @@ def estimate_lung_field(image: np.ndarray) -> np.ndarray:
     c = max(2, int(0.05 * m))
     corners = np.zeros((h, w), bool)
     corners[:c, :c] = corners[:c, -c:] = corners[-c:, :c] = corners[-c:, -c:] = True
-    kept: list[np.ndarray] = []
+    candidates: list[np.ndarray] = []
     for k in np.argsort(sizes)[::-1][:6]:
         if k == 0 or sizes[k] < MIN_LUNG_SHARE * h * w:
             continue
         comp = lab == k
+        filled = ndi.binary_fill_holes(comp)
+        if _spans_image(comp) and _has_vessels(comp, filled):
+            candidates += _split_joined_lungs(comp, m)
+        else:
+            candidates.append(comp)
+    kept: list[np.ndarray] = []
+    for comp in candidates:
         filled = ndi.binary_fill_holes(comp)
         if _is_outside_air(comp, filled):
             continue

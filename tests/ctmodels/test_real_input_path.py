@@ -110,6 +110,16 @@ def test_real_inf_net_slice_has_a_field_and_an_oriented_input(real_data):
     assert not vol.is_hu and lung_field(vol)[0].sum() == field.sum()
 
 
+def test_lungs_joined_along_a_border_are_split_not_taken_for_outside_air(real_data):
+    """Inf-Net slice 43: both lungs reach the left border and join there into one region spanning the image, as
+    outside air does; it is full of vessels, so it is split into the two lungs (before: no field at all)."""
+    img = np.asarray(Image.open(real_data / "infnet-semiseg" / "Imgs" / "43.jpg").convert("L"), dtype=np.float32)
+    field = estimate_lung_field(img)
+    assert 0.5 < field.mean() < 0.8
+    top, bottom = field[: img.shape[0] // 2], field[img.shape[0] // 2:]  # stored rotated: one lung above the other
+    assert top.mean() > 0.4 and bottom.mean() > 0.4
+
+
 def test_flip_average_scores_the_mean_of_four_flips():
     import torch
 
