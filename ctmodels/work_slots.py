@@ -53,7 +53,6 @@ def tune_allocator() -> None:
         _LIBC.mallopt(_M_ARENA_MAX, 2)
 
 
-
 def _release_freed() -> None:
     """Hand the freed heap memory of every arena back to the system (glibc's ``malloc_trim``)."""
     if _LIBC is not None:
