@@ -61,7 +61,7 @@ def _is_outside_air(comp: np.ndarray, filled: np.ndarray) -> bool:
 
 def _split_joined_lungs(comp: np.ndarray, m: int) -> list[np.ndarray]:
     """Both lungs of a tight crop joined along a border into one vessel-filled region that spans the image
-    (4 of the 50 Inf-Net slices): opened until it falls apart, the two largest pieces grown back over it.
+    (3 of the 50 Inf-Net slices): opened until it falls apart, the two largest pieces grown back over it.
     Empty when it does not split into two lung-sized pieces."""
     h, w = comp.shape
     for radius in (m // 60, m // 40, m // 25, m // 15):
