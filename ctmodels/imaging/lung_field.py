@@ -99,19 +99,18 @@ def estimate_lung_field(image: np.ndarray) -> np.ndarray:
     c = max(2, int(0.05 * m))
     corners = np.zeros((h, w), bool)
     corners[:c, :c] = corners[:c, -c:] = corners[-c:, :c] = corners[-c:, -c:] = True
-    candidates: list[np.ndarray] = []
+    candidates: list[tuple[np.ndarray, np.ndarray]] = []  # (region, region with its holes filled)
     for k in np.argsort(sizes)[::-1][:6]:
         if k == 0 or sizes[k] < MIN_LUNG_SHARE * h * w:
             continue
         comp = lab == k
         filled = ndi.binary_fill_holes(comp)
         if _spans_image(comp) and _has_vessels(comp, filled):
-            candidates += _split_joined_lungs(comp, m)
+            candidates += [(piece, ndi.binary_fill_holes(piece)) for piece in _split_joined_lungs(comp, m)]
         else:
-            candidates.append(comp)
+            candidates.append((comp, filled))
     kept: list[np.ndarray] = []
-    for comp in candidates:
-        filled = ndi.binary_fill_holes(comp)
+    for comp, filled in candidates:
         if _is_outside_air(comp, filled):
             continue
         if (comp & corners).any() and ndi.distance_transform_edt(comp).max() < 0.08 * m:
