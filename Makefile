@@ -9,6 +9,8 @@ DEMO_DIR := $(CTSS_WORKSPACE)/data/demo
 DEMO_PATIENTS ?= 60
 PORT ?= 8501
 PACS_PORT ?= 8042
+# pytest-xdist processes for `make test`: one per core of the 2-core reference host (a file's tests share a process)
+TEST_WORKERS ?= 2
 
 .PHONY: help venv chromium orthanc pacs demo-data demo-models real-models real-cv run test test-all bench clean-demo
 
@@ -58,8 +60,8 @@ orthanc: ## the PACS the tests and `make pacs` start (Debian's orthanc + orthanc
 pacs: venv demo-data orthanc ## a local Orthanc PACS on 127.0.0.1:$(PACS_PORT) with the sample studies (DICOMweb; Ctrl-C stops)
 	$(PY) -m ctmodels.pacs --port $(PACS_PORT)
 
-test: venv chromium orthanc ## run the default test suite, the browser and PACS tests included (fast; no GPU needed)
-	@$(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+test: venv chromium orthanc ## run the default test suite, the browser and PACS tests included (TEST_WORKERS=2 processes; no GPU needed)
+	@$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 test-all: venv chromium orthanc ## run every test, the slow ones too
 	$(PY) -m pytest -m "not gpu"

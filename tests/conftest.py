@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,25 @@ def _workspace_env(ws: Path):
             os.environ.pop("CTSS_WORKSPACE", None)
         else:
             os.environ["CTSS_WORKSPACE"] = old
+
+
+def _built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """``build(folder)`` once per test run, shared by the pytest-xdist workers: the first to ask builds under a
+    file lock, the others wait and reuse it (model sets take a minute each; every worker building them would cost
+    more than running the tests on one core). The controller removes it with the run's temp folder."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, above each worker's own popen-gwN
+    folder, built = root / name, root / f"{name}.built"
+    with FileLock(str(root / f"{name}.lock")):
+        if not built.is_file():
+            shutil.rmtree(folder, ignore_errors=True)  # a worker that failed half way
+            folder.mkdir(parents=True)
+            build(folder)
+            built.touch()
+    return folder
 
 
 def p002_zip(real: Path = REAL_DATA) -> bytes:
@@ -51,17 +72,16 @@ def small_phantoms(tmp_path_factory) -> Path:
     """A small phantom dataset (6 patients, 128 px, 12 slices) in every layout, built once."""
     from ctmodels.imaging.phantom import PhantomConfig, build_dataset
 
-    root = tmp_path_factory.mktemp("phantoms") / "demo"
-    cfg = PhantomConfig(size=128, n_slices=12, pixel_mm=2.8, slice_mm=20.0)
-    build_dataset(root, n_patients=6, seed=7, cfg=cfg, workers=1)
-    return root
+    def build(folder: Path) -> None:
+        cfg = PhantomConfig(size=128, n_slices=12, pixel_mm=2.8, slice_mm=20.0)
+        build_dataset(folder / "demo", n_patients=6, seed=7, cfg=cfg, workers=1)
+
+    return _built_once(tmp_path_factory, "phantoms", build) / "demo"
 
 
 @pytest.fixture()
 def workspace(tmp_path, monkeypatch, small_phantoms) -> Path:
     """A fresh workspace whose demo data is the small phantom set (the app reads CTSS_WORKSPACE)."""
-    import shutil
-
     ws = tmp_path / "workspace"
     (ws / "data").mkdir(parents=True)
     shutil.copytree(small_phantoms, ws / "data" / "demo")
@@ -75,36 +95,33 @@ def tiny_models(tmp_path_factory, small_phantoms) -> Path:
 
     Good enough to exercise every page end to end; not meant to be accurate.
     """
-    import shutil
-
     from training.config import RunConfig, merge
     from training.engine.pipeline import execute
 
-    ws = tmp_path_factory.mktemp("models-ws") / "workspace"
-    (ws / "data").mkdir(parents=True)
-    shutil.copytree(small_phantoms, ws / "data" / "demo")
-    with _workspace_env(ws):
-        base = {"data": {"source": "demo", "split": [0.5, 0.17, 0.33], "max_slices_per_case": 4},
-                "optim": {"epochs": 1, "batch_size": 8}, "preprocessing": {"size": 32},
-                "augment": {"enabled": False}, "threads": 2}
+    def build(folder: Path) -> None:
+        ws = folder / "workspace"
+        (ws / "data").mkdir(parents=True)
+        shutil.copytree(small_phantoms, ws / "data" / "demo")
+        with _workspace_env(ws):
+            base = {"data": {"source": "demo", "split": [0.5, 0.17, 0.33], "max_slices_per_case": 4},
+                    "optim": {"epochs": 1, "batch_size": 8}, "preprocessing": {"size": 32},
+                    "augment": {"enabled": False}, "threads": 2}
 
-        def run(**kw):
-            return execute(RunConfig.from_dict(merge(merge(RunConfig().to_dict(), base), kw)))
+            def run(**kw):
+                return execute(RunConfig.from_dict(merge(merge(RunConfig().to_dict(), base), kw)))
 
-        out = ws / "models"
-        runs = {"baseline": run(model="baseline"), "ghost": run(model="ghost")}
-        teacher = str(runs["baseline"].model_dir)
-        runs["kd"] = run(command="distill", model="kd", distill={"teacher": teacher})
-        runs["pruned"] = run(command="prune", prune={"checkpoint": teacher, "steps": 1, "sensitivity": False})
-        for key, r in runs.items():
-            shutil.copytree(r.model_dir, out / key)
-    return out
+            runs = {"baseline": run(model="baseline"), "ghost": run(model="ghost")}
+            teacher = str(runs["baseline"].model_dir)
+            runs["kd"] = run(command="distill", model="kd", distill={"teacher": teacher})
+            runs["pruned"] = run(command="prune", prune={"checkpoint": teacher, "steps": 1, "sensitivity": False})
+            for key, r in runs.items():
+                shutil.copytree(r.model_dir, ws / "models" / key)
+
+    return _built_once(tmp_path_factory, "tiny-models", build) / "workspace" / "models"
 
 
 def _link_or_copy(src: str, dst: str) -> None:
     """Hard-link big files (weights are only ever replaced by rename, never written in place), copy the rest."""
-    import shutil
-
     if os.path.getsize(src) > 1 << 20:
         try:
             os.link(src, dst)
@@ -117,8 +134,6 @@ def _link_or_copy(src: str, dst: str) -> None:
 @pytest.fixture()
 def workspace_with_models(workspace, tiny_models) -> Path:
     """The tiny model set in a fresh workspace; weights are hard links, so each test costs kilobytes of disk."""
-    import shutil
-
     shutil.copytree(tiny_models, workspace / "models", copy_function=_link_or_copy)
     return workspace
 
@@ -131,22 +146,22 @@ def tiny_real_models(tmp_path_factory) -> Path:
     ../shared. Not accurate; it exercises the real-CT input path and the Compare page's set choice.
     """
     _need_real_data()
-    import shutil
-
     from training.engine.pipeline import execute
     from training.recipes.model_set import config_for
     from training.recipes.real import REAL
 
-    ws = tmp_path_factory.mktemp("real-models-ws") / "workspace"
-    ws.mkdir(parents=True)
-    with _workspace_env(ws):
-        out = ws / "models" / "real"
-        runs = {"baseline": execute(config_for(REAL, "baseline", True, out / "baseline"))}
-        shutil.copytree(runs["baseline"].model_dir, out / "baseline")
-        for key in ("ghost", "pruned", "kd"):
-            runs[key] = execute(config_for(REAL, key, True, out / "baseline"))
-            shutil.copytree(runs[key].model_dir, out / key)
-    return out
+    def build(folder: Path) -> None:
+        ws = folder / "workspace"
+        ws.mkdir()
+        with _workspace_env(ws):
+            out = ws / "models" / "real"
+            runs = {"baseline": execute(config_for(REAL, "baseline", True, out / "baseline"))}
+            shutil.copytree(runs["baseline"].model_dir, out / "baseline")
+            for key in ("ghost", "pruned", "kd"):
+                runs[key] = execute(config_for(REAL, key, True, out / "baseline"))
+                shutil.copytree(runs[key].model_dir, out / key)
+
+    return _built_once(tmp_path_factory, "tiny-real-models", build) / "workspace" / "models" / "real"
 
 
 @pytest.fixture(scope="session")
@@ -156,18 +171,18 @@ def quick_cv(tmp_path_factory) -> Path:
     from training.config import CVConfig
     from training.recipes.cv import run as run_cv
 
-    ws = tmp_path_factory.mktemp("cv-ws") / "workspace"
-    ws.mkdir(parents=True)
-    with _workspace_env(ws):
-        run_cv(CVConfig(recipe="real", folds=2, repeats=1, models=["baseline"], quick=True), ws / "cv")
-    return ws / "cv"
+    def build(folder: Path) -> None:
+        ws = folder / "workspace"
+        ws.mkdir()
+        with _workspace_env(ws):
+            run_cv(CVConfig(recipe="real", folds=2, repeats=1, models=["baseline"], quick=True), ws / "cv")
+
+    return _built_once(tmp_path_factory, "quick-cv", build) / "workspace" / "cv"
 
 
 @pytest.fixture()
 def workspace_with_both_sets(workspace_with_models, tiny_real_models) -> Path:
     """The tiny phantom set and the tiny real-CT set in one fresh workspace (weights hard-linked)."""
-    import shutil
-
     shutil.copytree(tiny_real_models, workspace_with_models / "models" / "real", copy_function=_link_or_copy)
     return workspace_with_models
 

@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 #: Where the app looks for a PACS when the page's field is empty.
 URL_ENV = "CTSS_DICOMWEB_URL"
 TIMEOUT_S = 60.0
+#: dicomweb-client retries every failed request, a refused connection too, 5 times with back-off (2+4+8+16 s):
+#: a wrong address took 30 s to say so. Three tries 0.5 s and 1 s apart still ride out a busy PACS's 503.
+_RETRY = {"max_attempts": 3, "wait_exponential_multiplier": 250}
 _STUDY_UID, _ACCESSION = "0020000D", "00080050"
 
 
@@ -51,6 +54,7 @@ class PacsClient:
         self.url = url.rstrip("/")
         try:
             self._client = DICOMwebClient(url=self.url, timeout=timeout)
+            self._client.set_http_retry_params(retry=True, **_RETRY)
         except Exception as exc:  # noqa: BLE001 - the client parses the URL: a malformed one is the user's typo
             raise PacsError("The PACS address is not a valid DICOMweb URL.") from exc
 
