@@ -61,7 +61,7 @@ pacs: venv demo-data orthanc ## a local Orthanc PACS on 127.0.0.1:$(PACS_PORT) w
 	$(PY) -m ctmodels.pacs --port $(PACS_PORT)
 
 test: venv chromium orthanc ## run the default test suite, the browser and PACS tests included (TEST_WORKERS=2 processes; no GPU needed)
-	@$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+	@$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 test-all: venv chromium orthanc ## run every test, the slow ones too
 	$(PY) -m pytest -m "not gpu"

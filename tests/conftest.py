@@ -13,6 +13,29 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("CTSS_REAL_DATA", REPO.parent / "shared" / "data" / "real"))
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one test process per core: each keeps to one compute thread (torch, OpenMP, BLAS; the
+    # servers and trainings it starts inherit it), or two processes of two spinning threads share two cores.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "CTSS_THREADS"):
+        os.environ[var] = "1"
+
+#: The longest test files (about a minute or more each on 2 cores), handed to the test processes first: xdist
+#: deals out whole files in collection order (`--no-loadscope-reorder`), and a long file dealt last would run
+#: alone at the end while the other process sits idle. Only the speed of `make test` depends on this list.
+LONGEST_FIRST = (
+    # the first two run side by side while the session's model sets are built: the browser test builds them,
+    # the others need none of them (the quick CV, their own trainings) and do not wait
+    "tests/e2e/test_browser.py", "tests/training/test_real.py", "tests/training/test_pipeline.py",
+    "tests/hardening/test_hostile_inputs.py", "tests/training/test_resume.py", "tests/ui/test_compare.py",
+    "tests/e2e/test_pacs_browser.py", "tests/ctmodels/test_dicom_out.py", "tests/ctmodels/test_export_efficiency.py",
+    "tests/training/test_served.py",
+)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    rank = {path: k for k, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: the rest keep their order
+
 
 @contextlib.contextmanager
 def _workspace_env(ws: Path):
@@ -105,7 +128,7 @@ def tiny_models(tmp_path_factory, small_phantoms) -> Path:
         with _workspace_env(ws):
             base = {"data": {"source": "demo", "split": [0.5, 0.17, 0.33], "max_slices_per_case": 4},
                     "optim": {"epochs": 1, "batch_size": 8}, "preprocessing": {"size": 32},
-                    "augment": {"enabled": False}, "threads": 2}
+                    "augment": {"enabled": False}}
 
             def run(**kw):
                 return execute(RunConfig.from_dict(merge(merge(RunConfig().to_dict(), base), kw)))
@@ -193,7 +216,6 @@ TINY = {
     "optim": {"epochs": 1, "batch_size": 8},
     "preprocessing": {"size": 32},
     "augment": {"enabled": False},
-    "threads": 2,
 }
 
 
