@@ -19,7 +19,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "CTSS_THREADS"):
         os.environ[var] = "1"
 
-#: The longest test files (about a minute or more each on 2 cores), handed to the test processes first: xdist
+#: The longest test files (from a minute down to 15 s each on 2 cores), handed to the test processes first: xdist
 #: deals out whole files in collection order (`--no-loadscope-reorder`), and a long file dealt last would run
 #: alone at the end while the other process sits idle. Only the speed of `make test` depends on this list.
 LONGEST_FIRST = (
@@ -28,7 +28,9 @@ LONGEST_FIRST = (
     "tests/e2e/test_browser.py", "tests/training/test_real.py", "tests/training/test_pipeline.py",
     "tests/hardening/test_hostile_inputs.py", "tests/training/test_resume.py", "tests/ui/test_compare.py",
     "tests/e2e/test_pacs_browser.py", "tests/ctmodels/test_dicom_out.py", "tests/ctmodels/test_export_efficiency.py",
-    "tests/training/test_served.py",
+    "tests/training/test_served.py", "tests/ctmodels/imaging/test_lung_same_as_reference.py",
+    "tests/ui/test_data_browser.py", "tests/ui/test_training_page.py", "tests/ctmodels/test_checkpoint.py",
+    "tests/ctmodels/imaging/test_bad_input.py", "tests/hardening/test_sessions.py",
 )
 
 
