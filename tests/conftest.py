@@ -128,12 +128,8 @@ def tiny_models(tmp_path_factory, small_phantoms) -> Path:
         (ws / "data").mkdir(parents=True)
         shutil.copytree(small_phantoms, ws / "data" / "demo")
         with _workspace_env(ws):
-            base = {"data": {"source": "demo", "split": [0.5, 0.17, 0.33], "max_slices_per_case": 4},
-                    "optim": {"epochs": 1, "batch_size": 8}, "preprocessing": {"size": 32},
-                    "augment": {"enabled": False}}
-
             def run(**kw):
-                return execute(RunConfig.from_dict(merge(merge(RunConfig().to_dict(), base), kw)))
+                return execute(RunConfig.from_dict(merge(merge(RunConfig().to_dict(), TINY), kw)))
 
             runs = {"baseline": run(model="baseline"), "ghost": run(model="ghost")}
             teacher = str(runs["baseline"].model_dir)

@@ -54,9 +54,9 @@ class PacsClient:
         self.url = url.rstrip("/")
         try:
             self._client = DICOMwebClient(url=self.url, timeout=timeout)
-            self._client.set_http_retry_params(retry=True, **_RETRY)
         except Exception as exc:  # noqa: BLE001 - the client parses the URL: a malformed one is the user's typo
             raise PacsError("The PACS address is not a valid DICOMweb URL.") from exc
+        self._client.set_http_retry_params(retry=True, **_RETRY)
 
     def find_study(self, identifier: str) -> str:
         """The Study Instance UID for a Study Instance UID or an Accession Number."""
