@@ -161,7 +161,8 @@ def workspace_with_models(workspace, tiny_models) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_real_models(tmp_path_factory) -> Path:
-    """A tiny real-CT set (baseline, ghost, pruned, kd) trained through the make real-models path.
+    """A tiny real-CT set (baseline, ghost, pruned, kd) trained through the make real-models path; the folder
+    above holds ``baseline-run``, the path of the baseline's run (its evaluation).
 
     The real recipe's quick settings: 120 of the real 8-bit slices, 32 px, one epoch. Skips without
     ../shared. Not accurate; it exercises the real-CT input path and the Compare page's set choice.
@@ -178,6 +179,7 @@ def tiny_real_models(tmp_path_factory) -> Path:
             out = ws / "models" / "real"
             runs = {"baseline": execute(config_for(REAL, "baseline", True, out / "baseline"))}
             shutil.copytree(runs["baseline"].model_dir, out / "baseline")
+            (ws / "baseline-run").write_text(str(runs["baseline"].dir))  # its evaluation, for the tests of the path
             for key in ("ghost", "pruned", "kd"):
                 runs[key] = execute(config_for(REAL, key, True, out / "baseline"))
                 shutil.copytree(runs[key].model_dir, out / key)

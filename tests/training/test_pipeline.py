@@ -30,19 +30,19 @@ def test_train_run_end_to_end(workspace, tiny):
     assert not run.state_dir.exists() and not run.best_dir.exists()
 
 
-def test_distill_and_prune(workspace, tiny):
-    teacher = execute(tiny(model="baseline"))
-    student = execute(tiny(command="distill", model="ghost_kd", distill={"teacher": str(teacher.model_dir)}))
-    assert read_card(student.model_dir).parent_checkpoint == str(teacher.model_dir)
-    pruned = execute(tiny(command="prune", prune={"checkpoint": str(teacher.model_dir), "target_ratio": 0.5,
+def test_distill_and_prune(workspace, tiny, tiny_models):
+    teacher = tiny_models / "baseline"  # trained with the same tiny settings on the same phantoms
+    student = execute(tiny(command="distill", model="ghost_kd", distill={"teacher": str(teacher)}))
+    assert read_card(student.model_dir).parent_checkpoint == str(teacher)
+    pruned = execute(tiny(command="prune", prune={"checkpoint": str(teacher), "target_ratio": 0.5,
                                                   "min_ratio": 0.3, "steps": 2, "finetune_epochs": 1}))
     m, card = load(pruned.model_dir)
-    base_params = sum(p.numel() for p in load(teacher.model_dir)[0].parameters())
+    base_params = sum(p.numel() for p in load(teacher)[0].parameters())
     assert card.model_key == "pruned" and sum(p.numel() for p in m.parameters()) <= 0.55 * base_params
     report = json.loads((pruned.dir / "pruning.json").read_text())
     assert set(report["ratios"]) == {"layer1", "layer2", "layer3", "layer4"} and len(report["steps"]) == 2
     assert min(report["ratios"].values()) == pytest.approx(0.3) and max(report["ratios"].values()) == pytest.approx(0.5)
-    sparse = execute(tiny(command="prune", prune={"checkpoint": str(teacher.model_dir), "unstructured": True,
+    sparse = execute(tiny(command="prune", prune={"checkpoint": str(teacher), "unstructured": True,
                                                   "sparsity": 0.5, "finetune_epochs": 2}))
     sm, scard = load(sparse.model_dir)
     assert scard.model_key == "sparse" and scard.sparsity == pytest.approx(0.5, abs=0.03)
@@ -50,7 +50,7 @@ def test_distill_and_prune(workspace, tiny):
     # each run is filed under the kind it produced, as its card says
     assert [(r.model_key, r.command) for r in (pruned, sparse)] == [("pruned", "prune"), ("sparse", "prune")]
     assert "-prune-pruned-" in pruned.id and "-prune-sparse-" in sparse.id
-    leftovers = [p.name for r in (teacher, student, pruned, sparse) for p in r.dir.iterdir()
+    leftovers = [p.name for r in (student, pruned, sparse) for p in r.dir.iterdir()
                  if p.name.startswith(("state", "best"))]
     assert leftovers == []
 

@@ -66,17 +66,20 @@ def test_cv_fold_keeps_patients_out_of_training(real_data, workspace):
     assert np.isfinite(data.involvement[data.labels >= 0]).all()
 
 
-def test_tiny_real_model_through_the_real_models_path(real_data, workspace):
+def test_tiny_real_model_through_the_real_models_path(real_data, tiny_real_models):
+    """The tiny real-CT set's baseline (``config_for(REAL, "baseline", quick=True)`` through ``execute``, as
+    ``make real-models`` runs it): its card, its evaluation and the inference API on it."""
     from ctmodels.imaging import read_any
     from ctmodels.imaging.lung import segment_lungs
     from ctmodels.imaging.lung_field import lung_field
     from ctmodels.imaging.phantom import PhantomConfig, generate_patient
     from ctmodels.inference import lesion_map, load_model, predict_volume
-    from training.engine.pipeline import execute
-    from training.recipes.model_set import config_for
+    from training.jobs.registry import RunStore
     from training.recipes.real import REAL
 
-    run = execute(config_for(REAL, "baseline", True, workspace))
+    run_dir = Path((tiny_real_models.parent.parent / "baseline-run").read_text())
+    run = RunStore(run_dir.parent.parent).get(run_dir.name)
+    assert run is not None and run.dir == run_dir
     card = read_card(run.model_dir)
     assert card.trained_on["source"] == "real" and card.trained_on["values"].startswith("8-bit")
     assert card.label_rule["target"] == "involvement" and card.label_rule["threshold_pct"] == 25.0
