@@ -6,7 +6,7 @@ import logging
 
 import streamlit as st
 
-from ctmodels.work_slots import tune_allocator
+from ctmodels.work_slots import freeze_imported_heap, tune_allocator
 from ui.navigation import PAGES
 
 tune_allocator()  # first: the server's allocator settings apply to every session thread (idempotent on reruns)
@@ -19,3 +19,4 @@ nav = st.navigation([st.Page(p.path, title=p.title, icon=p.icon, default=i == 0)
 with st.sidebar:
     st.caption("CT Severity Studio · research software, not for diagnostic use.")
 nav.run()
+freeze_imported_heap()  # once a page has imported its libraries: Streamlit's collection after each run skips them

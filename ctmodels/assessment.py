@@ -9,8 +9,8 @@ how the models' CAMs agree. The Compare page renders an ``Assessment``; the COVI
 CAM evaluation, the benchmark's Compare timing and every exporter (CSV, PNG) read the same object, so a
 new per-slice output is added here and in its renderer only.
 
-Each model's lock is held while it predicts and explains, so browser sessions sharing cached models
-never see each other's hooks or gradients.
+Each model's lock is held while it explains, and while it predicts in PyTorch, so browser sessions sharing
+cached models never see each other's hooks or gradients (a served model predicts without it).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class SliceResult:
     verdict: str  # at the model's cut
     cut: float
     seconds: float
-    cam: np.ndarray  # (H, W) on the slice, [0, 1]
+    cam: np.ndarray | None  # (H, W) on the slice, [0, 1]; None when the view was asked without CAMs
     cam_in_lung: float | None
     cam_layer: str
     explained: str  # which class the CAM explains
@@ -146,8 +146,9 @@ class Assessment:
             mean[area < REPRESENTATIVE_SHARE * max(area.max(), 1)] = np.nan
         return int(np.nanargmax(mean)) if np.isfinite(mean).any() else self.largest_lung_slice()
 
-    def at(self, index: int, method: str = DEFAULT_METHOD, explain: str = "predicted") -> SliceAssessment:
-        """Slice ``index``: every model's verdict, CAM and lesion map on the slice, their agreement, refer reasons."""
+    def at(self, index: int, method: str = DEFAULT_METHOD, explain: str = "predicted", cams: bool = True) -> SliceAssessment:
+        """Slice ``index``: every model's verdict, CAM and lesion map on the slice, their agreement, refer reasons.
+        ``cams=False``: verdicts, lesion maps and reasons only (no gradients: what a page shows first under load)."""
         t0 = time.perf_counter()
         shape = self.volume.shape[1:]
         lung_i = self.lung[index] if self.lung is not None and self.lung[index].any() else None
@@ -155,24 +156,27 @@ class Assessment:
         for m in self.models:
             ts = time.perf_counter()
             lm = m.model
-            with lm.lock:
+            with lm.scoring_lock():
                 inp = prepare_input(lm, self.volume, [index], self.lung)
                 scored = score(lm, inp)
-                p = float(scored.p_severe[0])
-                verdict = lm.rule.verdict(p)
-                # "predicted": the class of the verdict shown (from the lesion area for lesion models), not the head's
-                target = verdict if explain == "predicted" else explain
-                maps, _ = cam_batch(lm, inp.tensor, [list(lm.card.class_names).index(target)], method)
+            p = float(scored.p_severe[0])
+            verdict = lm.rule.verdict(p)
+            # "predicted": the class of the verdict shown (from the lesion area for lesion models), not the head's
+            target = verdict if explain == "predicted" else explain
+            maps = None
+            if cams:
+                with lm.lock:
+                    maps = cam_batch(lm, inp.tensor, [list(lm.card.class_names).index(target)], method)[0]
             lesion = None if scored.lesion is None else np.clip(to_slice(scored.lesion[0], inp.boxes[0], shape), 0, 1)
             inv = None if scored.involvement is None else float(scored.involvement[0])
-            cam = to_slice(maps[0], inp.boxes[0], shape)
-            seen = to_slice(np.ones_like(maps[0]), inp.boxes[0], shape) > 0.5
+            cam = None if maps is None else to_slice(maps[0], inp.boxes[0], shape)
+            seen = to_slice(np.ones(inp.tensor.shape[-2:], np.float32), inp.boxes[0], shape) > 0.5
             results.append(SliceResult(
                 lm.name, lm.key, p, verdict, lm.rule.cut, time.perf_counter() - ts, cam,
-                mass_inside(cam, lung_i) if lung_i is not None else None, target_layer_name(lm.model, lm.pre.size),
-                target, in_scope(lm, self.lung, index), lesion, inv, seen))
+                mass_inside(cam, lung_i) if lung_i is not None and cam is not None else None,
+                target_layer_name(lm.model, lm.pre.size), target, in_scope(lm, self.lung, index), lesion, inv, seen))
         agree = {}
-        for a, b in combinations(results, 2):
+        for a, b in combinations(results if cams else [], 2):
             g = agreement(a.cam, b.cam, lung_i)
             agree[(a.model, b.model)] = (g.pearson, g.top20_iou)
         out = SliceAssessment(index, results, agree)
@@ -247,7 +251,7 @@ def first_look(volume: Volume, models: list[LoadedModel], lung: np.ndarray | Non
     first. The same inputs and runtime as the assessment's, so the values equal its per-slice ones."""
     out = []
     for lm in models:
-        with lm.lock:
+        with lm.scoring_lock():
             p = float(score(lm, prepare_input(lm, volume, [index], lung)).p_severe[0])
         out.append((lm.name, p, lm.rule.verdict(p)))
     return out
@@ -270,7 +274,7 @@ def assess(volume: Volume, models: list[LoadedModel], lung: np.ndarray | None = 
         prepare_scan(lm, volume, lung, prepared)
 
     def predict(lm: LoadedModel) -> ModelResult:
-        with lm.lock:
+        with lm.scoring_lock():
             return ModelResult(lm, predict_volume(lm, volume, lung, prepared))
 
     # Served (ONNX Runtime) models score side by side, one per core: each session runs one intra-op thread

@@ -12,6 +12,7 @@ map (``lesion_map``) and the learned involvement per slice and per scan.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -75,6 +76,12 @@ class LoadedModel:
     @property
     def has_lesion_map(self) -> bool:
         return getattr(self.model, "lesion_head", None) is not None
+
+    def scoring_lock(self) -> contextlib.AbstractContextManager:
+        """What scoring holds: the model's lock when PyTorch scores (a Grad-CAM's hooks on the same modules would see
+        the pass), nothing on a served runtime (an ONNX Runtime session runs concurrent calls), so one session's
+        scoring never waits for another's Grad-CAM."""
+        return self.lock if self.served is None else contextlib.nullcontext()
 
 
 def load_model(folder: str | Path, name: str | None = None, served: bool = True) -> LoadedModel:
@@ -201,7 +208,7 @@ def lesion_map(lm: LoadedModel, volume: Volume, lung_mask: np.ndarray | None, in
     The same contract for 8-bit slices and HU volumes."""
     if not lm.has_lesion_map:
         return None
-    with lm.lock:
+    with lm.scoring_lock():
         inp = prepare_input(lm, volume, [index], lung_mask)
         return _maps_on_slices(score(lm, inp).lesion, inp.boxes, volume.shape[1:])[0]
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import os
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -53,18 +55,70 @@ def tune_allocator() -> None:
         _LIBC.mallopt(_M_ARENA_MAX, 2)
 
 
+_modules_at_freeze = 0
+
+
+def freeze_imported_heap() -> None:
+    """After a page run that imported more modules: collect once, then move every object alive into the
+    collector's permanent generation (``gc.freeze``). Streamlit collects all generations after each script run
+    (``runner.postScriptGC``) with the GIL held; over the ~550 k objects of torch, ONNX Runtime, pandas, plotly
+    and the models that took 0.29 s on an idle host, during which every other session's Python stood still.
+    Frozen, it takes under 1 ms; objects still die by reference counting, only reference cycles among the
+    frozen ones are left to the process (a few, made by the first runs of each page)."""
+    global _modules_at_freeze
+    if len(sys.modules) > _modules_at_freeze:
+        gc.collect()
+        gc.freeze()
+        _modules_at_freeze = len(sys.modules)
+
+
 def _release_freed() -> None:
     """Hand the freed heap memory of every arena back to the system (glibc's ``malloc_trim``)."""
     if _LIBC is not None:
         _LIBC.malloc_trim(0)
 
 
+#: Whole-scan jobs queued for a slot or in one; explanations wait while there are any (``explanation_work``).
+_scans = 0
+_explanations = 0  # explanations waiting or running
+_scans_changed = threading.Condition()
+#: The longest an explanation waits for other sessions' scans: a steady stream of uploads must not starve it.
+EXPLANATION_MAX_WAIT_S = 30.0
+
+
 @contextlib.contextmanager
 def whole_scan_work() -> Iterator[None]:
     """Hold one of the server's whole-scan slots (others wait; the page shows its spinner meanwhile);
     afterwards hand the work's freed temporaries back to the system."""
+    global _scans
+    with _scans_changed:
+        _scans += 1
     try:
         with _SLOTS:
             yield
     finally:
+        with _scans_changed:
+            _scans -= 1
+            _scans_changed.notify_all()
         _release_freed()
+
+
+def busy() -> bool:
+    """Whether any session's whole-scan work or explanation is queued or running (asked before one's own)."""
+    return _scans > 0 or _explanations > 0
+
+
+@contextlib.contextmanager
+def explanation_work(max_wait_s: float = EXPLANATION_MAX_WAIT_S) -> Iterator[None]:
+    """Explanations (Grad-CAM of the viewed slice) of a scan already scored wait while other sessions' scans are
+    queued or scoring, at most ``max_wait_s``: under load every radiologist gets the verdicts first, and the
+    explanations follow (five sessions uploading P002 at once: ``docs/performance.md``)."""
+    global _explanations
+    with _scans_changed:
+        _explanations += 1
+        _scans_changed.wait_for(lambda: _scans == 0, timeout=max_wait_s)
+    try:
+        yield
+    finally:
+        with _scans_changed:
+            _explanations -= 1

@@ -164,6 +164,15 @@ def lesion_overlay(gray_rgb: np.ndarray, lesion: np.ndarray) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
+def verdict_row(view: SliceAssessment) -> None:
+    """One column per model: its verdict on the slice at its cut and P(severe); text only (what shows first)."""
+    for col, r in zip(st.columns(1 + len(view.results))[1:], view.results):
+        with col:
+            st.markdown(f"**{r.model}**")
+            st.badge(r.verdict.upper(), color=VERDICT_COLOR[r.verdict])
+            st.markdown(f"P(severe) **{r.p_severe:.0%}** (cut {r.cut:.0%})")
+
+
 def result_grid(vol: Volume, view: SliceAssessment, lung: PackedMask | None,
                 involvement_txt: str | None) -> dict[str, np.ndarray]:
     """Input slice + one column per model: verdict at its cut, P(severe), time, CAM overlay, and the learned

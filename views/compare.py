@@ -10,6 +10,7 @@ from ctmodels.assessment import assess, first_look, largest_lung_slice
 from ctmodels.explain import METHODS
 from ctmodels.imaging.window import LUNG
 from ctmodels.verdict import DEFAULT_THRESHOLD_PCT
+from ctmodels.work_slots import busy, explanation_work, whole_scan_work
 from training.jobs.runner import demo_status, launch_demo, launch_real, real_status
 from training.recipes.real import have_real_data
 from ui import export, figures, render
@@ -21,8 +22,8 @@ from ui.compare_view import (
     result_grid,
     runtimes_text,
     set_builder,
+    verdict_row,
 )
-from ui.loaders import whole_scan_work
 from ui.models import (
     PHANTOM,
     REAL,
@@ -76,7 +77,8 @@ models = [loaded(c) for c in chosen]
 
 cache = st.session_state.setdefault("cmp_assessment", {})
 assessment_key = (picked.key, tuple(m.ckpt_id for m in models))
-if assessment_key not in cache:
+fresh = assessment_key not in cache  # scored in this run: its verdicts show before the Grad-CAMs are drawn
+if fresh:
     first = st.empty()  # the opening slice's verdicts while the rest of the scan is scored
     if vol.n_slices > 1:
         at = largest_lung_slice(vol, lung)
@@ -102,7 +104,7 @@ if assessment.is_volume:
 else:
     idx = 0
 
-view = assessment.at(idx, method, explain)
+view = assessment.at(idx, method, explain, cams=False)  # verdicts and reasons now; Grad-CAM below
 if view.reasons:
     st.error("**Refer / out of scope** — do not rely on these outputs:\n\n" + "\n".join(f"- {r}" for r in view.reasons),
              icon=":material/report:")
@@ -132,18 +134,28 @@ if assessment.classical is not None:
     ps = assessment.classical.per_slice[idx]
     inv_txt = (f"Classical involvement: **{assessment.classical.percent:.1f} %** of lung volume"
                + (f", **{ps:.1f} %** on this slice" if not np.isnan(ps) else ""))
-panels = result_grid(vol, view, lung, inv_txt)
-st.caption(f"All {len(models)} verdicts, CAMs and lesion maps computed in {view.seconds:.2f} s. "
-           + " ".join(f"{m.name}: {m.model.rule.describe()}." for m in assessment.models)
-           + f" Scores from {runtimes_text(models)}; Grad-CAM from eager PyTorch.")
-
-rows = assessment.table(view)
+grid, done = st.empty(), st.empty()
+if fresh or busy():  # a new scan, or other sessions' scans under way: the verdicts now, Grad-CAM once it is free
+    with grid.container():
+        verdict_row(view)
+    done.caption(f"All {len(models)} verdicts computed; Grad-CAM and the lesion maps follow"
+                 + (" once the server has scored the scans other sessions uploaded." if busy() else "."))
 if assessment.is_volume:
     st.subheader("Patient level")
     st.caption(assessment.models[0].prediction.aggregation + ". The scan's learned involvement is its learned "
                "lesion volume over its lung volume, over the slices each model scores.")
-    st.dataframe(pd.DataFrame(rows)[["model", "patient verdict", "patient P(severe)", "cut",
-                                      "scan learned involvement %"]], hide_index=True, width="stretch")
+    st.dataframe(pd.DataFrame(assessment.table(view))[["model", "patient verdict", "patient P(severe)", "cut",
+                                                       "scan learned involvement %"]], hide_index=True, width="stretch")
+with explanation_work():
+    view = assessment.at(idx, method, explain)
+with grid.container():
+    panels = result_grid(vol, view, lung, inv_txt)
+done.caption(f"All {len(models)} verdicts, CAMs and lesion maps computed in {view.seconds:.2f} s. "
+             + " ".join(f"{m.name}: {m.model.rule.describe()}." for m in assessment.models)
+             + f" Scores from {runtimes_text(models)}; Grad-CAM from eager PyTorch.")
+
+rows = assessment.table(view)
+if assessment.is_volume:
     series = {name: [None if v is None else 100 * v for v in curve] for name, curve in assessment.curves().items()}
     st.plotly_chart(figures.slice_curve(series, current=idx,
                                         title="Per-slice evidence: P(severe) % by model", ytitle="P(severe) %"),

@@ -192,6 +192,12 @@ def test_the_first_look_equals_the_assessment_of_that_slice(models, severe_case)
     for (_, p, verdict), r in zip(first, view.results):
         assert p == pytest.approx(r.p_severe, abs=1e-6) and verdict == r.verdict
         assert p == pytest.approx(assessment.result(r.model).prediction.curve(vol.n_slices)[at], abs=1e-5)
+    # under load the page shows the slice's verdicts before their Grad-CAMs: the same view, without gradients
+    quick = assessment.at(at, cams=False)
+    assert quick.reasons == view.reasons and not quick.agreement and view.agreement
+    for q, r in zip(quick.results, view.results):
+        assert (q.model, q.p_severe, q.verdict, q.cut, q.in_scope) == (r.model, r.p_severe, r.verdict, r.cut, r.in_scope)
+        assert q.cam is None and q.cam_in_lung is None and r.cam is not None and np.array_equal(q.seen, r.seen)
 
 
 def test_the_assessment_is_the_same_on_the_packed_field(models, severe_case):

@@ -95,10 +95,11 @@ def test_five_sessions_scoring_p002_stay_within_the_memory_budget(served_real_se
             uploaded = time.time()
             for page in pages:  # all five uploads in flight together
                 page.locator('input[type="file"]').first.set_input_files(str(upload))
-            shown: list[float] = []
+            shown: list[float] = []  # the verdicts (under load Grad-CAM follows: explanations wait for queued scans)
+            explained: list[float] = []
             for k, page in enumerate(pages):
                 try:
-                    page.get_by_text(re.compile(r"All \d verdicts, CAMs and lesion maps computed")).wait_for(timeout=300_000)
+                    page.get_by_text(re.compile(r"All \d verdicts")).first.wait_for(timeout=300_000)
                     shown.append(time.time() - uploaded)
                 except Exception:  # keep what each session showed, and what the server said
                     ARTIFACTS.mkdir(exist_ok=True)
@@ -107,13 +108,17 @@ def test_five_sessions_scoring_p002_stay_within_the_memory_budget(served_real_se
                     log = (workspace_with_models / "server.log").read_text()[-3000:]
                     pytest.fail(f"session {k} showed no verdicts in 5 min (screenshots in {ARTIFACTS}); "
                                 f"server log:\n{log}")
+            for page in pages:
+                page.get_by_text(re.compile(r"All \d verdicts, CAMs and lesion maps computed")).wait_for(timeout=300_000)
+                explained.append(time.time() - uploaded)
             browser.close()
     finally:
         stop.set()
         watcher.join(2)
     gb = peak[0] / 2**30
     print(f"{SESSIONS} sessions scoring P002 with {which}: server peak RSS {gb:.2f} GB, verdicts shown after "
-          + ", ".join(f"{s:.1f}" for s in shown) + " s; every 10 s: "
+          + ", ".join(f"{s:.1f}" for s in shown) + " s, with Grad-CAM after " + ", ".join(f"{s:.1f}" for s in explained)
+          + " s; every 10 s: "
           + " ".join(f"{t:.0f}s {g:.2f}" for t, g in timeline[::50]))
     assert gb <= LIMIT_GB, f"server peak {gb:.2f} GB > {LIMIT_GB} GB"
     if max(shown) > VERDICTS_WITHIN_S:  # an open goal (docs/performance.md): reported, the memory bound enforced
