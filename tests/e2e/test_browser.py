@@ -76,13 +76,20 @@ def test_every_page_in_a_real_browser(app_url, browser_page, workspace_with_mode
     page.get_by_text("CANCELLED", exact=True).first.wait_for(timeout=60_000)
     _shot(page, "training")
 
-    # Efficiency: a quick measurement (smallest input, fewest repeats) of the four tiny models
+    # Efficiency: a quick measurement (smallest input, fewest repeats, batch 1, no int8 calibration) of the four
+    # tiny models; every runtime is measured by tests/ctmodels/test_export_efficiency.py
     _goto(page, f"{app_url}/efficiency", "Efficiency")
     for label in ("Input size (px)", "Timed repeats per model"):
         thumb = page.locator('[data-testid="stSlider"]').filter(has_text=label).get_by_role("slider")
         thumb.focus()
         thumb.press("Home")
         _wait_idle(page)
+    for label, last in (("Runtimes", "ONNX Runtime int8"), ("Batch sweep", "8")):  # Backspace drops the last choice
+        select = page.locator('[data-testid="stMultiSelect"]').filter(has_text=label)
+        assert select.get_by_text(last).count() == 1
+        select.locator("input").press("Backspace")
+        _wait_idle(page)
+        assert select.get_by_text(last).count() == 0
     page.get_by_role("button", name="Measure now").click()
     # the measured figure itself, not the static paper table, which shows before the measurement ends
     page.get_by_text("Latency at batch 1, 64×64", exact=False).first.wait_for(timeout=420_000)
