@@ -5,7 +5,10 @@ stack five transient peaks; a small pool keeps the peak bounded while sessions o
 measured, not guessed (``docs/performance.md``): five browsers uploading P002 at once on 2 cores peaked at
 2.35-2.46 GB with one slot and at 2.57 GB with two (the e2e test's bound is 2.5 GB; then the tiny eager set), so
 one slot is the default; the whole-scan work inside it uses both cores already (threads, models side by side).
-``CTSS_SCAN_SLOTS`` sets more where memory allows.
+``CTSS_SCAN_SLOTS`` sets more where memory allows (with the real-CT set served, two peaked at 2.65 GB).
+Explanations (Grad-CAM) of scans already scored wait while any scan is queued or scoring, so under load every
+session gets its verdicts first (``explanation_work``). Also the server's heap settings: the allocator
+(``tune_allocator``) and the objects frozen out of Streamlit's collection after each run (``freeze_imported_heap``).
 """
 
 from __future__ import annotations
