@@ -104,7 +104,11 @@ if assessment.is_volume:
 else:
     idx = 0
 
-view = assessment.at(idx, method, explain, cams=False)  # verdicts and reasons now; Grad-CAM below
+# A new scan, or other sessions' scans under way: the verdicts now, Grad-CAM once the server is free. Otherwise
+# (moving through slices) the slice is scored and explained at once, not twice.
+waiting = busy()
+early = fresh or waiting
+view = assessment.at(idx, method, explain, cams=not early)
 if view.reasons:
     st.error("**Refer / out of scope** — do not rely on these outputs:\n\n" + "\n".join(f"- {r}" for r in view.reasons),
              icon=":material/report:")
@@ -135,19 +139,20 @@ if assessment.classical is not None:
     inv_txt = (f"Classical involvement: **{assessment.classical.percent:.1f} %** of lung volume"
                + (f", **{ps:.1f} %** on this slice" if not np.isnan(ps) else ""))
 grid, done = st.empty(), st.empty()
-if fresh or busy():  # a new scan, or other sessions' scans under way: the verdicts now, Grad-CAM once it is free
+if early:
     with grid.container():
         verdict_row(view)
     done.caption(f"All {len(models)} verdicts computed; Grad-CAM and the lesion maps follow"
-                 + (" once the server has scored the scans other sessions uploaded." if busy() else "."))
+                 + (" once the server has scored the scans other sessions uploaded." if waiting else "."))
 if assessment.is_volume:
     st.subheader("Patient level")
     st.caption(assessment.models[0].prediction.aggregation + ". The scan's learned involvement is its learned "
                "lesion volume over its lung volume, over the slices each model scores.")
     st.dataframe(pd.DataFrame(assessment.table(view))[["model", "patient verdict", "patient P(severe)", "cut",
                                                        "scan learned involvement %"]], hide_index=True, width="stretch")
-with explanation_work():
-    view = assessment.at(idx, method, explain)
+if early:
+    with explanation_work():
+        view = assessment.at(idx, method, explain)
 with grid.container():
     panels = result_grid(vol, view, lung, inv_txt)
 done.caption(f"All {len(models)} verdicts, CAMs and lesion maps computed in {view.seconds:.2f} s. "
