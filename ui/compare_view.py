@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from ctmodels.assessment import SliceAssessment
+from ctmodels.assessment import SliceAssessment, SliceResult
 from ctmodels.datasets import DatasetError, builtin_sources
 from ctmodels.dicom_out import write_seg, write_sr
 from ctmodels.efficiency import RUNTIME_TITLES
@@ -164,13 +164,18 @@ def lesion_overlay(gray_rgb: np.ndarray, lesion: np.ndarray) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
+def _verdict(r: SliceResult, timed: bool) -> None:
+    """A model's column head: its name, its verdict on the slice at its cut, P(severe) (and its time)."""
+    st.markdown(f"**{r.model}**")
+    st.badge(r.verdict.upper(), color=VERDICT_COLOR[r.verdict])
+    st.markdown(f"P(severe) **{r.p_severe:.0%}** (cut {r.cut:.0%})" + (f" · {r.seconds * 1000:.0f} ms" if timed else ""))
+
+
 def verdict_row(view: SliceAssessment) -> None:
     """One column per model: its verdict on the slice at its cut and P(severe); text only (what shows first)."""
     for col, r in zip(st.columns(1 + len(view.results))[1:], view.results):
         with col:
-            st.markdown(f"**{r.model}**")
-            st.badge(r.verdict.upper(), color=VERDICT_COLOR[r.verdict])
-            st.markdown(f"P(severe) **{r.p_severe:.0%}** (cut {r.cut:.0%})")
+            _verdict(r, timed=False)
 
 
 def result_grid(vol: Volume, view: SliceAssessment, lung: PackedMask | None,
@@ -194,9 +199,7 @@ def result_grid(vol: Volume, view: SliceAssessment, lung: PackedMask | None,
         over = heatmap_overlay(gray, r.cam)
         panels[r.model] = over
         with col:
-            st.markdown(f"**{r.model}**")
-            st.badge(r.verdict.upper(), color=VERDICT_COLOR[r.verdict])
-            st.markdown(f"P(severe) **{r.p_severe:.0%}** (cut {r.cut:.0%}) · {r.seconds * 1000:.0f} ms")
+            _verdict(r, timed=True)
             st.image(render.fit_for_display(over, 384), width="stretch",
                      caption=f"Grad-CAM, {r.cam_layer}, explains '{r.explained}'")
             st.caption("CAM mass in lungs: " + (f"**{r.cam_in_lung:.0%}**" if r.cam_in_lung is not None else "n/a"))
