@@ -140,3 +140,22 @@ def test_operating_point_is_a_learned_involvement_that_separates_the_classes():
     assert 8 < op < 12 and how["sensitivity"] == 1.0 and how["specificity"] == 1.0
     op, how = involvement_operating_point(learned[:9], y[:9], 25.0)  # two severe: too few, the threshold stays
     assert op == pytest.approx(25.0) and "note" in how
+
+
+def test_source_balance_gives_a_small_source_its_share_of_draws():
+    from types import SimpleNamespace
+
+    from training.data.prepare import sample_weights
+
+    patients = np.array(["coronacases_001"] * 80 + ["radiopaedia-4"] * 16 + [f"slice-{i}" for i in range(4)])
+    data = SimpleNamespace(involvement=np.full(100, 3.0, np.float32), labels=np.zeros(100, int), patients=patients)
+    idx = np.arange(100)
+    share = lambda w: w[80 + 16:].sum() / w.sum()  # noqa: E731 - the four MedSeg slices' share of the draws
+    assert np.isclose(share(sample_weights(data, idx, "involvement")), 0.04)  # off: as many draws as slices
+    half = sample_weights(data, idx, "involvement", source_balance=0.5)
+    assert np.isclose(share(half), 2 / (np.sqrt(80) + 4 + 2))  # each source's share goes as the root of its size
+    full = sample_weights(data, idx, "involvement", source_balance=1.0)
+    assert np.isclose(share(full), 1 / 3)
+    one = sample_weights(data, idx[:80], "involvement", 0.5)  # one source: the draws do not change
+    off = sample_weights(data, idx[:80], "involvement")
+    assert np.allclose(one / one.sum(), off / off.sum())

@@ -533,13 +533,20 @@ def class_weights(labels: np.ndarray) -> np.ndarray:
 INVOLVEMENT_BINS = (5.0, 10.0, 15.0, 20.0, 25.0, 35.0)
 
 
-def sample_weights(data: Prepared, indices: np.ndarray, target: str) -> np.ndarray:
+def sample_weights(data: Prepared, indices: np.ndarray, target: str, source_balance: float = 0.0) -> np.ndarray:
     """Weights for balanced sampling: by class for label targets; for involvement targets, by involvement
     band with 1/√count, so the few heavily involved slices are seen more often without being repeated
-    a dozen times per epoch (a label-balanced sampler would, with 5 % severe slices)."""
+    a dozen times per epoch (a label-balanced sampler would, with 5 % severe slices). ``source_balance``
+    > 0 also divides by the slice's source size to that power (``SOURCES``; 'other' is one source)."""
     inv = data.involvement[indices]
     if target != "involvement" or np.isnan(inv).all():
-        return class_weights(data.labels[indices])
-    bins = np.digitize(np.nan_to_num(inv, nan=-1.0), INVOLVEMENT_BINS)
-    counts = np.bincount(bins, minlength=len(INVOLVEMENT_BINS) + 1).astype(float)
-    return 1.0 / np.sqrt(np.maximum(counts[bins], 1.0))
+        w = class_weights(data.labels[indices])
+    else:
+        bins = np.digitize(np.nan_to_num(inv, nan=-1.0), INVOLVEMENT_BINS)
+        counts = np.bincount(bins, minlength=len(INVOLVEMENT_BINS) + 1).astype(float)
+        w = 1.0 / np.sqrt(np.maximum(counts[bins], 1.0))
+    if source_balance:
+        src = np.array([source_of(p) for p in data.patients[indices]])
+        _, inverse, n = np.unique(src, return_inverse=True, return_counts=True)
+        w = w / n[inverse].astype(float) ** source_balance
+    return w
