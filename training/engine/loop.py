@@ -115,7 +115,8 @@ def _loader(ctx: Context, indices: np.ndarray, train: bool, batch_size: int, see
         sampler = dist.sampler(ds, seed)
         return DataLoader(ds, batch_size=batch_size, sampler=sampler, drop_last=True)
     if train and ctx.cfg.optim.balanced_sampling:
-        w = torch.as_tensor(sample_weights(ctx.data, indices, ctx.cfg.data.target, ctx.cfg.optim.source_balance), dtype=torch.double)
+        weights = sample_weights(ctx.data, indices, ctx.cfg.data.target, ctx.cfg.optim.source_balance)
+        w = torch.as_tensor(weights, dtype=torch.double)
         sampler = WeightedRandomSampler(w, num_samples=len(indices), replacement=True, generator=g)
         return DataLoader(ds, batch_size=batch_size, sampler=sampler, drop_last=len(indices) > batch_size)
     return DataLoader(ds, batch_size=batch_size, shuffle=train, generator=g, drop_last=train and len(indices) > batch_size)
