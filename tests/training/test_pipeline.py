@@ -120,3 +120,22 @@ def test_paper000_recipe_curves_export(workspace, capsys):
     assert list(csv["epoch"]) == [1, 2] and {"train_loss", "val_acc"} <= set(csv.columns)
     png = Image.open(io.BytesIO(export.curves_png({"paper000": run.metrics()})))
     assert png.size[0] >= 1000 and png.size[1] >= 400
+
+
+@pytest.mark.parametrize("ema", [0.0, 0.5])
+def test_weight_average_is_what_a_run_keeps(workspace, tiny, monkeypatch, ema):
+    """With ``optim.ema`` the checkpoint holds the moving average of the weights, not the last step's."""
+    import torch
+
+    from training.engine import loop
+
+    saved, trained = [], []
+    save_checkpoint, save_state = loop.save_checkpoint, loop.save_state
+    monkeypatch.setattr(loop, "save_checkpoint", lambda m, *a, **k: (saved.append(
+        {n: t.detach().clone() for n, t in m.state_dict().items()}), save_checkpoint(m, *a, **k))[1])
+    monkeypatch.setattr(loop, "save_state", lambda d, m, *a, **k: (trained.append(
+        {n: t.detach().clone() for n, t in m.state_dict().items()}), save_state(d, m, *a, **k))[1])
+    execute(tiny(model="kd", optim={"epochs": 1, "batch_size": 2, "ema": ema}))  # several steps to average
+    weights = [n for n, t in trained[-1].items() if t.is_floating_point() and "running" not in n]
+    same = all(torch.equal(saved[0][n], trained[-1][n]) for n in weights)
+    assert same == (ema == 0.0)

@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn as nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from ctmodels.atomic import write_json_atomic, write_text_atomic
@@ -210,7 +211,8 @@ def fit(
     resume: bool = False,
     select_best: bool = True,
 ) -> tuple[nn.Module, list[dict]]:
-    """Train ``model`` for ``epochs`` epochs; returns the best model (lowest val loss) and history.
+    """Train ``model`` for ``epochs`` epochs; returns the best model (lowest val loss) and history. With
+    ``optim.ema`` the weights' moving average is what is validated, kept and returned.
 
     After every epoch the state (model, optimizer, scheduler, RNG, history) is swapped in
     atomically before the metrics line is appended, and ``metrics.jsonl`` is rewritten from the
@@ -239,6 +241,11 @@ def fit(
         log.info("resumed %s at epoch %d/%d", stage, start_epoch + 1, epochs)
 
     scaler = torch.amp.GradScaler("cuda") if ctx.amp_dtype() == torch.float16 else None
+    # the average restarts from the restored weights on resume; a step hook (pruning) edits weights it
+    # would not see
+    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(o.ema), use_buffers=True)
+           if o.ema > 0 and after_step is None else None)
+    kept = model if ema is None else ema.module  # what is validated and saved as the best checkpoint
     train_idx = ctx.data.subset(0)
     progress = ProgressFile(ctx.run, stage, epochs)
     patience = o.early_stopping_patience
@@ -265,6 +272,8 @@ def fit(
                 optimizer.step()
             if after_step is not None:
                 after_step(epoch, b)
+            if ema is not None:
+                ema.update_parameters(model)
             seen += len(y)
             loss_sum += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
@@ -272,7 +281,7 @@ def fit(
         if scheduler is not None:
             scheduler.step()
         seconds = time.time() - t0
-        val_loss, val_acc, val_dice = validate(model, ctx)
+        val_loss, val_acc, val_dice = validate(kept, ctx)
         rec = {
             "stage": stage, "epoch": epoch + 1, "epochs": epochs,
             "train_loss": round(loss_sum / max(seen, 1), 5), "train_acc": round(correct / max(seen, 1), 5),
@@ -288,7 +297,7 @@ def fit(
             best_loss, best_epoch = val_loss, epoch
         if dist.is_main():
             if improved:
-                save_checkpoint(model, ctx.card, best_dir)
+                save_checkpoint(kept, ctx.card, best_dir)
             st = TrainState(epoch, history, best_loss, best_epoch)
             save_state(state_dir, model, ctx.card, optimizer, scheduler, st)
             with open(ctx.run.metrics_path, "a") as fh:
@@ -305,7 +314,7 @@ def fit(
     progress.update(epochs - 1 - start_epoch, 1, 1, 0.0, force=True)
     dist.barrier()
     if not select_best:  # e.g. a sparsity schedule: only the last epoch has the final sparsity
-        return model.eval(), history
+        return kept.eval(), history
     best = _load_best(best_dir, ctx, model)
     return best, history
 
