@@ -36,7 +36,9 @@ LESION_HEAD = 32
 COMMON: dict[str, Any] = {
     "model_kwargs": {"lesion_head": LESION_HEAD},
     "data": {"source": "real", "split": [0.85, 0.15, 0.0], "target": "involvement"},
-    "optim": {"optimizer": "adamw", "lr": 2e-3, "batch_size": 32, "epochs": 12},
+    # A moving average of the weights (decay 0.98 a step, about two epochs) is what is validated and kept: the
+    # baseline's pooled out-of-fold rho 0.775 -> 0.813, per fold 0.85-0.86 instead of 0.76-0.83 (docs/real_ct.md).
+    "optim": {"optimizer": "adamw", "lr": 2e-3, "batch_size": 32, "epochs": 12, "ema": 0.98},
     "preprocessing": {"size": 64, "roi_crop": True, "roi_mode": "bilateral", "roi_pad": 0.05, "lung_mask_input": True,
                       "mask_8bit": False, "intensity": "landmarks", "orient": True, "min_lung_share": 0.3,
                       "flip_average": True},
@@ -76,7 +78,8 @@ STEPS: list[tuple[str, dict[str, Any]]] = [
 #: out-of-fold predictions of the patient-grouped cross-validation of this recipe (docs/measurements/
 #: real_cv.md; a test keeps them equal). A new patient's learned maps cover about half of a large lesion,
 #: so 25 % involvement reads lower; a fold's validation split (2-3 severe slices) cannot show that.
-OPERATING_POINTS: dict[str, float] = {"baseline": 13.0, "ghost": 11.8, "pruned": 14.6, "kd": 12.4, "sparse": 13.5, "ghost_kd": 12.0}
+OPERATING_POINTS: dict[str, float] = {"baseline": 16.1, "ghost": 11.6, "pruned": 13.1, "kd": 11.8, "sparse": 14.6,
+                                       "ghost_kd": 10.8}
 STEPS = [(key, {**step, "verdict_op_pct": OPERATING_POINTS[key]}) for key, step in STEPS]
 QUICK: dict[str, Any] = {
     "data": {"max_cases": 120}, "optim": {"epochs": 1, "batch_size": 8},
