@@ -103,6 +103,8 @@ class DistillConfig:
     teacher: str = ""  # checkpoint folder
     temperature: float = 4.0
     alpha: float = 0.5  # weight of the hard-label cross-entropy; (1 - alpha) on the KD term
+    # The same split for the lesion map (the masks' Dice + BCE against the teacher's map); None: ``alpha``.
+    lesion_alpha: float | None = None
 
 
 @dataclass
@@ -243,8 +245,10 @@ class RunConfig:
         if self.command == "distill":
             if not self.distill or not self.distill.teacher:
                 raise ConfigError("distillation needs a teacher checkpoint (--teacher)")
-            if self.distill.temperature <= 0 or not (0 <= self.distill.alpha <= 1):
-                raise ConfigError("temperature must be > 0 and alpha within [0, 1]")
+            d = self.distill
+            weights = [d.alpha] + ([] if d.lesion_alpha is None else [d.lesion_alpha])
+            if d.temperature <= 0 or not all(0 <= w <= 1 for w in weights):
+                raise ConfigError("temperature must be > 0 and alpha (and lesion_alpha) within [0, 1]")
         if self.command == "prune":
             p = self.prune
             if not p or not p.checkpoint:

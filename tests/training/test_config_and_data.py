@@ -28,6 +28,7 @@ def test_round_trip_json_and_yaml(tmp_path):
         ({"optim": {"batch_size": 1}}, "batch size"),
         ({"data": {"split": [0.5, 0.5, 0.5]}}, "split"),
         ({"command": "distill"}, "teacher"),
+        ({"command": "distill", "distill": {"teacher": "t", "lesion_alpha": 1.5}}, "lesion_alpha"),
         ({"command": "prune"}, "checkpoint"),
         ({"preprocessing": {"size": 8}}, "image size"),
     ],
@@ -35,7 +36,7 @@ def test_round_trip_json_and_yaml(tmp_path):
 def test_bad_configs_are_refused(change, words):
     d = RunConfig().to_dict()
     for k, v in change.items():
-        d[k] = {**d[k], **v} if isinstance(v, dict) else v
+        d[k] = {**(d[k] or {}), **v} if isinstance(v, dict) else v
     with pytest.raises(ConfigError, match=words):
         RunConfig.from_dict(d).validate()
 

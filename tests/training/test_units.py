@@ -112,6 +112,9 @@ def test_kd_loss_distils_the_teacher_lesion_map():
     batch = Batch(x, torch.tensor([0.1, 0.9, 0.2, 0.7]), torch.zeros(4, 1, 32, 32), torch.zeros(4, dtype=torch.bool))
     loss = kd_loss(teacher, 4.0, 0.5)
     assert float(loss(t_logits, t_lesion, batch)) < float(loss(t_logits, -t_lesion, batch))  # copying the map pays
+    masks_only = kd_loss(teacher, 4.0, 0.5, lesion_alpha=1.0)  # the map learns from the masks alone
+    copied, flipped = masks_only(t_logits, t_lesion, batch), masks_only(t_logits, -t_lesion, batch)
+    assert float(copied) == pytest.approx(float(flipped))
 
 
 def test_lesion_bias_matches_the_mask_area_and_cut_needs_both_classes():

@@ -72,15 +72,17 @@ def teacher_outputs(teacher: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, 
     return teacher(x).float(), None
 
 
-def kd_loss(teacher: nn.Module, temperature: float = 4.0, alpha: float = 0.5, lesion_weight: float = 1.0) -> LossFn:
+def kd_loss(teacher: nn.Module, temperature: float = 4.0, alpha: float = 0.5, lesion_weight: float = 1.0,
+            lesion_alpha: float | None = None) -> LossFn:
     """α·CE(student, targets) + (1-α)·T²·KL(teacher‖student), and for lesion maps
-    α·(Dice + BCE against the mask) + (1-α)·BCE against the teacher's map.
+    β·(Dice + BCE against the mask) + (1-β)·BCE against the teacher's map; β = ``lesion_alpha``, else α.
 
     The teacher sees exactly the (augmented) batch the student sees; it is frozen in eval mode."""
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
     t2 = temperature * temperature
+    beta = alpha if lesion_alpha is None else lesion_alpha
 
     def loss(student_logits: torch.Tensor, student_lesion: torch.Tensor | None, batch: Batch) -> torch.Tensor:
         with torch.no_grad():
@@ -94,9 +96,9 @@ def kd_loss(teacher: nn.Module, temperature: float = 4.0, alpha: float = 0.5, le
         out = alpha * hard + (1.0 - alpha) * soft
         if student_lesion is not None and lesion_weight:
             own = lesion_loss(student_lesion, batch)
-            if teacher_lesion is not None:
+            if teacher_lesion is not None and beta < 1.0:
                 mimic = F.binary_cross_entropy_with_logits(student_lesion.float(), torch.sigmoid(teacher_lesion))
-                own = alpha * own + (1.0 - alpha) * mimic
+                own = beta * own + (1.0 - beta) * mimic
             out = out + lesion_weight * own
         return out
 

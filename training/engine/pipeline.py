@@ -256,7 +256,8 @@ def _stages(cfg: RunConfig, pre: Preprocessing, data: Prepared, *, run: Run, dev
         teacher.to(device)
         model = create(cfg.model, **cfg.model_kwargs)
         card = _card(cfg, pre, data, cfg.model, cfg.model_kwargs, run, cfg.distill.teacher)
-        loss = kd_loss(teacher, cfg.distill.temperature, cfg.distill.alpha, cfg.optim.lesion_weight)
+        loss = kd_loss(teacher, cfg.distill.temperature, cfg.distill.alpha, cfg.optim.lesion_weight,
+                       cfg.distill.lesion_alpha)
         model, _ = fit(Context(run, cfg, data, device, card), model, epochs=cfg.optim.epochs, loss_fn=loss,
                        resume=resume)
         return model, card
@@ -275,7 +276,7 @@ def _prune(cfg: RunConfig, pre: Preprocessing, data: Prepared, *, run: Run, devi
     if p.distill:  # the parent as it was, before pruning changes ``model`` in place
         teacher, _ = _load_parent(p.checkpoint, "model to prune")
         kd = cfg.distill or DistillConfig()
-        loss = kd_loss(teacher.to(device), kd.temperature, kd.alpha, cfg.optim.lesion_weight)
+        loss = kd_loss(teacher.to(device), kd.temperature, kd.alpha, cfg.optim.lesion_weight, kd.lesion_alpha)
     macs0, params0 = count(model, pre.size)
     report: dict[str, Any] = {"before": {"params": params0, "macs": macs0}, "steps": []}
     if p.unstructured:
