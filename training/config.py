@@ -246,8 +246,8 @@ class RunConfig:
             if not self.distill or not self.distill.teacher:
                 raise ConfigError("distillation needs a teacher checkpoint (--teacher)")
             d = self.distill
-            weights = [d.alpha] + ([] if d.lesion_alpha is None else [d.lesion_alpha])
-            if d.temperature <= 0 or not all(0 <= w <= 1 for w in weights):
+            lesion_alpha = d.alpha if d.lesion_alpha is None else d.lesion_alpha
+            if d.temperature <= 0 or not (0 <= d.alpha <= 1 and 0 <= lesion_alpha <= 1):
                 raise ConfigError("temperature must be > 0 and alpha (and lesion_alpha) within [0, 1]")
         if self.command == "prune":
             p = self.prune
