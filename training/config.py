@@ -222,6 +222,8 @@ class RunConfig:
             raise ConfigError("batch size must be at least 2 (BatchNorm needs more than one sample)")
         if not (0 < o.lr < 10):
             raise ConfigError(f"learning rate {o.lr} is out of range")
+        if not (0 <= o.ema < 1):
+            raise ConfigError(f"the weights' moving average decay {o.ema} must be within [0, 1) (0: off)")
         s = self.data.split
         if len(s) != 3 or any(v < 0 for v in s) or s[0] <= 0 or abs(sum(s) - 1.0) > 1e-6:
             raise ConfigError("split must be three non-negative fractions (train, val, test) summing to 1")

@@ -26,6 +26,7 @@ def test_round_trip_json_and_yaml(tmp_path):
         ({"model": "resnet999"}, "unknown model key"),
         ({"optim": {"optimizer": "lion"}}, "unknown optimiser"),
         ({"optim": {"batch_size": 1}}, "batch size"),
+        ({"optim": {"ema": 1.0}}, "moving average"),
         ({"data": {"split": [0.5, 0.5, 0.5]}}, "split"),
         ({"command": "distill"}, "teacher"),
         ({"command": "distill", "distill": {"teacher": "t", "lesion_alpha": 1.5}}, "lesion_alpha"),
