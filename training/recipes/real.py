@@ -63,7 +63,10 @@ STEPS: list[tuple[str, dict[str, Any]]] = [
                 "prune": {"target_ratio": 0.4, "min_ratio": 0.25, "steps": 3, "finetune_epochs": 2,  # demo's 60 %
                           "distill": True},  # it lost 10 points of per-slice AUC on COVID-CT-MD
                 "optim": {"lr": 5e-4}}),
-    ("kd", {"command": "distill", "model": "kd", "optim": {"epochs": 10}, "distill": {"temperature": 4.0, "alpha": 0.5}}),
+    # The students train as long as their teacher: at 10 epochs their lesion maps stayed thin (patient CV: kd Dice
+    # 0.31, ghost_kd 0.25; at 16 0.49 / 0.48, and rho 0.76 / 0.74 -> 0.83 / 0.83; docs/real_ct.md).
+    ("kd", {"command": "distill", "model": "kd", "optim": {"epochs": 16},
+            "distill": {"temperature": 4.0, "alpha": 0.5}}),
     # Unstructured 50 % sparsity with a gentle fine-tune. On one held-out fold (CV fold 2, baseline AUC 0.965)
     # the paper-001 setting (RMSprop, lr 1e-4) scored 0.91 with Spearman rho 0.91 to the baseline's scores;
     # AdamW at lr 2e-4 0.94 (rho 0.97), at 5e-5 0.96 (rho 0.97). The fine-tune, more than the zeros, moves
@@ -71,15 +74,15 @@ STEPS: list[tuple[str, dict[str, Any]]] = [
     ("sparse", {"command": "prune", "model": "baseline",
                 "prune": {"unstructured": True, "sparsity": 0.5, "finetune_epochs": 3, "distill": True},
                 "optim": {"optimizer": "adamw", "lr": 5e-5}}),
-    ("ghost_kd", {"command": "distill", "model": "ghost_kd", "optim": {"epochs": 10},
+    ("ghost_kd", {"command": "distill", "model": "ghost_kd", "optim": {"epochs": 16},
                   "distill": {"temperature": 4.0, "alpha": 0.5}}),
 ]
 #: Learned involvement (% of lung) at which each model's verdict turns severe: chosen (Youden's J) on the
 #: out-of-fold predictions of the patient-grouped cross-validation of this recipe (docs/measurements/
 #: real_cv.md; a test keeps them equal). A new patient's learned maps cover about half of a large lesion,
 #: so 25 % involvement reads lower; a fold's validation split (2-3 severe slices) cannot show that.
-OPERATING_POINTS: dict[str, float] = {"baseline": 16.1, "ghost": 11.6, "pruned": 13.1, "kd": 11.8, "sparse": 14.6,
-                                       "ghost_kd": 10.8}
+OPERATING_POINTS: dict[str, float] = {"baseline": 16.1, "ghost": 11.6, "pruned": 13.1, "kd": 11.5, "sparse": 14.6,
+                                       "ghost_kd": 12.4}
 STEPS = [(key, {**step, "verdict_op_pct": OPERATING_POINTS[key]}) for key, step in STEPS]
 QUICK: dict[str, Any] = {
     "data": {"max_cases": 120}, "optim": {"epochs": 1, "batch_size": 8},
