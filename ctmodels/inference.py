@@ -181,7 +181,8 @@ def score(lm: LoadedModel, inp: PreparedInput, batch: int | None = None) -> Slic
     logits, maps = [], []
     for k in range(0, len(inp.tensor), batch):
         x = inp.tensor[k : k + batch]
-        lg, les = lm.served(x) if lm.served is not None else network_outputs(lm.model, x, lm.pre)
+        last = k + batch >= len(inp.tensor)
+        lg, les = lm.served(x, release=last) if lm.served is not None else network_outputs(lm.model, x, lm.pre)
         logits.append(lg)
         if les is not None:
             maps.append(les.numpy())

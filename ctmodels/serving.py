@@ -39,12 +39,24 @@ ONNX_FILES = {"ort_fp32": "model.fp32.onnx", "ort_int8": "model.int8.onnx"}
 SERVED_THREADS = 1
 
 
+#: Weights outside the arena, so that shrinking it hands back every activation buffer (ORT keeps the arena's
+#: first chunk otherwise, and the weights sit in it).
+_SERVED_CONFIG = {"session.use_device_allocator_for_initializers": "1"}
+#: Run options that shrink the session's arena once the run is done: what a scan's last batch is run with.
+_RELEASE = ort.RunOptions()
+_RELEASE.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+
+
 def served_session(path: str | Path, threads: int | None = SERVED_THREADS) -> ort.InferenceSession:
-    """An ORT session as the server holds one: without ORT's CPU memory arena. The server keeps one session per
-    model for good, and each arena kept its largest batch's activations (measured on P002 with the four
-    real-CT models: the process grew 1.34 -> 2.80 GB over three scans with arenas, stayed at 1.62 GB without,
-    and scored no slower), which broke the five-session memory bound."""
-    return session(path, threads=threads, arena=False)
+    """An ORT session as the server holds one: with ORT's CPU memory arena, the weights outside it, and the arena
+    shrunk after the last batch of each scan (``ServedScorer``). The server keeps one session per model for good:
+    an arena never shrunk kept each model's largest batch's activations (on P002 with the four real-CT models at
+    64-slice batches the process grew 1.34 -> 2.80 GB over three scans). Without any arena every batch's buffers
+    were fresh allocations, which under the server's allocator (``work_slots.tune_allocator``: blocks over 2 MB
+    get their own mapping) are mapped, faulted in and unmapped batch by batch: the four models scored P002 in
+    3.8 s of one core instead of 2.9 (``docs/performance.md``). Shrunk after each scan: 2.9 s, and 45 MB more
+    resident than without an arena."""
+    return session(path, threads=threads, config=_SERVED_CONFIG)
 
 
 class ServedGraph(nn.Module):
@@ -95,9 +107,12 @@ class ServedScorer:
     has_lesion: bool
     sess: ort.InferenceSession
 
-    def __call__(self, x: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def __call__(self, x: torch.Tensor | np.ndarray, release: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Score a batch; ``release``: shrink the session's arena afterwards (the last batch of a scan: the batches
+        before it reuse its buffers)."""
         arr = x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
-        logits, lesion = self.sess.run(["logits", "lesion"], {"input": np.ascontiguousarray(arr, np.float32)})
+        logits, lesion = self.sess.run(["logits", "lesion"], {"input": np.ascontiguousarray(arr, np.float32)},
+                                       _RELEASE if release else None)
         return torch.from_numpy(logits), (torch.from_numpy(lesion) if self.has_lesion else None)
 
 

@@ -42,8 +42,8 @@ MMAP_THRESHOLD = 2 << 20
 
 
 def tune_allocator() -> None:
-    """The server's allocator, set once by ``app.py`` at start, not at import (tests and benchmarks keep glibc's
-    defaults; ``MALLOC_ARENA_MAX`` / ``MALLOC_MMAP_THRESHOLD_`` in the
+    """The server's allocator, set once by ``app.py`` at start, not at import (tests keep glibc's defaults;
+    the as-served benchmark sets it too; ``MALLOC_ARENA_MAX`` / ``MALLOC_MMAP_THRESHOLD_`` in the
     environment still win). Each session's script runs in its own thread, and glibc gave each thread its own heap
     arena (up to 8 per core) whose freed whole-scan temporaries stayed mapped; and glibc's default threshold for
     giving a large block its own mapping rises to the largest block freed, so volumes and score batches came from

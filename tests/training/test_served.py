@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -49,8 +50,9 @@ def test_serve_records_a_choice_and_the_app_scores_with_it(served_baseline, real
         assert choice["candidates"][choice["runtime"]]["verdict_agreement"] >= MIN_AGREEMENT
     served, eager = load_model(folder), load_model(folder, served=False)
     assert served.runtime == choice["runtime"] and eager.runtime == "eager"
-    # a served session lives as long as the server: no arena keeping its largest batch's memory
-    assert not served_session(served_dir(folder) / ONNX_FILES["ort_fp32"]).get_session_options().enable_cpu_mem_arena
+    # a served session lives as long as the server: its weights stay out of the arena it shrinks after each scan
+    options = served_session(served_dir(folder) / ONNX_FILES["ort_fp32"]).get_session_options()
+    assert options.get_session_config_entry("session.use_device_allocator_for_initializers") == "1"
 
     vol = read_any(real_data / "infnet-semiseg" / "Imgs" / sorted(p.name for p in (real_data / "infnet-semiseg" / "Imgs").iterdir())[0])
     lung = lung_field(vol)
@@ -65,9 +67,22 @@ def test_fp32_serving_matches_eager_on_the_ctmd_series(served_baseline, real_dat
     (served_dir(folder) / SERVED_CARD).write_text(json.dumps(choice))
     served, eager = load_model(folder), load_model(folder, served=False)
     assert served.runtime == "ort_fp32"
+    shrinks: list[bool] = []  # per batch: whether the run hands the session's arena back afterwards
+
+    class Recording:
+        def __init__(self, sess) -> None:
+            self.sess = sess
+
+        def run(self, names, feeds, options=None):
+            shrinks.append(options is not None
+                           and options.get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0")
+            return self.sess.run(names, feeds, options)
+
+    served = replace(served, served=replace(served.served, sess=Recording(served.served.sess)))
     vol = read_any(real_data / "covid-ct-md" / "Sample data" / "COVID-19 subjects" / "P002")
     lung = lung_field(vol)
     a, b = predict_volume(served, vol, lung), predict_volume(eager, vol, lung)
+    assert len(shrinks) > 1 and shrinks == [False] * (len(shrinks) - 1) + [True]  # buffers reused, then released
     assert a.verdict == b.verdict and abs(a.patient_p - b.patient_p) < 1e-4
     assert np.allclose(a.p_severe, b.p_severe, atol=1e-4)
     if a.involvement is not None:

@@ -34,7 +34,7 @@ from ctmodels.inference import LoadedModel, load_model, prepare_input, score
 from ctmodels.nets import compare_defaults
 from ctmodels.preprocess import lung_slices
 from ctmodels.serving import ONNX_FILES, ServedScorer, served_dir, served_session
-from ctmodels.work_slots import SLOTS, whole_scan_work
+from ctmodels.work_slots import SLOTS, tune_allocator, whole_scan_work
 from ctmodels.workspace import demo_data_dir, models_dir, real_data_dir, real_models_dir, workspace_dir
 
 from .served import median_seconds
@@ -176,7 +176,9 @@ def latest() -> dict[str, Any] | None:
 
 
 def measure(repeats: int = 5, progress: Callable[[float, str], None] | None = None) -> dict[str, Any]:
-    """Everything above on the served set (module docstring); kept as this host's latest."""
+    """Everything above on the served set (module docstring), under the server's allocator settings (which
+    change what ONNX Runtime's buffers cost: ``ctmodels.serving.served_session``); kept as this host's latest."""
+    tune_allocator()
     say = progress or (lambda frac, text: log.info("%3.0f%% %s", 100 * frac, text))
     set_name, models = served_set()
     name, data = sample_upload()
