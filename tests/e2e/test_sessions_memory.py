@@ -2,9 +2,10 @@
 on Compare at the same moment: the server's peak memory (resident set, sampled every 0.2 s) stays within
 2.5 GB (asserted), and every session shows its verdicts within 25 s of the uploads (the Performance issue's
 goal: 22.7-23.1 s on a normal-speed hour of the shared 2-core host, over 25 s on a slow one, where it is reported
-as an expected failure with the time it took; ``make bench`` measures the same in-process). The server serves the real-CT set as a deployment does: the one ``make real-models`` built in
-this checkout's workspace (real weights on their chosen ONNX Runtime), else the tiny set with its served runtimes
-chosen (``training serve``). Slow."""
+as an expected failure with the time it took; ``make bench`` measures the same in-process). The server serves
+the real-CT set as a deployment does: the one ``make real-models`` built in this checkout's workspace (real
+weights on their chosen ONNX Runtime), else the tiny set with its served runtimes chosen (``training serve``).
+Slow."""
 
 from __future__ import annotations
 
