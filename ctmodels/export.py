@@ -48,11 +48,10 @@ def export_onnx(model: torch.nn.Module, path: str | Path, size: int, opset: int 
 
 
 def session(path: str | Path, threads: int | None = None, providers: list[str] | None = None,
-            arena: bool = True, config: dict[str, str] | None = None) -> ort.InferenceSession:
+            config: dict[str, str] | None = None) -> ort.InferenceSession:
     """An ORT session as a deployment would open it: ORT's default options (all graph optimisations,
-    worker threads spinning between parallel sections) with ``threads`` intra-op threads (default: cores).
-    ``arena=False`` turns off ORT's CPU memory arena, which otherwise keeps each session's largest batch's
-    activations for good (``ctmodels.serving`` says when that matters). ``config``: session config entries.
+    worker threads spinning between parallel sections, CPU memory arena) with ``threads`` intra-op threads
+    (default: cores). ``config``: session config entries (``ctmodels.serving`` sets how its arena is handled).
 
     Spinning off was tried for quieter timing: 5-15 % slower per call on 2 cores, so not what a user
     deploying the file would see; the engine's timing handles the spinning instead.
@@ -61,7 +60,6 @@ def session(path: str | Path, threads: int | None = None, providers: list[str] |
     so.intra_op_num_threads = threads or os.cpu_count() or 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
-    so.enable_cpu_mem_arena = arena
     for key, value in (config or {}).items():
         so.add_session_config_entry(key, value)
     return ort.InferenceSession(str(path), so, providers=providers or ["CPUExecutionProvider"])

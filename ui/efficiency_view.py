@@ -117,8 +117,7 @@ def as_served_section(measure: Callable[..., dict], latest: dict | None) -> None
     a.metric(f"Upload to verdicts ({t['upload']}, {t['slices']} slices)", f"{t['time_to_verdict_s']:.2f} s",
              help=f"Median of {t['repeats']} after a warm-up: read, lungs, involvement, every model's patient verdict.")
     b.metric(f"{f['sessions']} sessions at once: last done", f"{f['last_done_s']:.1f} s",
-             help=f"{f['slots']} whole-scan slot" + ("s" if f["slots"] != 1 else "")
-             + "; threads of one process, as Streamlit serves sessions.")
+             help=f"Whole-scan slots: {f['slots']}; threads of one process, as Streamlit serves sessions.")
     c.metric("Peak memory, five sessions", f"{f['peak_rss_gb']:.2f} GB",
              help=f"The measuring process's resident memory (it held {f['rss_before_gb']:.2f} GB before the sessions).")
     stages = pd.DataFrame([

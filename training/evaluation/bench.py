@@ -229,9 +229,8 @@ def served_markdown(s: dict) -> list[str]:
              "| model | served with | " + " | ".join(SCAN_RUNTIMES) + " |", "|---|---|" + "---|" * len(SCAN_RUNTIMES)]
     for k, row in s["slices_per_s"].items():
         lines.append(f"| {k} | {row['served']} | " + " | ".join(str(row.get(rt, "–")) for rt in SCAN_RUNTIMES) + " |")
-    slots = f"{f['slots']} whole-scan slot" + ("s" if f["slots"] != 1 else "")
-    lines += ["", f"{f['sessions']} sessions at once ({slots}, threads of one process as Streamlit "
-              f"serves them): done after " + ", ".join(f"{x:.1f}" for x in f["done_s"])
+    lines += ["", f"{f['sessions']} sessions at once (whole-scan slots: {f['slots']}; threads of one process as "
+              f"Streamlit serves them): done after " + ", ".join(f"{x:.1f}" for x in f["done_s"])
               + f" s; peak resident memory {f['peak_rss_gb']:.2f} GB (before: {f['rss_before_gb']:.2f} GB).", ""]
     return lines
 
