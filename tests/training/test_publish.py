@@ -34,3 +34,41 @@ def test_run_folders_are_created_whole_with_their_config(tmp_path: Path) -> None
     run = store.create(RunConfig())
     assert run.dir.is_dir() and (run.dir / "config.json").is_file()
     assert not [p for p in run.dir.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_a_set_build_retrains_what_the_recipe_changed_and_its_students(tmp_path: Path, tiny_real_models: Path,
+                                                                       monkeypatch) -> None:
+    """``make real-models`` keeps built models, but not under a recipe that builds them differently: a step whose
+    settings changed is retrained, and so is every model distilled or pruned from a retrained baseline."""
+    import dataclasses
+    import shutil
+    from types import SimpleNamespace
+
+    from training.recipes import model_set
+    from training.recipes.real import REAL
+
+    folder = tmp_path / "real"
+    shutil.copytree(tiny_real_models, folder)
+    trained: list[str] = []
+
+    def fake_execute(cfg, store=None):  # what a step would publish: the model it replaces, re-copied
+        key = cfg.name.removeprefix("real-")
+        trained.append(key)
+        shutil.copytree(folder / key, tmp_path / "runs" / key, dirs_exist_ok=True)
+        return SimpleNamespace(model_dir=tmp_path / "runs" / key, id=f"run-{key}")
+
+    monkeypatch.setattr(model_set, "execute", fake_execute)
+    monkeypatch.setattr(model_set, "serve", lambda f: {})
+
+    def recipe(**lr: float) -> model_set.Recipe:  # (the quick settings fix the epochs)
+        steps = [(k, model_set.merge(s, {"optim": {"lr": lr[k]}}) if k in lr else s)
+                 for k, s in REAL.steps if k in ("baseline", "ghost", "pruned", "kd")]
+        return dataclasses.replace(REAL, steps=steps, folder=lambda: folder)
+
+    model_set.build(recipe(), quick=True, store=RunStore(tmp_path / "store"))
+    assert trained == []
+    model_set.build(recipe(ghost=1e-4), quick=True, store=RunStore(tmp_path / "store"))
+    assert trained == ["ghost"]
+    trained.clear()
+    model_set.build(recipe(baseline=1e-4), quick=True, store=RunStore(tmp_path / "store"))
+    assert trained == ["baseline", "ghost", "pruned", "kd"]

@@ -3,7 +3,7 @@
 Two sets exist: the demo set on the synthetic phantoms (``training.recipes.demo``) and the real set on the
 real 8-bit slices (``training.recipes.real``). Both are built the same way: each finished model is
 published to the set's folder (what the Compare page offers), existing ones are kept unless
-``force``, and a report lands beside them. Cross-validation (``training.recipes.cv``) runs the very same
+``force`` or the recipe changed since they were built, and a report lands beside them. Cross-validation (``training.recipes.cv``) runs the very same
 steps on each fold, with the fold's own baseline as teacher and pruning parent.
 """
 
@@ -98,19 +98,25 @@ def build(recipe: Recipe, force: bool = False, quick: bool = False, store: RunSt
     n = len(recipe.keys)
     mirror = Mirror(progress)
     try:
+        retrained: set[str] = set()
         for i, key in enumerate(recipe.keys, 1):
             dest = folder / key
             head = f"{bar(i - 1, n)} step {i}/{n}: {key}"
-            if is_checkpoint(dest) and not force:
-                print(f"{head} — already built, kept (use --force to retrain)", file=sys.stderr)
+            cfg = config_for(recipe, key, quick, folder / "baseline")
+            why = "" if force or not is_checkpoint(dest) else _why_retrain(dest, cfg, retrained)
+            if is_checkpoint(dest) and not force and not why:
+                print(f"{head} — already built with this recipe, kept (use --force to retrain)", file=sys.stderr)
                 rows.append(_row(key, dest, None))
                 continue
+            if why:
+                print(f"{head} — {why}: retraining", file=sys.stderr)
             print(f"{head} — {time.time() - t0:.0f}s elapsed", file=sys.stderr, flush=True)
             mirror.point(store, {"stage": f"training {key}", "unit": "step", "epoch": i, "epochs": n,
                                  "elapsed_s": round(time.time() - t0, 1)})
             ts = time.time()
-            run: Run = execute(config_for(recipe, key, quick, folder / "baseline"), store=store)
+            run: Run = execute(cfg, store=store)
             publish(run.model_dir, dest)
+            retrained.add(key)
             rows.append(_row(key, dest, time.time() - ts, run.id))
         for i, row in enumerate(rows, 1):  # what Compare scores with (kept when current: ``training.evaluation.served``)
             mirror.point(store, {"stage": f"choosing the served runtime of {row['model']}", "unit": "step",
@@ -128,6 +134,33 @@ def build(recipe: Recipe, force: bool = False, quick: bool = False, store: RunSt
     print(f"{bar(1, 1)} {recipe.name} model set ready in {total / 60:.1f} min\n" + markdown(report), file=sys.stderr)
     print(json.dumps(report))
     return report
+
+
+def _why_retrain(dest: Path, cfg: RunConfig, retrained: set[str]) -> str:
+    """Why a published model no longer is what the recipe builds ("" if it still is).
+
+    A recipe edit (more epochs, another operating point) must not leave the old model in place under the new
+    recipe's name; nor a student whose teacher was just retrained. Settings the card does not record (added to
+    the config since) are not compared, and neither are the teacher's and parent's paths (the workspace may move).
+    """
+    parent = (cfg.prune.checkpoint if cfg.prune else "") or (cfg.distill.teacher if cfg.distill else "")
+    if parent and Path(parent).name in retrained:
+        return f"its parent {Path(parent).name} was retrained"
+    changed = [f"{k}: {a} → {b}" for k, a, b in _changed(read_card(dest).training or {}, cfg.to_dict())
+               if k not in ("distill.teacher", "prune.checkpoint", "name", "notes")]
+    return f"built with another recipe ({', '.join(changed)})" if changed else ""
+
+
+def _changed(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, old, new) where two nested config dicts differ; keys in only one are skipped."""
+    out: list[tuple[str, Any, Any]] = []
+    for k in sorted(old.keys() & new.keys()):
+        a, b = old[k], new[k]
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _changed(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append((f"{prefix}{k}", a, b))
+    return out
 
 
 def _row(key: str, folder: Path, seconds: float | None, run_id: str | None = None) -> dict[str, Any]:
