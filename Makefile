@@ -29,7 +29,7 @@ demo-data: $(DEMO_DIR)/manifest.json ## build the synthetic demo phantoms once i
 $(DEMO_DIR)/manifest.json: | $(STAMP)
 	$(PY) -m ctmodels.imaging.phantom --out $(DEMO_DIR) --patients $(DEMO_PATIENTS) --seed 0
 
-demo-models: venv demo-data ## train the demo model set (≈15 min on 2 cores; kept if already built)
+demo-models: venv demo-data ## train the demo model set (≈15 min on 2 cores; keeps what the recipe would build the same way)
 	$(PY) -m training demo
 
 real-models: venv ## train the real-CT model set on ../shared/data/real (≈26–31 min on 2 idle cores; keeps what the recipe would build the same way)

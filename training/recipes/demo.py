@@ -3,7 +3,7 @@
 baseline → ghost (from scratch) → pruned (structured L1 of the baseline) → kd (ResNet18 student of
 the baseline) → sparse (unstructured magnitude pruning of the baseline) → ghost_kd (Ghost-ResNet18
 student). Each finished model is published to ``workspace/models/<key>`` (what the app's pages
-offer by default); existing ones are kept unless ``--force``. A report lands in
+offer by default); existing ones are kept unless ``--force`` or the recipe changed. A report lands in
 ``workspace/models/demo_report.{json,md}``. The recipe runs through ``training.recipes.model_set``, like the real set.
 """
 
