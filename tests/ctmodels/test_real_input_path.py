@@ -137,3 +137,29 @@ def test_flip_average_scores_the_mean_of_four_flips():
     assert one[0, 1].item() == 1.0 and avg[0, 1].item() == 0.25
     card_pre = Preprocessing.from_card(type("Card", (), {**Preprocessing(flip_average=True).card_fields()})())
     assert card_pre.flip_average  # the card carries it to the Compare page
+
+
+def _chest(lung_greys: list[tuple[float, float]], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A [0, 1] slice: two lung discs in soft tissue (0.9); each (grey, share) fills that share of the lungs."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:128, :128]
+    field = ((yy - 64) ** 2 + (xx - 36) ** 2 < 24 ** 2) | ((yy - 64) ** 2 + (xx - 92) ** 2 < 24 ** 2)
+    img = np.full((128, 128), 0.9, np.float32)
+    inside = rng.permutation(np.flatnonzero(field))
+    start = 0
+    for grey, share in lung_greys:
+        n = int(round(share * inside.size))
+        img.flat[inside[start:start + n]] = grey
+        start += n
+    return np.clip(img + rng.normal(0, 0.02, img.shape), 0, 1).astype(np.float32), field
+
+
+def test_aerated_lung_is_the_darkest_clear_peak_not_the_commonest_grey():
+    """Ground glass filling most of a lung is its most common grey; read as aerated lung it would show the network a
+    diseased lung as a clear one. What aerated lung is left is the landmark, and a small lesion changes nothing."""
+    diffuse, field = _chest([(0.2, 0.3), (0.6, 0.7)])
+    assert abs(landmarks(diffuse, field)[0] - 0.2) < 0.02
+    spotted, field = _chest([(0.2, 0.95), (0.6, 0.05)])
+    assert abs(landmarks(spotted, field)[0] - 0.2) < 0.02
+    faint, field = _chest([(0.2, 0.04), (0.6, 0.96)])  # a trace of dark pixels is no peak: the commonest grey stays
+    assert abs(landmarks(faint, field)[0] - 0.6) < 0.02
