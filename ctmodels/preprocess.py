@@ -10,8 +10,8 @@ One input path for HU and 8-bit slices (models trained on one must score the oth
 
 - *Landmarks*: pre-windowed 8-bit slices come with unknown, differing windows (COVID-19-CT-Seg
   slices put aerated lung near grey 16 and soft tissue near 95; Radiopaedia's near 80 and 232).
-  So the darkest clear peak of the lung field's histogram (aerated lung) and the median of the brighter tissue around it
-  (chest wall, mediastinum) are mapped to where -850 HU and +40 HU fall in the lung window. A HU
+  So the darkest clear peak of the lung field's histogram (aerated lung) and the median of the brighter
+  tissue around it (chest wall, mediastinum) are mapped to where -850 HU and +40 HU fall in the lung window. A HU
   slice goes through the lung window first, then through the very same mapping.
 - *Orientation*: Inf-Net-style slices are rotated 90° (the lungs lie one above the other). With
   ``orient`` the tiles are turned a quarter so the lungs always lie side by side, whichever way
@@ -177,8 +177,8 @@ def _aerated(values: np.ndarray, bins: int = 128) -> float:
 def landmarks(img: np.ndarray, field: np.ndarray | None) -> tuple[float, float] | None:
     """(aerated lung, soft tissue) intensities of a [0, 1] slice, or None without a usable lung field.
 
-    Aerated lung: the darkest clear peak of the lung field's histogram (robust to lesions, small or diffuse). Soft tissue: the
-    median of the pixels outside the field, in the lungs' box padded by a fifth, that are brighter
+    Aerated lung: the darkest clear peak of the lung field's histogram (robust to lesions, small or diffuse).
+    Soft tissue: the median of the pixels outside the field, in the lungs' box padded by a fifth, that are brighter
     than the box's Otsu threshold (which splits lung from tissue): chest wall and mediastinum. A
     threshold computed on the tissue alone would split fat from muscle and bone instead, and move
     with the crop (measured: patient-grouped CV AUC 0.90 against 0.98).

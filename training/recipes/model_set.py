@@ -3,8 +3,8 @@
 Two sets exist: the demo set on the synthetic phantoms (``training.recipes.demo``) and the real set on the
 real 8-bit slices (``training.recipes.real``). Both are built the same way: each finished model is
 published to the set's folder (what the Compare page offers), existing ones are kept unless
-``force`` or the recipe changed since they were built, and a report lands beside them. Cross-validation (``training.recipes.cv``) runs the very same
-steps on each fold, with the fold's own baseline as teacher and pruning parent.
+``force`` or the recipe changed since they were built, and a report lands beside them. Cross-validation
+(``training.recipes.cv``) runs the very same steps on each fold, with the fold's own baseline as teacher and pruning parent.
 """
 
 from __future__ import annotations
