@@ -103,8 +103,9 @@ def build(recipe: Recipe, force: bool = False, quick: bool = False, store: RunSt
             dest = folder / key
             head = f"{bar(i - 1, n)} step {i}/{n}: {key}"
             cfg = config_for(recipe, key, quick, folder / "baseline")
-            why = "" if force or not is_checkpoint(dest) else _why_retrain(dest, cfg, retrained)
-            if is_checkpoint(dest) and not force and not why:
+            built = is_checkpoint(dest) and not force
+            why = _why_retrain(dest, cfg, retrained) if built else ""
+            if built and not why:
                 print(f"{head} — already built with this recipe, kept (use --force to retrain)", file=sys.stderr)
                 rows.append(_row(key, dest, None))
                 continue
