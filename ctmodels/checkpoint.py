@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from ctmodels.atomic import OLD_TAG, recover_dir, replace_dir
 from ctmodels.nets.registry import MODEL_KEYS, UnknownModelError, build, check_io, check_key, resolve_arch
-from ctmodels.preprocess import DEFAULT_NORMALIZATION
+from ctmodels.preprocess import DEFAULT_NORMALIZATION, PREPROCESS_VERSION
 
 __all__ = [
     "FORMAT_VERSION",
@@ -49,6 +49,7 @@ __all__ = [
     "checkpoint_id",
     "is_checkpoint",
     "checkpoints_in",
+    "outdated_inputs",
 ]
 
 log = logging.getLogger(__name__)
@@ -243,8 +244,19 @@ def _versions() -> dict[str, str]:
         "torchvision": torchvision.__version__,
         "safetensors": safetensors.__version__,
         "ctmodels": ctmodels.__version__,
+        "preprocess": str(PREPROCESS_VERSION),  # what prepared the inputs it learned from (``outdated_inputs``)
         "python": platform.python_version(),
     }
+
+
+def outdated_inputs(card: ModelCard) -> str:
+    """Why this model would now be fed other inputs than it learned from ("" if not, or if its card predates the
+    record): a preprocessing change (``ctmodels.preprocess.PREPROCESS_VERSION``) moves what every slice looks like
+    to the network, and the model's verdicts with it, until it is retrained."""
+    was = (card.versions or {}).get("preprocess")
+    if was is None or str(was) == str(PREPROCESS_VERSION):
+        return ""
+    return f"it learned from inputs prepared by preprocessing v{was}; this version prepares v{PREPROCESS_VERSION}"
 
 
 # --------------------------------------------------------------------------- state dicts

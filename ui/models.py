@@ -17,7 +17,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from ctmodels.checkpoint import CARD_NAME, checkpoints_in, read_card
+from ctmodels.checkpoint import CARD_NAME, checkpoints_in, outdated_inputs, read_card
 from ctmodels.inference import LoadedModel, load_model
 from ctmodels.nets import MODEL_INFO, compare_defaults
 from ctmodels.serving import SERVED_CARD, served_dir
@@ -41,6 +41,7 @@ class ModelChoice:
     synthetic: bool  # learned from synthetic phantoms
     eight_bit: bool  # learned from 8-bit (pre-windowed) slices rather than HU
     set: str  # PHANTOM, REAL or RUNS
+    outdated: str = ""  # why it would now see other inputs than it learned from (``outdated_inputs``), or ""
 
 
 def _choice(folder: Path, name: str, model_set: str) -> ModelChoice | None:
@@ -57,7 +58,7 @@ def _choice(folder: Path, name: str, model_set: str) -> ModelChoice | None:
         words += f" · {trained['slices']} slices, {trained['patients']} patients"
     return ModelChoice(name, str(folder), card.model_key, info.title if info else card.model_key, words,
                        bool(trained.get("synthetic", source == "demo")),
-                       str(trained.get("values", "HU")).startswith("8-bit"), model_set)
+                       str(trained.get("values", "HU")).startswith("8-bit"), model_set, outdated_inputs(card))
 
 
 def _published(root: Path, model_set: str, suffix: str = "") -> list[ModelChoice]:

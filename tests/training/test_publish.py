@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ctmodels.atomic import read_json, write_json_atomic
 from ctmodels.checkpoint import CARD_NAME, checkpoints_in
 from training.config import RunConfig
 from training.jobs.registry import RunStore
@@ -39,7 +40,8 @@ def test_run_folders_are_created_whole_with_their_config(tmp_path: Path) -> None
 def test_a_set_build_retrains_what_the_recipe_changed_and_its_students(tmp_path: Path, tiny_real_models: Path,
                                                                        monkeypatch) -> None:
     """``make real-models`` keeps built models, but not under a recipe that builds them differently: a step whose
-    settings changed is retrained, and so is every model distilled or pruned from a retrained baseline."""
+    settings changed is retrained, and so is every model distilled or pruned from a retrained baseline, and one
+    that learned from inputs an older preprocessing prepared."""
     import dataclasses
     import shutil
     from types import SimpleNamespace
@@ -72,3 +74,10 @@ def test_a_set_build_retrains_what_the_recipe_changed_and_its_students(tmp_path:
     trained.clear()
     model_set.build(recipe(baseline=1e-4), quick=True, store=RunStore(tmp_path / "store"))
     assert trained == ["baseline", "ghost", "pruned", "kd"]
+    trained.clear()
+    card = folder / "pruned" / "card.json"  # learned from inputs an older preprocessing prepared
+    old = read_json(card)
+    old["versions"]["preprocess"] = "1"
+    write_json_atomic(card, old)
+    model_set.build(recipe(), quick=True, store=RunStore(tmp_path / "store"))  # (the copies kept the old settings)
+    assert trained == ["pruned"]

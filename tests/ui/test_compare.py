@@ -38,6 +38,21 @@ def test_sample_case(workspace_with_models):
     at = open_page(PAGE)
     _check_results(at, volume=True)
     assert "Classical involvement" in texts(at)
+    assert not [w for w in at.warning if "preprocessing" in w.value]
+
+
+def test_a_model_that_learned_from_other_inputs_is_flagged(workspace_with_models):
+    """A model whose inputs this version prepares differently still scores, under a warning to rebuild it."""
+    from ctmodels.atomic import read_json, write_json_atomic
+
+    card = workspace_with_models / "models" / "ghost" / "card.json"  # a new file: the fixture's are hard links
+    old = read_json(card)
+    old["versions"]["preprocess"] = "1"
+    write_json_atomic(card, old)
+    at = open_page(PAGE)
+    _check_results(at, volume=True)
+    warned = [w.value for w in at.warning if "preprocessing" in w.value]
+    assert len(warned) == 1 and "**ghost**" in warned[0] and "preprocessing v1" in warned[0]
 
 
 def test_upload_phantom_dicom_zip(workspace_with_models):

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ctmodels.atomic import replace_dir, write_json_atomic, write_text_atomic
-from ctmodels.checkpoint import is_checkpoint, read_card
+from ctmodels.checkpoint import is_checkpoint, outdated_inputs, read_card
 
 from ..config import RunConfig, merge
 from ..engine.pipeline import execute
@@ -141,13 +141,17 @@ def _why_retrain(dest: Path, cfg: RunConfig, retrained: set[str]) -> str:
     """Why a published model no longer is what the recipe builds ("" if it still is).
 
     A recipe edit (more epochs, another operating point) must not leave the old model in place under the new
-    recipe's name; nor a student whose teacher was just retrained. Settings the card does not record (added to
-    the config since) are not compared, and neither are the teacher's and parent's paths (the workspace may move).
+    recipe's name; nor a model that learned from inputs the preprocessing now prepares differently; nor a student
+    whose teacher was just retrained. Settings the card does not record (added to the config since) are not
+    compared, and neither are the teacher's and parent's paths (the workspace may move).
     """
     parent = (cfg.prune.checkpoint if cfg.prune else "") or (cfg.distill.teacher if cfg.distill else "")
     if parent and Path(parent).name in retrained:
         return f"its parent {Path(parent).name} was retrained"
-    changed = [f"{k}: {a} → {b}" for k, a, b in _changed(read_card(dest).training or {}, cfg.to_dict())
+    card = read_card(dest)
+    if why := outdated_inputs(card):
+        return why
+    changed = [f"{k}: {a} → {b}" for k, a, b in _changed(card.training or {}, cfg.to_dict())
                if k not in ("distill.teacher", "prune.checkpoint", "name", "notes")]
     return f"built with another recipe ({', '.join(changed)})" if changed else ""
 
