@@ -74,8 +74,9 @@ if not selected:
 by_name = {c.name: c for c in choices}
 chosen = [by_name[n] for n in selected]
 for c in (c for c in chosen if c.outdated):
-    st.warning(f"**{c.name}**: {c.outdated}, so its verdicts may differ from those it was validated with. "
-               "Rebuild its set (`make real-models`, `make demo-models`) or retrain it.", icon=":material/update:")
+    fix = {REAL: "rebuild the set with `make real-models`", PHANTOM: "rebuild the set with `make demo-models`"}
+    st.warning(f"**{c.name}**: {c.outdated}, so its verdicts may differ from those it was validated with: "
+               f"{fix.get(c.set, 'retrain it on the Training page')}.", icon=":material/update:")
 models = [loaded(c) for c in chosen]
 
 cache = st.session_state.setdefault("cmp_assessment", {})

@@ -53,6 +53,7 @@ def test_a_model_that_learned_from_other_inputs_is_flagged(workspace_with_models
     _check_results(at, volume=True)
     warned = [w.value for w in at.warning if "preprocessing" in w.value]
     assert len(warned) == 1 and "**ghost**" in warned[0] and "preprocessing v1" in warned[0]
+    assert "make demo-models" in warned[0]
 
 
 def test_upload_phantom_dicom_zip(workspace_with_models):
