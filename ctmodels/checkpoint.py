@@ -147,6 +147,9 @@ class ModelCard:
     #: How outputs become P(severe) and a verdict (``ctmodels.verdict.VerdictRule``: score, calibration,
     #: the cut chosen on validation data and how it did there). Empty: the head, temperature, P ≥ 0.5.
     verdict: dict[str, Any] = field(default_factory=dict)
+    #: How a lesion head's map is drawn: ``cut``, the probability at which it marks lesion, chosen on validation
+    #: data (the best Dice against the masks; ``ctmodels.preprocess.drawn_map``), and how it did there. Empty: 0.5.
+    lesion_map: dict[str, Any] = field(default_factory=dict)
     #: The verdict's rule: threshold (% of lung involved), excluded band, and what was learned
     #: ('label', or 'involvement' as soft targets; training.data.prepare.severe_targets).
     label_rule: dict[str, Any] = field(default_factory=dict)
@@ -170,6 +173,11 @@ class ModelCard:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def map_cut(self) -> float:
+        """The lesion probability at which its map marks lesion (``lesion_map``; drawn at 0.5)."""
+        return float((self.lesion_map or {}).get("cut", 0.5))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; ``extra`` keys go back to the top level where they came from."""

@@ -28,6 +28,7 @@ from .imaging import Volume
 from .nets.lesion import has_lesion_head
 from .preprocess import (
     Preprocessing,
+    drawn_map,
     lesion_areas,
     lung_slices,
     network_logits,
@@ -147,7 +148,7 @@ class SliceScores:
 
     p_severe: np.ndarray  # (n,)
     logits: np.ndarray  # (n, 2) class logits (flip-averaged as the card says)
-    lesion: np.ndarray | None = None  # (n, S, S) lesion probability in the network's frame
+    lesion: np.ndarray | None = None  # (n, S, S) the lesion map in the network's frame, as drawn (≥ 0.5: lesion)
     lesion_area: np.ndarray | None = None  # (n,) slice pixels
     lung_area: np.ndarray | None = None  # (n,) slice pixels (field plus lesion outside it)
 
@@ -191,7 +192,7 @@ def score(lm: LoadedModel, inp: PreparedInput, batch: int | None = None) -> Slic
         return SliceScores(lm.rule.p_severe(head), head)
     lesion = np.concatenate(maps)
     les, lung = lesion_areas(lesion, inp.fields, inp.areas)
-    out = SliceScores(np.zeros(len(head)), head, lesion, les, lung)
+    out = SliceScores(np.zeros(len(head)), head, drawn_map(lesion, lm.card.map_cut), les, lung)
     out.p_severe = lm.rule.p_severe(head, out.involvement)
     return out
 
@@ -204,9 +205,9 @@ def probabilities(lm: LoadedModel, x: torch.Tensor, batch: int = 64) -> np.ndarr
 
 
 def lesion_map(lm: LoadedModel, volume: Volume, lung_mask: np.ndarray | None, index: int) -> np.ndarray | None:
-    """The learned lesion probability of slice ``index`` on the slice's own pixel grid, (H, W) float32 in
-    [0, 1] (0 outside the part of the slice the network saw); None for a model without a lesion head.
-    The same contract for 8-bit slices and HU volumes."""
+    """The learned lesion map of slice ``index`` on the slice's own pixel grid, (H, W) float32 in [0, 1] (0 outside
+    the part of the slice the network saw), lesion where ≥ 0.5 (the card's map cut drawn at 0.5: ``drawn_map``);
+    None for a model without a lesion head. The same contract for 8-bit slices and HU volumes."""
     if not lm.has_lesion_map:
         return None
     with lm.scoring_lock():

@@ -403,3 +403,16 @@ def lesion_areas(lesion: np.ndarray, field: np.ndarray, area: np.ndarray) -> tup
     les = (lesion * area).sum(axis=(-2, -1))
     lung = (field * area).sum(axis=(-2, -1)) + (lesion * (1.0 - field) * area).sum(axis=(-2, -1))
     return les.astype(np.float64), lung.astype(np.float64)
+
+
+def drawn_map(lesion: np.ndarray, cut: float) -> np.ndarray:
+    """The lesion map as it is drawn and exported: probabilities shifted in logit so that ``cut`` (where the
+    map marks lesion, chosen on validation data: ``ModelCard.lesion_map``) reads 0.5. The learned areas sum
+    the probabilities before the shift, which are calibrated to equal the masks' area; a soft map with the
+    right area marks too little at 0.5 (its edges are a halo of small probabilities), so the cut that
+    matches the masks' outline lies lower."""
+    if cut == 0.5:
+        return lesion
+    p = np.clip(np.asarray(lesion, np.float64), 1e-6, 1 - 1e-6)
+    z = np.log(p / (1 - p)) - float(np.log(cut / (1 - cut)))
+    return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)

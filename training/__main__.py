@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ctmodels.nets import MODEL_KEYS
-from ctmodels.verdict import DEFAULT_THRESHOLD_PCT
+from ctmodels.verdict import DEFAULT_THRESHOLD_PCT, VerdictRule
 
 from .config import OPTIMIZERS, ConfigError, RunConfig, merge
 from .data.prepare import DataError
@@ -217,7 +217,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     device = pick_device(a.device)
-    res = evaluate(model.to(device), data, pre, device, card.temperature, split=a.split)
+    res = evaluate(model.to(device), data, pre, device, VerdictRule.from_card(card), split=a.split,
+                   map_cut=card.map_cut)
     res["checkpoint"] = str(Path(a.checkpoint).resolve())
     res["dataset"] = data.dataset_name
     res["n_labelled_slices"] = int(np.sum(data.labels >= 0))

@@ -73,7 +73,8 @@ def test_tiny_real_model_through_the_real_models_path(real_data, tiny_real_model
     from ctmodels.imaging.lung import segment_lungs
     from ctmodels.imaging.lung_field import lung_field
     from ctmodels.imaging.phantom import PhantomConfig, generate_patient
-    from ctmodels.inference import lesion_map, load_model, predict_volume
+    from ctmodels.inference import lesion_map, load_model, predict_volume, prepare_input, score
+    from ctmodels.preprocess import drawn_map, network_outputs
     from training.jobs.registry import RunStore
     from training.recipes.real import REAL
 
@@ -94,6 +95,9 @@ def test_tiny_real_model_through_the_real_models_path(real_data, tiny_real_model
     assert rule["validation"]["operating_point_pct"] == op and rule["cut"] == 0.5
     assert VerdictRule.from_card(card).verdict(float(VerdictRule.from_card(card).p_severe(None, np.array([op]))[0])) == "severe"
     assert "lesion_dice" in ev and ev["predictions"]["cut"] == rule["cut"]
+    drawn = card.lesion_map  # where its map marks lesion, chosen on the validation masks like the verdict's cut
+    assert 0 < drawn["cut"] < 1 and drawn["validation_dice"] >= drawn["validation_dice_at_0.5"]
+    assert ev["lesion_dice"]["cut"] == drawn["cut"] == card.map_cut
     assert len(ev["predictions"]["learned_involvement"]) == ev["slice"]["n"]
     lm = load_model(run.model_dir)  # and it scores a HU volume through the same input path
     vol = generate_patient("PHT", 40.0, seed=2, cfg=PhantomConfig(size=128, n_slices=8, pixel_mm=2.8,
@@ -110,6 +114,9 @@ def test_tiny_real_model_through_the_real_models_path(real_data, tiny_real_model
         index = vp.slices[0] if volume is vol else 0
         m = lesion_map(lm, volume, field, index)
         assert m.shape == volume.shape[1:] and m.dtype == np.float32 and 0 <= m.min() and m.max() <= 1
+        inp = prepare_input(lm, volume, [index], field)  # drawn at the card's map cut: ≥ 0.5 where P ≥ the cut
+        _, raw = network_outputs(lm.model, inp.tensor, lm.pre)
+        assert np.allclose(score(lm, inp).lesion, drawn_map(raw.numpy(), drawn["cut"]), atol=1e-5)
 
 
 def test_quick_cross_validation_with_classical_reference(quick_cv, workspace):

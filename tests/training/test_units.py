@@ -134,6 +134,26 @@ def test_lesion_bias_matches_the_mask_area_and_cut_needs_both_classes():
     assert cut == 0.5 and "cut left at 0.5" in how["note"]
 
 
+def test_the_map_is_drawn_at_the_cut_that_outlines_the_masks():
+    """A soft map whose probabilities sum to the lesion's area marks too little at 0.5 (its edge is a halo):
+    the cut chosen on validation masks lies lower, and the drawn map marks lesion at 0.5 exactly there."""
+    from ctmodels.preprocess import drawn_map
+    from training.evaluation.evaluate import fit_map_cut
+
+    yy, xx = np.mgrid[:32, :32]
+    r = np.hypot(yy - 16, xx - 16)
+    truth = np.stack([(r < k).astype(np.float32) for k in (4, 8, 12)])
+    soft = np.stack([1 / (1 + np.exp((r - k) / 1.5)) * 0.8 for k in (4, 8, 12)]).astype(np.float32)  # peaks at 0.8
+    how = fit_map_cut(soft, truth, np.ones_like(soft))
+    assert how["cut"] < 0.5 and how["validation_dice"] > how["validation_dice_at_0.5"]
+    drawn = drawn_map(soft, how["cut"])
+    assert drawn.dtype == np.float32 and 0 <= drawn.min() and drawn.max() <= 1
+    clear = np.abs(soft - how["cut"]) > 1e-4  # the same pixels (those on the cut itself go either way in float32)
+    assert np.array_equal((drawn >= 0.5)[clear], (soft >= how["cut"])[clear])
+    assert np.array_equal(drawn_map(soft, 0.5), soft)  # a card without a map cut: drawn as scored
+    assert fit_map_cut(soft, np.zeros_like(truth), np.ones_like(soft)) == {}
+
+
 def test_operating_point_is_a_learned_involvement_that_separates_the_classes():
     from training.evaluation.evaluate import involvement_operating_point
 

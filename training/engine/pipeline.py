@@ -30,6 +30,7 @@ from ..config import ConfigError, DistillConfig, RunConfig
 from ..data.prepare import CLASS_NAMES, DataError, Prepared, prepare
 from ..evaluation.evaluate import (
     evaluate,
+    fit_map_cut,
     fit_rule,
     fit_temperature,
     headline,
@@ -137,8 +138,9 @@ def execute(cfg: RunConfig, *, store: RunStore | None = None, run: Run | None = 
     try:
         model, card = _stages(cfg, pre, data, run=run, device=device, parents=parents, resume=resume)
         ctx = Context(run, cfg, data, device, card)
-        temperature, rule = _fit_verdict(model, cfg, data, pre, device)
-        test = evaluate(model, data, pre, device, rule, split="test" if len(data.subset(2)) else "val")
+        temperature, rule, drawn = _fit_verdict(model, cfg, data, pre, device)
+        test = evaluate(model, data, pre, device, rule, split="test" if len(data.subset(2)) else "val",
+                        map_cut=drawn.get("cut", 0.5))
         summary = {"test": headline(test), "temperature": round(temperature, 4), "verdict": rule.to_dict(),
                    "data": data.summary()}
         if cfg.command == "prune":
@@ -146,6 +148,7 @@ def execute(cfg: RunConfig, *, store: RunStore | None = None, run: Run | None = 
             summary.update({"params": params, "macs": macs})
         card.temperature = temperature
         card.verdict = rule.to_dict()
+        card.lesion_map = drawn
         card.metrics = headline(test)
         if dist.is_main():
             save_checkpoint(model.cpu(), card, run.model_dir)
@@ -172,14 +175,15 @@ def execute(cfg: RunConfig, *, store: RunStore | None = None, run: Run | None = 
 
 
 def _fit_verdict(model: torch.nn.Module, cfg: RunConfig, data: Prepared, pre: Preprocessing,
-                 device: torch.device) -> tuple[float, VerdictRule]:
-    """The head's temperature and the card's verdict rule, both fitted on the validation split; a lesion head's
-    output bias is calibrated first (``training.evaluation.evaluate.lesion_bias``), recorded in the rule's validation notes."""
+                 device: torch.device) -> tuple[float, VerdictRule, dict[str, Any]]:
+    """The head's temperature, the card's verdict rule and where its lesion map marks lesion (the card's
+    ``lesion_map``), all fitted on the validation split; a lesion head's output bias is calibrated first
+    (``training.evaluation.evaluate.lesion_bias``), recorded in the rule's validation notes."""
     val = data.subset(1)
     score = cfg.verdict if cfg.verdict != "auto" else ("lesion" if has_lesion_head(model) else "head")
     if not len(val):
-        return 1.0, VerdictRule(score="head", threshold_pct=cfg.data.threshold_pct)
-    shift = None
+        return 1.0, VerdictRule(score="head", threshold_pct=cfg.data.threshold_pct), {}
+    shift, drawn = None, {}
     logits, lesion = predict_outputs(model, data, val, pre, device)
     temperature = fit_temperature(logits, data.targets[val])
     if lesion is not None and data.has_lesion[val].any():
@@ -190,6 +194,10 @@ def _fit_verdict(model: torch.nn.Module, cfg: RunConfig, data: Prepared, pre: Pr
             model.lesion_head.out.bias += shift  # the calibration travels with the weights (ONNX, every caller)
         lesion = shift_lesion(lesion, shift)
         log.info("lesion map calibrated: logit shift %+.3f (learned lesion area = the masks' on validation)", shift)
+        drawn = fit_map_cut(lesion[known], data.lesions[val][known].astype(np.float32) / 255.0,
+                            data.areas[val][known].astype(np.float32))
+        log.info("lesion map drawn at P >= %s (validation Dice %s; %s at 0.5)", drawn.get("cut"),
+                 drawn.get("validation_dice"), drawn.get("validation_dice_at_0.5"))
     learned = learned_involvement(data, val, lesion)
     if cfg.verdict_op_pct is not None and score == "lesion" and learned is not None:
         rule = VerdictRule.at_involvement(cfg.verdict_op_pct, cfg.data.threshold_pct,
@@ -201,7 +209,7 @@ def _fit_verdict(model: torch.nn.Module, cfg: RunConfig, data: Prepared, pre: Pr
         rule.validation["lesion_logit_shift"] = round(shift, 4)
     log.info("verdict: %s (calibration a=%.3f b=%.3f; validation %s)", rule.describe(), rule.a, rule.b,
              rule.validation)
-    return temperature, rule
+    return temperature, rule, drawn
 
 
 def cv_job(run: Run, store: RunStore, run_cv) -> dict[str, Any]:

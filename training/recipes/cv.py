@@ -334,7 +334,7 @@ def markdown(report: dict[str, Any]) -> str:
         "at the learned involvement chosen (Youden's J) on the other folds' out-of-fold predictions. 'Operating "
         "point' is the one chosen on every fold, what `make real-models` writes into the cards; 'own cut' is each "
         "fold model's card cut, chosen on its validation split. Lesion Dice: held-out MedSeg slices (doctor's "
-        "masks), on the slice's own grid.", "",
+        "masks), on the slice's own grid, the map as drawn (`lesion_map` ≥ 0.5: the fold card's map cut).", "",
         "| model | Spearman ρ (involvement) | ROC-AUC | Δ AUC vs baseline | sensitivity | specificity | accuracy | "
         "operating point (learned involvement) | sens / spec at own cut | "
         "lesion Dice | CAM peak in infection (uniform map) | " + " | ".join(f"ρ {s}" for s in sources) + " |",
