@@ -531,7 +531,7 @@ def checkpoint_id(folder: str | Path) -> str:
     """Short stable id for caches: changes when weights or anything that changes predictions does.
 
     Hash of the weights' SHA-256 plus the card fields that affect outputs (arch, preprocessing,
-    window, normalisation, classes, temperature), not dates, metrics or notes.
+    window, normalisation, classes, temperature, verdict rule, map cut), not dates, metrics or notes.
     """
     card = read_card(folder)
     keyed = {
@@ -548,5 +548,7 @@ def checkpoint_id(folder: str | Path) -> str:
     }
     if card.verdict:  # cards written before verdict rules keep their ids (and their caches)
         keyed["verdict"] = card.verdict
+    if card.lesion_map:  # where the map is drawn (likewise)
+        keyed["lesion_map"] = card.lesion_map
     text = json.dumps(keyed, sort_keys=True, default=_json_default)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

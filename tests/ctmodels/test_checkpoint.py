@@ -153,6 +153,9 @@ def test_checkpoint_id_is_stable_and_tracks_what_changes_outputs(
     assert checkpoint_id(resaved) == cid
     rewrite_card(resaved, temperature=1.7)
     assert checkpoint_id(resaved) != cid
+    tempered = checkpoint_id(resaved)
+    rewrite_card(resaved, lesion_map={"cut": 0.2})  # where the lesion map is drawn changes what it shows
+    assert checkpoint_id(resaved) != tempered
 
 
 # --------------------------------------------------------------------------- refusals
