@@ -88,9 +88,10 @@ class SliceResult:
     cam_layer: str
     explained: str  # which class the CAM explains
     in_scope: bool
-    lesion: np.ndarray | None = None  # (H, W) learned lesion probability on the slice (lesion-head models)
+    lesion: np.ndarray | None = None  # (H, W) learned lesion map on the slice, as drawn (lesion-head models)
     involvement: float | None = None  # learned involvement of this slice, % of its lung
     seen: np.ndarray | None = None  # (H, W) bool: the slice pixels the network's input covers (its lung boxes)
+    map_cut: float = 0.5  # the lesion probability its map marks lesion at (drawn at 0.5; ``ModelCard.lesion_map``)
 
 
 @dataclass
@@ -174,7 +175,8 @@ class Assessment:
             results.append(SliceResult(
                 lm.name, lm.key, p, verdict, lm.rule.cut, time.perf_counter() - ts, cam,
                 mass_inside(cam, lung_i) if lung_i is not None and cam is not None else None,
-                target_layer_name(lm.model, lm.pre.size), target, in_scope(lm, self.lung, index), lesion, inv, seen))
+                target_layer_name(lm.model, lm.pre.size), target, in_scope(lm, self.lung, index), lesion, inv, seen,
+                lm.card.map_cut))
         agree = {}
         for a, b in combinations(results if cams else [], 2):
             g = agreement(a.cam, b.cam, lung_i)

@@ -154,7 +154,8 @@ def demo_builder(launch, status) -> None:
 
 
 def lesion_overlay(gray_rgb: np.ndarray, lesion: np.ndarray) -> np.ndarray:
-    """The learned lesion map on the slice: orange where P(lesion) ≥ 0.5, fading in from 0.3, outlined."""
+    """The learned lesion map (as drawn: ``ctmodels.preprocess.drawn_map``) on the slice: orange where it marks
+    lesion (≥ 0.5), fading in from 0.3, outlined."""
     alpha = (0.55 * np.clip((lesion - 0.3) / 0.2, 0, 1))[..., None]
     color = np.asarray(render.COLORS["lesion"], np.float32)
     out = gray_rgb.astype(np.float32) * (1 - alpha) + color * alpha
@@ -205,7 +206,8 @@ def result_grid(vol: Volume, view: SliceAssessment, lung: PackedMask | None,
             st.caption("CAM mass in lungs: " + (f"**{r.cam_in_lung:.0%}**" if r.cam_in_lung is not None else "n/a"))
             if r.lesion is not None:
                 st.image(render.fit_for_display(lesion_overlay(gray, r.lesion), 384), width="stretch",
-                         caption="Learned lesion map (orange: P(lesion) ≥ 50 %)")
+                         caption=f"Learned lesion map (orange: P(lesion) ≥ {100 * r.map_cut:.0f} %"
+                                 + (", the cut that best outlined its validation masks)" if r.map_cut != 0.5 else ")"))
                 st.caption(f"Learned involvement: **{r.involvement:.1f} %** of this slice's lung")
     return panels
 

@@ -184,6 +184,11 @@ def test_real_scans_get_the_real_ct_set(workspace_with_both_sets, real_data):
     _check_real_results(at, volume=False)
     assert "8-bit image (display intensities, not HU)" in texts(at)  # in scope for models trained on 8-bit
     assert "models trained on CT values see a different input" not in texts(at)
+    from ctmodels.checkpoint import read_card  # each map is drawn at its own card's cut, and says which
+
+    for key in MODELS:
+        cut = read_card(workspace_with_both_sets / "models" / "real" / key).map_cut
+        assert f"P(lesion) ≥ {100 * cut:.0f} %" in texts(at)
     folder = real_data / "covid-ct-md" / "Sample data" / "COVID-19 subjects" / "P002"
     _upload(at, "p002.zip", zip_folder(folder, "*.dcm", limit=12, stored=True))
     _check_real_results(at, volume=True)
