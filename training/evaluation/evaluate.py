@@ -65,7 +65,8 @@ def learned_involvement(data: Prepared, indices: np.ndarray, lesion: np.ndarray 
 
 def lesion_dice(data: Prepared, indices: np.ndarray, lesion: np.ndarray | None, cut: float = 0.5) -> np.ndarray | None:
     """Per-slice Dice of the lesion map thresholded at ``cut`` against the mask, in the network's frame (NaN
-    without a mask or where neither has a lesion). The slice-grid Dice of held-out doctor masks is ``training.recipes.cv``'s."""
+    without a mask or where neither has a lesion). The slice-grid Dice of held-out doctor masks is
+    ``training.recipes.cv``'s."""
     if lesion is None or data.lesions is None:
         return None
     pred = lesion >= cut

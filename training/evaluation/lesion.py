@@ -1,8 +1,8 @@
 """Lesion Dice of a model's learned lesion map on held-out slices, on each slice's own pixel grid.
 
 The map comes from ``ctmodels.inference.lesion_map`` (the API the app and any external evaluation call),
-thresholded at 0.5 (where it is drawn: the card's map cut), against the slice's infection mask; the mean over slices with a lesion is what
-Inf-Net reports for its 48-slice test split (Dice 0.682 Inf-Net, 0.739 Semi-Inf-Net).
+thresholded at 0.5 (where it is drawn: the card's map cut), against the slice's infection mask; the mean over
+slices with a lesion is what Inf-Net reports for its 48-slice test split (Dice 0.682 Inf-Net, 0.739 Semi-Inf-Net).
 """
 
 from __future__ import annotations
