@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ctmodels.atomic import read_json, write_json_atomic
 from ctmodels.checkpoint import CARD_NAME, checkpoints_in
+from ctmodels.preprocess import PREPROCESS_VERSION
 from training.config import RunConfig
 from training.jobs.registry import RunStore
 from training.recipes.model_set import publish
@@ -40,8 +41,8 @@ def test_run_folders_are_created_whole_with_their_config(tmp_path: Path) -> None
 def test_a_set_build_retrains_what_the_recipe_changed_and_its_students(tmp_path: Path, tiny_real_models: Path,
                                                                        monkeypatch) -> None:
     """``make real-models`` keeps built models, but not under a recipe that builds them differently: a step whose
-    settings changed is retrained, and so is every model distilled or pruned from a retrained baseline, and one
-    that learned from inputs an older preprocessing prepared."""
+    settings changed is retrained, and so is every model distilled or pruned from a retrained baseline, one that
+    learned from inputs an older preprocessing prepared, and one whose card does not say where its map is drawn."""
     import dataclasses
     import shutil
     from types import SimpleNamespace
@@ -81,3 +82,13 @@ def test_a_set_build_retrains_what_the_recipe_changed_and_its_students(tmp_path:
     write_json_atomic(card, old)
     model_set.build(recipe(), quick=True, store=RunStore(tmp_path / "store"))  # (the copies kept the old settings)
     assert trained == ["pruned"]
+    trained.clear()
+    old["versions"]["preprocess"] = str(PREPROCESS_VERSION)  # as a real retraining would have written it
+    write_json_atomic(folder / "pruned" / "card.json", old)
+    card = folder / "kd" / "card.json"  # built before cards said where the lesion map is drawn
+    old = read_json(card)
+    assert old["lesion_map"]["cut"] > 0
+    del old["lesion_map"]
+    write_json_atomic(card, old)
+    model_set.build(recipe(), quick=True, store=RunStore(tmp_path / "store"))
+    assert trained == ["kd"]

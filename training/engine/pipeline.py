@@ -198,6 +198,8 @@ def _fit_verdict(model: torch.nn.Module, cfg: RunConfig, data: Prepared, pre: Pr
                             data.areas[val][known].astype(np.float32))
         log.info("lesion map drawn at P >= %s (validation Dice %s; %s at 0.5)", drawn.get("cut"),
                  drawn.get("validation_dice"), drawn.get("validation_dice_at_0.5"))
+    if lesion is not None and not drawn:  # every lesion card says where its map is drawn (a build reads it)
+        drawn = {"cut": 0.5, "chosen_by": "no validation mask with a lesion: drawn at 0.5"}
     learned = learned_involvement(data, val, lesion)
     if cfg.verdict_op_pct is not None and score == "lesion" and learned is not None:
         rule = VerdictRule.at_involvement(cfg.verdict_op_pct, cfg.data.threshold_pct,

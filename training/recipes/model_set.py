@@ -141,8 +141,8 @@ def _why_retrain(dest: Path, cfg: RunConfig, retrained: set[str]) -> str:
     """Why a published model no longer is what the recipe builds ("" if it still is).
 
     A recipe edit (more epochs, another operating point) must not leave the old model in place under the new
-    recipe's name; nor a model that learned from inputs the preprocessing now prepares differently; nor a student
-    whose teacher was just retrained. Settings the card does not record (added to the config since) are not
+    recipe's name; nor a model that learned from inputs the preprocessing now prepares differently, or whose card
+    does not say where its lesion map is drawn; nor a student whose teacher was just retrained. Settings the card does not record (added to the config since) are not
     compared, and neither are the teacher's and parent's paths (the workspace may move).
     """
     parent = (cfg.prune.checkpoint if cfg.prune else "") or (cfg.distill.teacher if cfg.distill else "")
@@ -151,6 +151,8 @@ def _why_retrain(dest: Path, cfg: RunConfig, retrained: set[str]) -> str:
     card = read_card(dest)
     if why := outdated_inputs(card):
         return why
+    if (card.arch or {}).get("lesion_head") and not card.lesion_map:
+        return "its lesion map predates the cut chosen on the validation masks"
     changed = [f"{k}: {a} → {b}" for k, a, b in _changed(card.training or {}, cfg.to_dict())
                if k not in ("distill.teacher", "prune.checkpoint", "name", "notes")]
     return f"built with another recipe ({', '.join(changed)})" if changed else ""
