@@ -142,8 +142,9 @@ def _why_retrain(dest: Path, cfg: RunConfig, retrained: set[str]) -> str:
 
     A recipe edit (more epochs, another operating point) must not leave the old model in place under the new
     recipe's name; nor a model that learned from inputs the preprocessing now prepares differently, or whose card
-    does not say where its lesion map is drawn; nor a student whose teacher was just retrained. Settings the card does not record (added to the config since) are not
-    compared, and neither are the teacher's and parent's paths (the workspace may move).
+    does not say where its lesion map is drawn; nor a student whose teacher was just retrained. Settings the card
+    does not record (added to the config since) are not compared, and neither are the teacher's and parent's paths
+    (the workspace may move).
     """
     parent = (cfg.prune.checkpoint if cfg.prune else "") or (cfg.distill.teacher if cfg.distill else "")
     if parent and Path(parent).name in retrained:
