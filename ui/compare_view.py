@@ -207,7 +207,7 @@ def result_grid(vol: Volume, view: SliceAssessment, lung: PackedMask | None,
             if r.lesion is not None:
                 st.image(render.fit_for_display(lesion_overlay(gray, r.lesion), 384), width="stretch",
                          caption=f"Learned lesion map (orange: P(lesion) ≥ {100 * r.map_cut:.0f} %"
-                                 + (", the cut that best outlined its validation masks)" if r.map_cut != 0.5 else ")"))
+                                 + (", its validated cut)" if r.map_cut != 0.5 else ")"))
                 st.caption(f"Learned involvement: **{r.involvement:.1f} %** of this slice's lung")
     return panels
 
