@@ -405,14 +405,16 @@ def lesion_areas(lesion: np.ndarray, field: np.ndarray, area: np.ndarray) -> tup
     return les.astype(np.float64), lung.astype(np.float64)
 
 
+def shift_lesion(lesion: np.ndarray, bias: float) -> np.ndarray:
+    """Probabilities as the head gives them once its logits are shifted by ``bias``."""
+    z = np.log(np.clip(lesion, 1e-6, 1 - 1e-6) / np.clip(1 - lesion, 1e-6, 1.0))
+    return (1.0 / (1.0 + np.exp(-(z + bias)))).astype(np.float32)
+
+
 def drawn_map(lesion: np.ndarray, cut: float) -> np.ndarray:
     """The lesion map as it is drawn and exported: probabilities shifted in logit so that ``cut`` (where the
     map marks lesion, chosen on validation data: ``ModelCard.lesion_map``) reads 0.5. The learned areas sum
     the probabilities before the shift, which are calibrated to equal the masks' area; a soft map with the
     right area marks too little at 0.5 (its edges are a halo of small probabilities), so the cut that
     matches the masks' outline lies lower."""
-    if cut == 0.5:
-        return lesion
-    p = np.clip(np.asarray(lesion, np.float64), 1e-6, 1 - 1e-6)
-    z = np.log(p / (1 - p)) - float(np.log(cut / (1 - cut)))
-    return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+    return lesion if cut == 0.5 else shift_lesion(lesion, -float(np.log(cut / (1 - cut))))

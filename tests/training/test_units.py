@@ -118,7 +118,8 @@ def test_kd_loss_distils_the_teacher_lesion_map():
 
 
 def test_lesion_bias_matches_the_mask_area_and_cut_needs_both_classes():
-    from training.evaluation.evaluate import choose_cut, lesion_bias, shift_lesion
+    from ctmodels.preprocess import shift_lesion
+    from training.evaluation.evaluate import choose_cut, lesion_bias
 
     rng = np.random.default_rng(0)
     truth = (rng.random((20, 16, 16)) < 0.1).astype(np.float32)

@@ -23,7 +23,7 @@ from ctmodels.checkpoint import CheckpointError, ModelCard, load
 from ctmodels.checkpoint import save as save_checkpoint
 from ctmodels.nets import create, load_imagenet_resnet
 from ctmodels.nets.lesion import has_lesion_head
-from ctmodels.preprocess import Preprocessing
+from ctmodels.preprocess import Preprocessing, shift_lesion
 from ctmodels.verdict import VerdictRule
 
 from ..config import ConfigError, DistillConfig, RunConfig
@@ -38,7 +38,6 @@ from ..evaluation.evaluate import (
     lesion_bias,
     predict_outputs,
     rates_at,
-    shift_lesion,
 )
 from ..jobs.progress import writer as progress_writer
 from ..jobs.registry import Run, RunStore

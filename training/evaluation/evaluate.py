@@ -159,12 +159,6 @@ def lesion_bias(lesion: np.ndarray, truth: np.ndarray, area: np.ndarray | None =
     return float((lo + hi) / 2)
 
 
-def shift_lesion(lesion: np.ndarray, bias: float) -> np.ndarray:
-    """Probabilities as the head gives them once its logits are shifted by ``bias``."""
-    z = np.log(np.clip(lesion, 1e-6, 1 - 1e-6) / np.clip(1 - lesion, 1e-6, 1.0))
-    return (1.0 / (1.0 + np.exp(-(z + bias)))).astype(np.float32)
-
-
 def fit_platt(score: np.ndarray, targets: np.ndarray, labels: np.ndarray | None = None) -> tuple[float, float]:
     """(a, b) with P = σ(a·score + b) closest (cross-entropy) to the targets the model learned; (1, 0) when the
     validation split cannot support a fit (fewer than ``MIN_PER_CLASS`` slices of a class). For a learned
