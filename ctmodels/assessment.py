@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from itertools import combinations
 
@@ -37,6 +36,8 @@ from .inference import (
     prepare_input,
     prepare_scan,
     score,
+    score_side_by_side,
+    volume_prediction,
 )
 from .preprocess import to_slice
 
@@ -272,26 +273,26 @@ def assess(volume: Volume, models: list[LoadedModel], lung: np.ndarray | None = 
     say = progress or (lambda fraction, text: None)
     say(0.0, "Preparing every lung slice…")
     prepared: dict = {}  # models that prepare their input alike prepare the scan once
-    for lm in models:
-        prepare_scan(lm, volume, lung, prepared)
-
-    def predict(lm: LoadedModel) -> ModelResult:
-        with lm.scoring_lock():
-            return ModelResult(lm, predict_volume(lm, volume, lung, prepared))
-
-    # Served (ONNX Runtime) models score side by side, one per core: each session runs one intra-op thread
-    # (``ctmodels.serving``), and two one-thread sessions score a scan faster than two-thread ones in turn.
-    # Eager models score in turn: each PyTorch pass already uses every core, and two at once make their
-    # OpenMP threads spin against each other (measured: the test suite, all eager, 8 -> 16 min).
-    side_by_side = all(lm.served is not None for lm in models)
+    inputs = [prepare_scan(lm, volume, lung, prepared) for lm in models]
     done: dict[int, ModelResult] = {}
-    with ThreadPoolExecutor(min(len(models), os.cpu_count() or 1) if side_by_side else 1) as pool:
-        futures = {pool.submit(predict, lm): k for k, lm in enumerate(models)}
-        say(0.1, f"Scoring every lung slice with {len(models)} models…")
-        for future in as_completed(futures):  # progress from this thread: a page's widgets live here
-            result = done[futures[future]] = future.result()
-            say(0.1 + 0.9 * len(done) / len(models), f"Scored with {len(done)} of {len(models)} models "
-                f"({result.name}: {result.prediction.seconds:.1f} s on {result.model.runtime})")
+
+    def finished(k: int, result: ModelResult) -> None:  # progress from this thread: a page's widgets live here
+        done[k] = result
+        say(0.1 + 0.9 * len(done) / len(models), f"Scored with {len(done)} of {len(models)} models "
+            f"({result.name}: {result.prediction.seconds:.1f} s on {result.model.runtime})")
+
+    say(0.1, f"Scoring every lung slice with {len(models)} models…")
+    # Served (ONNX Runtime) models score side by side, a share of every model on every core: each session runs
+    # one intra-op thread (``ctmodels.serving``), and one-thread runs side by side beat two-thread ones in turn.
+    # Eager models score in turn: each PyTorch pass already uses every core, and two at once make their OpenMP
+    # threads spin against each other (measured: the test suite, all eager, 8 -> 16 min).
+    if all(lm.served is not None for lm in models):
+        for k, scores, seconds in score_side_by_side(models, inputs, os.cpu_count() or 1):
+            finished(k, ModelResult(models[k], volume_prediction(models[k], inputs[k], scores, lung, seconds)))
+    else:
+        for k, lm in enumerate(models):
+            with lm.scoring_lock():
+                finished(k, ModelResult(lm, predict_volume(lm, volume, lung, prepared)))
     results = [done[k] for k in range(len(models))]
     return Assessment(volume, lung, classical, results, time.perf_counter() - t0)
 

@@ -16,7 +16,8 @@ import contextlib
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,15 +179,26 @@ EAGER_BATCH = 64
 def score(lm: LoadedModel, inp: PreparedInput, batch: int | None = None) -> SliceScores:
     """Score prepared slices as the card says (``ctmodels.verdict``): one forward per batch (four with flips),
     on the model's served runtime (``ctmodels.serving``)."""
+    return scores_of(lm, inp, *network_passes(lm, inp.tensor, batch))
+
+
+@torch.no_grad()
+def network_passes(lm: LoadedModel, x: torch.Tensor, batch: int | None = None) -> tuple[list[torch.Tensor], list[np.ndarray]]:
+    """The raw outputs (class logits, lesion maps) of ``x`` in consecutive batches; a served session's arena is
+    shrunk after the last one."""
     batch = batch or (SERVED_BATCH if lm.served is not None else EAGER_BATCH)
     logits, maps = [], []
-    for k in range(0, len(inp.tensor), batch):
-        x = inp.tensor[k : k + batch]
-        last = k + batch >= len(inp.tensor)
-        lg, les = lm.served(x, release=last) if lm.served is not None else network_outputs(lm.model, x, lm.pre)
+    for k in range(0, len(x), batch):
+        last = k + batch >= len(x)
+        lg, les = lm.served(x[k : k + batch], release=last) if lm.served is not None else network_outputs(lm.model, x[k : k + batch], lm.pre)
         logits.append(lg)
         if les is not None:
             maps.append(les.numpy())
+    return logits, maps
+
+
+def scores_of(lm: LoadedModel, inp: PreparedInput, logits: list[torch.Tensor], maps: list[np.ndarray]) -> SliceScores:
+    """What the raw outputs of all of ``inp``'s slices (in order) say by the card's rule."""
     head = _ordered(lm, torch.cat(logits)) if logits else np.zeros((0, 2), np.float32)
     if not maps:
         return SliceScores(lm.rule.p_severe(head), head)
@@ -195,6 +207,49 @@ def score(lm: LoadedModel, inp: PreparedInput, batch: int | None = None) -> Slic
     out = SliceScores(np.zeros(len(head)), head, drawn_map(lesion, lm.card.map_cut), les, lung)
     out.p_severe = lm.rule.p_severe(head, out.involvement)
     return out
+
+
+def score_side_by_side(models: list[LoadedModel], inputs: list[PreparedInput], workers: int
+                       ) -> Iterator[tuple[int, SliceScores, float]]:
+    """(index in ``models``, its scores, seconds from its first pass to its last) of served models, as each
+    finishes. Each model's slices are cut into ``workers`` runs of whole batches, and every core scores a run of
+    every model in turn (ONNX Runtime sessions may run from several threads at once; each run shrinks the
+    arena after its last batch). One model per core left the last model on one core while the other idled:
+    on P002 the four int8 real-CT models took 5.5 s that way where their one-thread times sum to 7.9
+    (``docs/performance.md``)."""
+    if any(lm.served is None for lm in models):
+        raise ValueError("score_side_by_side scores served models only: eager PyTorch uses every core already")
+    parts: dict[int, list] = {}
+    started: dict[int, float] = {}
+    lock = threading.Lock()
+
+    def run(k: int, part: int, x: torch.Tensor) -> tuple[int, bool]:
+        with lock:
+            started.setdefault(k, time.perf_counter())
+        out = network_passes(models[k], x, SERVED_BATCH)
+        with lock:
+            parts[k][part] = out
+            return k, all(p is not None for p in parts[k])
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        futures = []
+        for k, inp in enumerate(inputs):
+            bounds = _runs(len(inp.tensor), SERVED_BATCH, workers)
+            parts[k] = [None] * len(bounds)
+            futures += [pool.submit(run, k, j, inp.tensor[a:b]) for j, (a, b) in enumerate(bounds)]
+        for future in as_completed(futures):
+            k, complete = future.result()
+            if complete:
+                logits = [lg for part in parts[k] for lg in part[0]]
+                maps = [m for part in parts[k] for m in part[1]]
+                yield k, scores_of(models[k], inputs[k], logits, maps), time.perf_counter() - started[k]
+
+
+def _runs(n: int, batch: int, workers: int) -> list[tuple[int, int]]:
+    """``n`` items cut into at most ``workers`` contiguous runs of whole batches, as even as batches allow."""
+    batches = -(-n // batch)
+    cuts = [round(j * batches / max(1, min(workers, batches))) * batch for j in range(min(workers, batches) + 1)]
+    return [(a, min(b, n)) for a, b in zip(cuts, cuts[1:])] if n else [(0, 0)]
 
 
 @torch.no_grad()
@@ -290,13 +345,19 @@ def predict_volume(lm: LoadedModel, vol: Volume, lung_mask: np.ndarray | None,
     (the real-CT set: one preprocessing) prepare the scan once."""
     t0 = time.perf_counter()
     inp = prepare_scan(lm, vol, lung_mask, prepared)
-    slices = inp.slices
     s = score(lm, inp)
+    return volume_prediction(lm, inp, s, lung_mask, time.perf_counter() - t0)
+
+
+def volume_prediction(lm: LoadedModel, inp: PreparedInput, s: SliceScores, lung_mask: np.ndarray | None,
+                      seconds: float) -> VolumePrediction:
+    """The patient verdict from the scores of every slice in the model's scope (module docstring)."""
+    slices = inp.slices
     patient = patient_score(s.p_severe, None if lung_mask is None else lung_mask.sum(axis=(1, 2))[slices])
     rule = lm.rule
     overall = None
     if s.lesion_area is not None:
         overall = float(100.0 * s.lesion_area.sum() / max(float(s.lung_area.sum()), 1e-6))
-    return VolumePrediction(lm.name, slices, s.p_severe, patient, rule.verdict(patient), time.perf_counter() - t0,
+    return VolumePrediction(lm.name, slices, s.p_severe, patient, rule.verdict(patient), seconds,
                             rule.cut, s.involvement, overall,
                             lesion_net=s.lesion, boxes=inp.boxes)

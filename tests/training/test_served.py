@@ -14,7 +14,8 @@ import pytest
 
 from ctmodels.imaging import read_any
 from ctmodels.imaging.lung_field import lung_field
-from ctmodels.inference import load_model, predict_volume
+from ctmodels.assessment import assess
+from ctmodels.inference import _runs, load_model, predict_volume, prepare_scan, score_side_by_side
 from ctmodels.serving import MIN_AGREEMENT, ONNX_FILES, SERVED_CARD, served_dir, served_session
 from tests.conftest import _workspace_env
 from training.evaluation.served import serve
@@ -87,6 +88,48 @@ def test_fp32_serving_matches_eager_on_the_ctmd_series(served_baseline, real_dat
     assert np.allclose(a.p_severe, b.p_severe, atol=1e-4)
     if a.involvement is not None:
         assert np.allclose(a.involvement, b.involvement, atol=1e-3)
+
+
+def test_models_scored_on_every_core_score_as_alone(served_baseline, real_data):
+    """A scan's served models are cut into runs of whole batches, one per core: the same scores as each model
+    scored alone, and every run hands its arena back after its last batch."""
+    folder, choice = served_baseline
+    (served_dir(folder) / SERVED_CARD).write_text(json.dumps(dict(choice, runtime="ort_fp32")))
+    shrinks: list[bool] = []
+
+    class Recording:
+        def __init__(self, sess) -> None:
+            self.sess = sess
+
+        def run(self, names, feeds, options=None):
+            shrinks.append(options is not None)
+            return self.sess.run(names, feeds, options)
+
+    models = []
+    for name in ("one", "two"):
+        lm = load_model(folder, name)
+        models.append(replace(lm, served=replace(lm.served, sess=Recording(lm.served.sess))))
+    vol = read_any(real_data / "covid-ct-md" / "Sample data" / "COVID-19 subjects" / "P002")
+    lung = lung_field(vol)
+    alone = [predict_volume(lm, vol, lung) for lm in models]
+    shrinks.clear()
+    inputs = [prepare_scan(lm, vol, lung) for lm in models]
+    got = {k: s for k, s, _ in score_side_by_side(models, inputs, workers=3)}
+    assert sorted(got) == [0, 1] and shrinks.count(True) == 2 * len(_runs(len(inputs[0].slices), 8, 3)) == 6
+    for k, ref in enumerate(alone):
+        assert np.array_equal(got[k].p_severe, ref.p_severe) and np.array_equal(got[k].lesion, ref.lesion_net)
+        assert np.array_equal(got[k].involvement, ref.involvement)
+    page = assess(vol, models, lung)  # the page's path: as many runs as cores
+    assert [m.prediction.patient_p for m in page.models] == [a.patient_p for a in alone]
+    assert [m.prediction.verdict for m in page.models] == [a.verdict for a in alone]
+
+
+def test_runs_cut_at_whole_batches():
+    assert _runs(88, 8, 2) == [(0, 48), (48, 88)]
+    assert _runs(88, 8, 3) == [(0, 32), (32, 56), (56, 88)]
+    assert _runs(5, 8, 2) == [(0, 5)]  # one batch: one run
+    assert _runs(16, 8, 4) == [(0, 8), (8, 16)]
+    assert _runs(0, 8, 2) == [(0, 0)]
 
 
 def test_stale_or_damaged_served_files_fall_back_to_eager(served_baseline, caplog):
