@@ -12,10 +12,13 @@ copy of each model (the per-model lock in ``LoadedModel`` keeps CAM hooks from c
 from __future__ import annotations
 
 import copy
+import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
+from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ctx
 
 from ctmodels.checkpoint import CARD_NAME, checkpoints_in, outdated_inputs, read_card
 from ctmodels.inference import LoadedModel, load_model
@@ -24,6 +27,8 @@ from ctmodels.serving import SERVED_CARD, served_dir
 from ctmodels.workspace import models_dir, real_models_dir
 
 from .loaders import stamp
+
+log = logging.getLogger(__name__)
 
 EXTRA_KEY = "extra_checkpoints"  # folders added from the Training page ("use on Compare")
 PHANTOM, REAL, RUNS = "phantom", "real", "runs"
@@ -100,9 +105,41 @@ def _load(folder: str, _stamp: tuple[float, float]) -> LoadedModel:
     return load_model(folder, Path(folder).name)
 
 
+def _cache_key(choice: ModelChoice) -> tuple[str, tuple[float, float]]:
+    folder = Path(choice.folder)  # a new served runtime (served.json) is picked up like new weights
+    return choice.folder, (stamp(folder / CARD_NAME), stamp(served_dir(folder) / SERVED_CARD))
+
+
 def loaded(choice: ModelChoice) -> LoadedModel:
     """The shared model under this session's display name (a shallow copy: the cached object is never renamed)."""
-    folder = Path(choice.folder)  # a new served runtime (served.json) is picked up like new weights
-    lm = copy.copy(_load(choice.folder, (stamp(folder / CARD_NAME), stamp(served_dir(folder) / SERVED_CARD))))
+    lm = copy.copy(_load(*_cache_key(choice)))
     lm.name = choice.name
     return lm
+
+
+_warmed: set[tuple] = set()
+_warmed_lock = threading.Lock()
+
+
+def _load_quietly(keys: list[tuple]) -> None:
+    for key in keys:
+        try:
+            _load(*key)
+        except Exception as exc:  # noqa: BLE001 - the page loads it again and says what is wrong
+            log.warning("could not load %s ahead of the upload (%s)", key[0], exc)
+
+
+def warm(choices: list[ModelChoice]) -> None:
+    """Load the set a real upload gets (the real-CT set's default models, else the phantom set's) into the shared
+    cache in the background while the radiologist picks a scan: after a server start the first upload waited
+    for them, and every session uploading behind it too (four real-CT models and their ONNX sessions: 1-3 s on
+    2 cores). Once per model and weights; the page never waits for it."""
+    model_set = set_for_scan(choices, synthetic_scan=False)
+    names = default_selection(choices, model_set)
+    with _warmed_lock:
+        todo = [k for c in choices if c.name in names and (k := _cache_key(c)) not in _warmed]
+        _warmed.update(todo)
+    if todo:
+        thread = threading.Thread(target=_load_quietly, args=(todo,), name="warm-models", daemon=True)
+        add_script_run_ctx(thread, get_script_run_ctx())  # the cache is the server's, not this run's
+        thread.start()

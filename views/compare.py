@@ -33,6 +33,7 @@ from ui.models import (
     loaded,
     set_for_scan,
     sets_present,
+    warm,
 )
 from ui.widgets import burned_in, burned_in_warning
 
@@ -45,6 +46,7 @@ if not choices:
     demo_builder(launch_demo, demo_status)
     st.stop()
 
+warm(choices)  # while a scan is picked
 picked = pick_scan("cmp")
 if picked is None:
     st.stop()
