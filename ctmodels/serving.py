@@ -33,9 +33,9 @@ SERVED_CARD = "served.json"
 #: A runtime is served only if its verdicts agree with eager's on at least this share of validation slices.
 MIN_AGREEMENT = 0.995
 ONNX_FILES = {"ort_fp32": "model.fp32.onnx", "ort_int8": "model.int8.onnx"}
-#: Intra-op threads of a served session: one, because ``ctmodels.assessment`` scores the models of a scan side
-#: by side, one per core (measured on 2 cores: int8 baseline 0.57 s per 64 slices on one thread, 0.35 s on
-#: two; two models side by side on one thread each beat them in turn on two).
+#: Intra-op threads of a served session: one, because ``ctmodels.inference.score_side_by_side`` runs a share of
+#: every model of a scan on every core (measured on 2 cores: int8 baseline 0.57 s per 64 slices on one thread,
+#: 0.35 s on two; one-thread runs side by side beat two-thread ones in turn).
 SERVED_THREADS = 1
 
 
