@@ -183,14 +183,15 @@ def score(lm: LoadedModel, inp: PreparedInput, batch: int | None = None) -> Slic
 
 
 @torch.no_grad()
-def network_passes(lm: LoadedModel, x: torch.Tensor, batch: int | None = None) -> tuple[list[torch.Tensor], list[np.ndarray]]:
+def network_passes(lm: LoadedModel, x: torch.Tensor, batch: int | None = None
+                   ) -> tuple[list[torch.Tensor], list[np.ndarray]]:
     """The raw outputs (class logits, lesion maps) of ``x`` in consecutive batches; a served session's arena is
     shrunk after the last one."""
     batch = batch or (SERVED_BATCH if lm.served is not None else EAGER_BATCH)
     logits, maps = [], []
     for k in range(0, len(x), batch):
-        last = k + batch >= len(x)
-        lg, les = lm.served(x[k : k + batch], release=last) if lm.served is not None else network_outputs(lm.model, x[k : k + batch], lm.pre)
+        xb, last = x[k : k + batch], k + batch >= len(x)
+        lg, les = lm.served(xb, release=last) if lm.served is not None else network_outputs(lm.model, xb, lm.pre)
         logits.append(lg)
         if les is not None:
             maps.append(les.numpy())

@@ -21,6 +21,18 @@ from tests.conftest import _workspace_env
 from training.evaluation.served import serve
 
 
+class _Recording:
+    """An ORT session that notes, per run, whether the run hands the session's arena back afterwards."""
+
+    def __init__(self, sess, shrinks: list[bool]) -> None:
+        self.sess, self.shrinks = sess, shrinks
+
+    def run(self, names, feeds, options=None):
+        self.shrinks.append(options is not None
+                            and options.get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0")
+        return self.sess.run(names, feeds, options)
+
+
 @pytest.fixture(scope="module")
 def served_once(tiny_real_models, tmp_path_factory):
     """The tiny real baseline served once (export, int8 calibration, agreement) in its own workspace."""
@@ -69,17 +81,7 @@ def test_fp32_serving_matches_eager_on_the_ctmd_series(served_baseline, real_dat
     served, eager = load_model(folder), load_model(folder, served=False)
     assert served.runtime == "ort_fp32"
     shrinks: list[bool] = []  # per batch: whether the run hands the session's arena back afterwards
-
-    class Recording:
-        def __init__(self, sess) -> None:
-            self.sess = sess
-
-        def run(self, names, feeds, options=None):
-            shrinks.append(options is not None
-                           and options.get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0")
-            return self.sess.run(names, feeds, options)
-
-    served = replace(served, served=replace(served.served, sess=Recording(served.served.sess)))
+    served = replace(served, served=replace(served.served, sess=_Recording(served.served.sess, shrinks)))
     vol = read_any(real_data / "covid-ct-md" / "Sample data" / "COVID-19 subjects" / "P002")
     lung = lung_field(vol)
     a, b = predict_volume(served, vol, lung), predict_volume(eager, vol, lung)
@@ -96,19 +98,10 @@ def test_models_scored_on_every_core_score_as_alone(served_baseline, real_data):
     folder, choice = served_baseline
     (served_dir(folder) / SERVED_CARD).write_text(json.dumps(dict(choice, runtime="ort_fp32")))
     shrinks: list[bool] = []
-
-    class Recording:
-        def __init__(self, sess) -> None:
-            self.sess = sess
-
-        def run(self, names, feeds, options=None):
-            shrinks.append(options is not None)
-            return self.sess.run(names, feeds, options)
-
     models = []
     for name in ("one", "two"):
         lm = load_model(folder, name)
-        models.append(replace(lm, served=replace(lm.served, sess=Recording(lm.served.sess))))
+        models.append(replace(lm, served=replace(lm.served, sess=_Recording(lm.served.sess, shrinks))))
     vol = read_any(real_data / "covid-ct-md" / "Sample data" / "COVID-19 subjects" / "P002")
     lung = lung_field(vol)
     alone = [predict_volume(lm, vol, lung) for lm in models]
