@@ -117,7 +117,7 @@ def report_from(m: Measurement, models: dict[str, LoadedModel], data: Prepared) 
         fp32, q8 = onnx_paths(artifacts, lm)
         par32, par8 = parity(lm.model, OrtPredictor(fp32), x_test), parity(lm.model, OrtPredictor(q8), x_test)
         acc = {rt: round(accuracy(make_runner(lm, rt, artifacts, None, int(m.host["cores"])), x_test, y_test), 4)
-               for rt in m.runtimes}
+               for rt in m.runtimes if rt != "eager_cpu_lesion"}  # that one: eager_cpu's weights and logits
         st = m.statics[k]
         timed = [t for t in m.timings if t.model == k]
         report["models"][k] = {
@@ -193,7 +193,8 @@ def markdown(r: dict) -> str:
              + " | acc eager | acc int8 |",
              "|---" * (6 + len(rts) + 1) + "|"]
     for k, m in r["models"].items():
-        cells = " | ".join(f"{m['latency_ms'][rt]:.1f} ({m['ratio_to_baseline_eager'][rt]:.2f})" for rt in rts)
+        cells = " | ".join("–" if m["latency_ms"].get(rt) is None  # a runtime this model has not (the lesion map)
+                           else f"{m['latency_ms'][rt]:.1f} ({m['ratio_to_baseline_eager'][rt]:.2f})" for rt in rts)
         lines.append(f"| {k} | {m['params'] / 1e6:.2f} | {m['nonzero_params'] / 1e6:.2f} | {m['macs'] / 1e9:.2f} | "
                      f"{m['size_mb']:.1f} | {cells} | {m['accuracy']['eager_cpu']:.3f} | {m['accuracy']['ort_int8']:.3f} |")
     a = r["app"]
