@@ -194,3 +194,8 @@ def measure(repeats: int = 5, progress: Callable[[float, str], None] | None = No
     write_json_atomic(_latest_path(), out)
     say(1.0, "done")
     return out
+
+
+if __name__ == "__main__":  # ``make bench`` measures in a process of its own (``bench.as_served_apart``)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    print(json.dumps(measure()))
