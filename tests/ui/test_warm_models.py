@@ -10,7 +10,7 @@ from ctmodels.workspace import models_dir, real_models_dir
 from ui import models
 
 
-def _warm_and_wait(choices) -> list[str]:
+def _warm_and_wait(choices, monkeypatch) -> list[str]:
     loads: list[str] = []
     real_load = models.load_model
 
@@ -18,13 +18,11 @@ def _warm_and_wait(choices) -> list[str]:
         loads.append(str(Path(folder).relative_to(models_dir())))
         return real_load(folder, name)
 
-    models.load_model = recording
-    try:
+    with monkeypatch.context() as patched:
+        patched.setattr(models, "load_model", recording)
         models.warm(choices)
         for thread in [t for t in threading.enumerate() if t.name == "warm-models"]:
             thread.join(120)
-    finally:
-        models.load_model = real_load
     return loads
 
 
@@ -33,8 +31,8 @@ def test_the_real_sets_default_models_load_once_before_the_upload(workspace_with
     models._load.clear()
     choices = (models._published(models_dir(), models.PHANTOM)
                + models._published(real_models_dir(), models.REAL, models.REAL_SUFFIX))
-    assert sorted(_warm_and_wait(choices)) == ["real/baseline", "real/ghost", "real/kd", "real/pruned"]
-    assert _warm_and_wait(choices) == []  # once per model and weights
+    assert sorted(_warm_and_wait(choices, monkeypatch)) == ["real/baseline", "real/ghost", "real/kd", "real/pruned"]
+    assert _warm_and_wait(choices, monkeypatch) == []  # once per model and weights
 
     def not_again(folder, name=None):
         raise AssertionError(f"{folder} loaded twice")
@@ -44,8 +42,8 @@ def test_the_real_sets_default_models_load_once_before_the_upload(workspace_with
     assert len(real) == 4 and all(models.loaded(c).name == c.name for c in real)  # the page finds them cached
 
 
-def test_without_a_real_set_the_phantom_set_loads(workspace_with_models):
+def test_without_a_real_set_the_phantom_set_loads(workspace_with_models, monkeypatch):
     models._warmed.clear()
     models._load.clear()
     choices = models._published(models_dir(), models.PHANTOM)
-    assert sorted(_warm_and_wait(choices)) == ["baseline", "ghost", "kd", "pruned"]
+    assert sorted(_warm_and_wait(choices, monkeypatch)) == ["baseline", "ghost", "kd", "pruned"]

@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -109,8 +110,6 @@ def as_served_apart() -> dict[str, Any]:
     """``as_served.measure()`` in a process of its own, as the server runs it: the five sessions' peak memory is
     then the served set's, not this benchmark's with the demo set and its ONNX sessions loaded beside it
     (in process it read 2.84-2.94 GB from 2.86 before the sessions, so its 2.5 GB goal could never hold)."""
-    import subprocess
-
     done = subprocess.run([sys.executable, "-m", "training.evaluation.as_served"], cwd=REPO_ROOT, check=True,
                           stdout=subprocess.PIPE, text=True)  # its progress log goes to stderr, as this one's
     return json.loads(done.stdout.strip().splitlines()[-1])
