@@ -107,7 +107,7 @@ def measured_cv_reports() -> dict[str, dict]:
 
 def cv_table(report: dict) -> pd.DataFrame:
     """One row per learned model, then the classical references: pooled out-of-fold metrics, and Spearman ρ
-    per held-out source."""
+    per held-out source (and against the involvement without the model-made masks' artefacts, where measured)."""
     def ms(d):
         if not d or d.get("mean") is None:
             return None
@@ -122,6 +122,7 @@ def cv_table(report: dict) -> pd.DataFrame:
         rows.append({
             "model": name if row["kind"] == "learned" else f"classical: {name}",
             "Spearman ρ": ms(row.get("spearman_involvement")),
+            **({"ρ without mask artefacts": ms(row["spearman_artefact_free"])} if "spearman_artefact_free" in row else {}),
             "ROC-AUC": ms(row["roc_auc"]), "± sd": None if row["roc_auc"].get("sd") is None else round(row["roc_auc"]["sd"], 3),
             "Δ vs baseline": None if "delta_vs_baseline" not in row else round(row["delta_vs_baseline"], 3),
             "sensitivity": ms(row.get("sensitivity")), "specificity": ms(row.get("specificity")),

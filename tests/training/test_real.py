@@ -133,6 +133,11 @@ def test_quick_cross_validation_with_classical_reference(quick_cv, workspace):
     assert {"sensitivity", "specificity"} <= set(base["own_cut"])
     assert 0.0 <= rows["baseline"]["roc_auc"]["mean"] <= 1.0 and "cam" in rows["baseline"]
     assert (quick_cv / "report.md").read_text().count("|") > 20
+    # the ranking against the involvement without the model-made masks' edge artefacts, beside the stated one
+    shares = json.loads((quick_cv / "mask_artefacts.json").read_text())
+    assert shares and all(0.0 <= v <= 1.0 for v in shares.values())
+    assert -1.0 <= rows["baseline"]["spearman_artefact_free"]["mean"] <= 1.0
+    assert "ρ without mask artefacts" in (quick_cv / "report.md").read_text()
     assert not (quick_cv / "folds").exists() or not any((quick_cv / "folds").iterdir())  # fold models dropped
     # run again: every result is found on disk, nothing is trained, the report is the same
     import training.recipes.cv as cv_module

@@ -42,6 +42,7 @@ from ctmodels.verdict import DEFAULT_THRESHOLD_PCT
 
 from ..config import CVConfig
 from ..data.classical import reference_scores
+from ..data.mask_artefacts import artefact_free, artefact_shares
 from ..data.prepare import SOURCES, load_dataset, prepare, source_of
 from ..engine.pipeline import execute
 from ..evaluation.evaluate import involvement_operating_point, verdict_rates
@@ -98,6 +99,7 @@ def run(cv: CVConfig, out: Path, progress: OnProgress | None = None) -> dict[str
                 _fold(cv, recipe, steps, out, r, f, mirror, total, t0)
     finally:
         mirror.close()
+    _artefact_shares(cv, recipe, out)
     report = summarise(cv, out, steps)
     report["seconds"] = round(time.time() - t0, 1)
     write_json_atomic(out / "report.json", report)
@@ -178,16 +180,35 @@ def _held_out_cases(cfg) -> dict[str, list]:
     return {"severe": [c for c in flat if c.case_id in severe], "doctor_masks": [c for c in flat if c.case_id in doctor]}
 
 
+def _artefact_shares(cv: CVConfig, recipe: Recipe, out: Path) -> dict[str, float]:
+    """Each model-made mask's share of edge artefacts (``training.data.mask_artefacts``), once per cross-validation."""
+    path = out / "mask_artefacts.json"
+    shares = read_json(path)
+    if shares is None:
+        cfg = config_for(recipe, "baseline", cv.quick, Path("."), {})
+        shares = artefact_shares(load_dataset(cfg.data).cases)
+        write_json_atomic(path, shares)
+    return shares
+
+
 # ------------------------------------------------------------------ summary
-def _metrics(scores: np.ndarray, labels: np.ndarray, inv: np.ndarray, severe: np.ndarray | None) -> dict[str, Any]:
-    """Ranking metrics, and (given each slice's verdict, ``severe``) accuracy, sensitivity and specificity."""
+def _metrics(scores: np.ndarray, labels: np.ndarray, inv: np.ndarray, severe: np.ndarray | None,
+             inv_clean: np.ndarray | None = None) -> dict[str, Any]:
+    """Ranking metrics, and (given each slice's verdict, ``severe``) accuracy, sensitivity and specificity;
+    with ``inv_clean`` (the involvement without mask artefacts) the ranking against it too."""
     out: dict[str, Any] = {"n": int(len(labels)), "severe": int(labels.sum())}
     out["roc_auc"] = float(roc_auc_score(labels, scores)) if len(set(labels.tolist())) == 2 else None
-    known = ~np.isnan(inv)
-    out["spearman_involvement"] = float(spearmanr(scores[known], inv[known]).statistic) if known.sum() > 2 else None
+    out["spearman_involvement"] = _spearman(scores, inv)
+    if inv_clean is not None:
+        out["spearman_artefact_free"] = _spearman(scores, inv_clean)
     if severe is not None:
         out.update(verdict_rates(severe, labels))
     return out
+
+
+def _spearman(scores: np.ndarray, inv: np.ndarray) -> float | None:
+    known = ~np.isnan(inv)
+    return float(spearmanr(scores[known], inv[known]).statistic) if known.sum() > 2 else None
 
 
 def _operating_points(p: dict[str, np.ndarray], threshold_pct: float) -> tuple[np.ndarray, list[float], dict[str, Any]]:
@@ -204,8 +225,10 @@ def _operating_points(p: dict[str, np.ndarray], threshold_pct: float) -> tuple[n
     return severe, points, {"learned_pct": op, **how}
 
 
-def _pooled(items: list[dict[str, Any]], score_key: str | None) -> dict[str, np.ndarray]:
-    lab, inv, sc, fold, cut, pat, learned = [], [], [], [], [], [], []
+def _pooled(items: list[dict[str, Any]], score_key: str | None, shares: dict[str, float]) -> dict[str, np.ndarray]:
+    """Every fold's held-out predictions in one set of arrays; ``shares``: each case's mask artefacts, which the
+    artefact-free involvement leaves out (None without any model-made mask)."""
+    lab, inv, sc, fold, cut, pat, learned, case = [], [], [], [], [], [], [], []
     for it in items:
         p = it["predictions"] or {}
         learned += p.get("learned_involvement", [])
@@ -216,7 +239,11 @@ def _pooled(items: list[dict[str, Any]], score_key: str | None) -> dict[str, np.
         fold += [it["fold"]] * len(s)
         cut += [float(p.get("cut", 0.5))] * len(s)
         pat += p.get("patient", [])
-    return {"labels": np.array(lab, int), "inv": np.array(inv, float), "scores": np.array(sc, float),
+        case += p.get("case", [])
+    inv_clean = None
+    if shares and len(case) == len(inv):
+        inv_clean = np.array([v if np.isnan(v) else artefact_free(v, shares.get(c, 0.0)) for c, v in zip(case, inv)])
+    return {"labels": np.array(lab, int), "inv": np.array(inv, float), "inv_clean": inv_clean, "scores": np.array(sc, float),
             "fold": np.array(fold, int), "cut": np.array(cut, float), "source": np.array([source_of(x) for x in pat]),
             "learned": np.array(learned, float) if len(learned) == len(lab) else None}
 
@@ -231,7 +258,9 @@ def _per_fold_auc(p: dict[str, np.ndarray]) -> list[float | None]:
 
 def _by_source(p: dict[str, np.ndarray], severe: np.ndarray | None) -> dict[str, dict[str, Any]]:
     """The pooled metrics restricted to each source's held-out slices."""
-    return {src: _metrics(p["scores"][m], p["labels"][m], p["inv"][m], None if severe is None else severe[m])
+    clean = p["inv_clean"]
+    return {src: _metrics(p["scores"][m], p["labels"][m], p["inv"][m], None if severe is None else severe[m],
+                          None if clean is None else clean[m])
             for src in SOURCES if (m := p["source"] == src).any()}
 
 
@@ -257,26 +286,27 @@ def summarise(cv: CVConfig, out: Path, steps: list[str]) -> dict[str, Any]:
         if all(read_json(_result_path(out, r, f, k)) for f in range(n_folds) for k in steps + ["classical"]):
             repeats_done.append(r)
     names = [k for k in steps if k in cv.models]
+    shares = read_json(out / "mask_artefacts.json") or {}
     classical_names: list[str] = []
     for r in repeats_done:
         cl = [dict(read_json(_result_path(out, r, f, "classical")), fold=f) for f in range(n_folds)]
         for name in sorted({k for c in cl for k in c["predictions"]["scores"]}):
             if name not in classical_names:
                 classical_names.append(name)
-            p = _pooled(cl, name)
+            p = _pooled(cl, name, shares)
             rows.setdefault(name, {"kind": "classical", "repeats": []})["repeats"].append(
-                {**_metrics(p["scores"], p["labels"], p["inv"], None), "fold_auc": _per_fold_auc(p),
+                {**_metrics(p["scores"], p["labels"], p["inv"], None, p["inv_clean"]), "fold_auc": _per_fold_auc(p),
                  "by_source": _by_source(p, None)})
         for key in names:
             items = [read_json(_result_path(out, r, f, key)) for f in range(n_folds)]
-            p = _pooled(items, None)
+            p = _pooled(items, None, shares)
             own = p["scores"] >= p["cut"]
             row = {"own_cut": verdict_rates(own, p["labels"]), "cuts": [float(it["predictions"].get("cut", 0.5)) for it in items]}
             severe = own
             if p["learned"] is not None:
                 threshold = float((items[0].get("verdict") or {}).get("threshold_pct", DEFAULT_THRESHOLD_PCT))
                 severe, row["fold_points_pct"], row["operating_point"] = _operating_points(p, threshold)
-            row.update({**_metrics(p["scores"], p["labels"], p["inv"], severe), "fold_auc": _per_fold_auc(p),
+            row.update({**_metrics(p["scores"], p["labels"], p["inv"], severe, p["inv_clean"]), "fold_auc": _per_fold_auc(p),
                         "by_source": _by_source(p, severe)})
             cam = _weighted([it.get("cam") for it in items],
                             ("peak_in_infection", "uniform_peak", "mass_in_infection", "uniform_mass"))
@@ -289,7 +319,7 @@ def summarise(cv: CVConfig, out: Path, steps: list[str]) -> dict[str, Any]:
     for name, row in rows.items():
         reps = row["repeats"]
         row["roc_auc"] = _mean_sd([x["roc_auc"] for x in reps])
-        for k in ("accuracy", "sensitivity", "specificity", "spearman_involvement"):
+        for k in ("accuracy", "sensitivity", "specificity", "spearman_involvement", "spearman_artefact_free"):
             if reps and k in reps[0]:
                 row[k] = _mean_sd([x.get(k) for x in reps])
         for extra in ("cam", "dice", "own_cut", "operating_point"):
@@ -299,7 +329,8 @@ def summarise(cv: CVConfig, out: Path, steps: list[str]) -> dict[str, Any]:
                               else None for k in parts[0]}
         sources = sorted({s for x in reps for s in x.get("by_source", {})}, key=list(SOURCES).index)
         row["by_source"] = {s: {k: _mean_sd([x["by_source"].get(s, {}).get(k) for x in reps])
-                                for k in ("spearman_involvement", "roc_auc", "sensitivity", "specificity", "n", "severe")}
+                                for k in ("spearman_involvement", "spearman_artefact_free", "roc_auc", "sensitivity",
+                                          "specificity", "n", "severe")}
                             for s in sources}
     base = rows.get("baseline", {}).get("roc_auc", {}).get("mean")
     base_rho = rows.get("baseline", {}).get("spearman_involvement", {}).get("mean")
@@ -328,19 +359,24 @@ def markdown(report: dict[str, Any]) -> str:
             else f"Patient-grouped {report['folds']}-fold cross-validation")
     seeds = f"seed {report['seed']}" + (f"…{report['seed'] + reps - 1}" if reps > 1 else "")
     sources = [s for s in SOURCES if any(s in report["rows"][n].get("by_source", {}) for n in report["rows"])]
+    rows = report["rows"]
+    clean = any((r.get("spearman_artefact_free") or {}).get("mean") is not None for r in rows.values())
     lines = [
         f"{what}, {reps} repeat(s) ({seeds}), recipe '{report['recipe']}'. Pooled out-of-fold scores; accuracy, "
         "sensitivity and specificity at the recipe's operating point, cross-fitted: each fold's slices are judged "
         "at the learned involvement chosen (Youden's J) on the other folds' out-of-fold predictions. 'Operating "
         "point' is the one chosen on every fold, what `make real-models` writes into the cards; 'own cut' is each "
         "fold model's card cut, chosen on its validation split. Lesion Dice: held-out MedSeg slices (doctor's "
-        "masks), on the slice's own grid, the map as drawn (`lesion_map` ≥ 0.5: the fold card's map cut).", "",
-        "| model | Spearman ρ (involvement) | ROC-AUC | Δ AUC vs baseline | sensitivity | specificity | accuracy | "
-        "operating point (learned involvement) | sens / spec at own cut | "
-        "lesion Dice | CAM peak in infection (uniform map) | " + " | ".join(f"ρ {s}" for s in sources) + " |",
-        "|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(sources),
+        "masks), on the slice's own grid, the map as drawn (`lesion_map` ≥ 0.5: the fold card's map cut)."
+        + (" 'Without mask artefacts': ρ against the involvement once blobs on the image's edge outside the lung are "
+           "dropped from the model-made masks (`training.data.mask_artefacts`); the goals are on the stated involvement."
+           if clean else ""), "",
+        "| model | Spearman ρ (involvement) | " + ("ρ without mask artefacts | " if clean else "") + "ROC-AUC | "
+        "Δ AUC vs baseline | sensitivity | specificity | accuracy | operating point (learned involvement) | "
+        "sens / spec at own cut | lesion Dice | CAM peak in infection (uniform map) | "
+        + " | ".join(f"ρ {s}" for s in sources) + " |",
+        "|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * (len(sources) + clean),
     ]
-    rows = report["rows"]
     for name in report["models"] + report["classical"]:
         if name not in rows:
             continue
@@ -357,7 +393,8 @@ def markdown(report: dict[str, Any]) -> str:
         own_txt = ("–" if own.get("sensitivity") is None else
                    f"{own['sensitivity']:.2f} / {own['specificity']:.2f}")
         per_src = " | ".join(_f(row.get("by_source", {}).get(s, {}).get("spearman_involvement"), 2, reps) for s in sources)
-        lines.append(f"| {label} | {_f(row.get('spearman_involvement'), 3, reps)} | {_f(row['roc_auc'], 3, reps)} | "
+        clean_txt = f"{_f(row.get('spearman_artefact_free'), 3, reps)} | " if clean else ""
+        lines.append(f"| {label} | {_f(row.get('spearman_involvement'), 3, reps)} | {clean_txt}{_f(row['roc_auc'], 3, reps)} | "
                      f"{delta} | {_f(row.get('sensitivity'), 2, reps)} | {_f(row.get('specificity'), 2, reps)} | "
                      f"{_f(row.get('accuracy'), 2, reps)} | {op_txt} | {own_txt} | {dice_txt} | "
                      f"{cam_txt} | {per_src} |")
