@@ -143,6 +143,8 @@ def test_cross_validation_tab(page, workspace, quick_cv, monkeypatch):
     table = next(d.value for d in at.dataframe if "ROC-AUC" in d.value.columns)
     assert list(table["model"])[:1] == ["baseline"] and any(m.startswith("classical") for m in table["model"])
     assert "Patient-grouped 2-fold CV" in texts(at)
+    # the ranking against the involvement without the model-made masks' edge artefacts, and what it means
+    assert "ρ without mask artefacts" in table.columns and "dropped from the model-made" in texts(at)
     at.multiselect(key="cv_models").set_value([])
     at.button(key="FormSubmitter:cv_form-Start cross-validation").click().run()
     assert "Cannot start this cross-validation" in at.error[0].value
