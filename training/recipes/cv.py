@@ -99,6 +99,9 @@ def run(cv: CVConfig, out: Path, progress: OnProgress | None = None) -> dict[str
                 _fold(cv, recipe, steps, out, r, f, mirror, total, t0)
     finally:
         mirror.close()
+    if progress:
+        progress({"stage": "checking the model-made masks for edge artefacts", "unit": "step", "epoch": total,
+                  "epochs": total, "batch": 0, "batches": 1000, "elapsed_s": round(time.time() - t0, 1)})
     _artefact_shares(cv, recipe, out)
     report = summarise(cv, out, steps)
     report["seconds"] = round(time.time() - t0, 1)
