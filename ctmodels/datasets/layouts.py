@@ -232,7 +232,8 @@ def _infnet(root: Path, rule: LabelRule) -> Dataset:
             Case(
                 case_id=f.stem, patient_id=r["patient"] if r and with_patients else f"slice-{f.stem}", image=f,
                 label=rule.label(inv), label_source=source if inv is not None else "none",
-                involvement_pct=inv, lesion_mask=gt if gt.is_file() else None, n_slices=1, extra=extra,
+                involvement_pct=inv, lesion_mask=gt if gt.is_file() else None, lesion_mask_model_made=pseudo,
+                n_slices=1, extra=extra,
             )
         )
     if with_patients:

@@ -49,6 +49,7 @@ class Case:
     involvement_pct: float | None = None
     lung_mask: Path | None = None
     lesion_mask: Path | None = None
+    lesion_mask_model_made: bool = False  # drawn by a model (pseudo-labels), not a doctor: may carry artefacts
     n_slices: int | None = None
     slice_labels: tuple[str | None, ...] | None = None
     slice_involvement: tuple[float | None, ...] | None = None

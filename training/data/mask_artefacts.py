@@ -47,15 +47,11 @@ def artefact_free(involvement_pct: float, share: float) -> float:
     return 100.0 * t * (1.0 - share) / max(1.0 - t * share, 1e-9)
 
 
-def is_model_made(case: Case) -> bool:
-    return "model-made" in (case.label_source or "")
-
-
 def artefact_shares(cases: Iterable[Case]) -> dict[str, float]:
     """case id → the share of its mask's area in edge artefacts, for single slices with a model-made mask."""
     out: dict[str, float] = {}
     for case in cases:
-        if case.n_slices != 1 or case.lesion_mask is None or not is_model_made(case):
+        if case.n_slices != 1 or case.lesion_mask is None or not case.lesion_mask_model_made:
             continue
         try:
             vol = load_case(case)

@@ -230,7 +230,7 @@ def _operating_points(p: dict[str, np.ndarray], threshold_pct: float) -> tuple[n
 
 def _pooled(items: list[dict[str, Any]], score_key: str | None, shares: dict[str, float]) -> dict[str, np.ndarray]:
     """Every fold's held-out predictions in one set of arrays; ``shares``: each case's mask artefacts, which the
-    artefact-free involvement leaves out (None without any model-made mask)."""
+    artefact-free involvement (``inv_clean``; None without any model-made mask) leaves out."""
     lab, inv, sc, fold, cut, pat, learned, case = [], [], [], [], [], [], [], []
     for it in items:
         p = it["predictions"] or {}
