@@ -107,12 +107,14 @@ def measured_cv_reports() -> dict[str, dict]:
 
 def cv_table(report: dict) -> pd.DataFrame:
     """One row per learned model, then the classical references: pooled out-of-fold metrics, and Spearman ρ
-    per held-out source (and against the involvement without the model-made masks' artefacts, where measured)."""
+    per fold and per held-out source (and against the involvement without the model-made masks' artefacts, where
+    measured)."""
     def ms(d):
         if not d or d.get("mean") is None:
             return None
         return round(d["mean"], 3)
 
+    by_fold = report.get("split") != "sources"  # leaving a source out, the folds are the sources' columns
     rows = []
     for name in report["models"] + report["classical"]:
         row = report["rows"].get(name)
@@ -122,6 +124,7 @@ def cv_table(report: dict) -> pd.DataFrame:
         rows.append({
             "model": name if row["kind"] == "learned" else f"classical: {name}",
             "Spearman ρ": ms(row.get("spearman_involvement")),
+            **({"ρ per fold": row["fold_spearman"]["text"]} if by_fold and "fold_spearman" in row else {}),
             **({"ρ without mask artefacts": ms(row["spearman_artefact_free"])} if "spearman_artefact_free" in row else {}),
             "ROC-AUC": ms(row["roc_auc"]), "± sd": None if row["roc_auc"].get("sd") is None else round(row["roc_auc"]["sd"], 3),
             "Δ vs baseline": None if "delta_vs_baseline" not in row else round(row["delta_vs_baseline"], 3),
@@ -146,6 +149,9 @@ def cv_report_view(report: dict, key: str) -> None:
                + (f", measured {report['measured']}" if report.get("measured") else "")
                + ". Sensitivity and specificity at each fold model's own cut (its card's). " + report.get("definition", ""))
     df = cv_table(report)
+    if "ρ per fold" in df.columns:
+        st.caption("**ρ per fold**: each fold's held-out patients ranked by that fold's own model; the pooled ρ also "
+                   "mixes the fold models' scales, so it can sit below every fold's.")
     if "ρ without mask artefacts" in df.columns:
         st.caption("**ρ without mask artefacts**: Spearman ρ against the involvement once blobs on the image's edge "
                    "outside the lung are dropped from the model-made (pseudo-label) masks; doctors' masks are left as "

@@ -145,6 +145,8 @@ def test_cross_validation_tab(page, workspace, quick_cv, monkeypatch):
     assert "Patient-grouped 2-fold CV" in texts(at)
     # the ranking against the involvement without the model-made masks' edge artefacts, and what it means
     assert "ρ without mask artefacts" in table.columns and "dropped from the model-made" in texts(at)
+    # each fold's own ranking beside the pooled one (two folds here)
+    assert len(table.iloc[0]["ρ per fold"].split(" / ")) == 2 and "that fold's own model" in texts(at)
     at.multiselect(key="cv_models").set_value([])
     at.button(key="FormSubmitter:cv_form-Start cross-validation").click().run()
     assert "Cannot start this cross-validation" in at.error[0].value
@@ -173,6 +175,7 @@ def test_measured_cross_validations_by_patient_and_by_source(page, workspace, mo
     for column in ("sensitivity", "specificity", "lesion Dice", "ρ coronacases", "ρ radiopaedia", "ρ medseg"):
         assert column in table.columns
     assert table["Spearman ρ"].notna().all()
+    assert "ρ per fold" not in table.columns  # leaving a source out, the folds are the per-source columns
     at.selectbox(key="cv_split").select("sources")
     at.multiselect(key="cv_models").set_value(["kd"])
     at.toggle(key="cv_quick").set_value(True)

@@ -200,7 +200,7 @@ def _metrics(scores: np.ndarray, labels: np.ndarray, inv: np.ndarray, severe: np
     """Ranking metrics, and (given each slice's verdict, ``severe``) accuracy, sensitivity and specificity;
     with ``inv_clean`` (the involvement without mask artefacts) the ranking against it too."""
     out: dict[str, Any] = {"n": int(len(labels)), "severe": int(labels.sum())}
-    out["roc_auc"] = float(roc_auc_score(labels, scores)) if len(set(labels.tolist())) == 2 else None
+    out["roc_auc"] = _auc(labels, scores)
     out["spearman_involvement"] = _spearman(scores, inv)
     if inv_clean is not None:
         out["spearman_artefact_free"] = _spearman(scores, inv_clean)
@@ -251,12 +251,16 @@ def _pooled(items: list[dict[str, Any]], score_key: str | None, shares: dict[str
             "learned": np.array(learned, float) if len(learned) == len(lab) else None}
 
 
-def _per_fold_auc(p: dict[str, np.ndarray]) -> list[float | None]:
-    out = []
-    for f in sorted(set(p["fold"].tolist())):
-        m = p["fold"] == f
-        out.append(float(roc_auc_score(p["labels"][m], p["scores"][m])) if len(set(p["labels"][m].tolist())) == 2 else None)
-    return out
+def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    return float(roc_auc_score(labels, scores)) if len(set(labels.tolist())) == 2 else None
+
+
+def _per_fold(p: dict[str, np.ndarray]) -> dict[str, list[float | None]]:
+    """AUC and Spearman ρ of each fold's held-out slices under that fold's own model: how far the pooled figures
+    hang on one fold, and what one model ranks (the pooled ρ also mixes the fold models' scales)."""
+    masks = [p["fold"] == f for f in sorted(set(p["fold"].tolist()))]
+    return {"fold_auc": [_auc(p["labels"][m], p["scores"][m]) for m in masks],
+            "fold_spearman": [_spearman(p["scores"][m], p["inv"][m]) for m in masks]}
 
 
 def _by_source(p: dict[str, np.ndarray], severe: np.ndarray | None) -> dict[str, dict[str, Any]]:
@@ -298,7 +302,7 @@ def summarise(cv: CVConfig, out: Path, steps: list[str]) -> dict[str, Any]:
                 classical_names.append(name)
             p = _pooled(cl, name, shares)
             rows.setdefault(name, {"kind": "classical", "repeats": []})["repeats"].append(
-                {**_metrics(p["scores"], p["labels"], p["inv"], None, p["inv_clean"]), "fold_auc": _per_fold_auc(p),
+                {**_metrics(p["scores"], p["labels"], p["inv"], None, p["inv_clean"]), **_per_fold(p),
                  "by_source": _by_source(p, None)})
         for key in names:
             items = [read_json(_result_path(out, r, f, key)) for f in range(n_folds)]
@@ -309,7 +313,7 @@ def summarise(cv: CVConfig, out: Path, steps: list[str]) -> dict[str, Any]:
             if p["learned"] is not None:
                 threshold = float((items[0].get("verdict") or {}).get("threshold_pct", DEFAULT_THRESHOLD_PCT))
                 severe, row["fold_points_pct"], row["operating_point"] = _operating_points(p, threshold)
-            row.update({**_metrics(p["scores"], p["labels"], p["inv"], severe, p["inv_clean"]), "fold_auc": _per_fold_auc(p),
+            row.update({**_metrics(p["scores"], p["labels"], p["inv"], severe, p["inv_clean"]), **_per_fold(p),
                         "by_source": _by_source(p, severe)})
             cam = _weighted([it.get("cam") for it in items],
                             ("peak_in_infection", "uniform_peak", "mass_in_infection", "uniform_mass"))
@@ -330,6 +334,9 @@ def summarise(cv: CVConfig, out: Path, steps: list[str]) -> dict[str, Any]:
             if parts:
                 row[extra] = {k: float(np.mean(v)) if (v := [c[k] for c in parts if isinstance(c.get(k), (int, float))])
                               else None for k in parts[0]}
+        folds = [v for x in reps for v in x.get("fold_spearman", []) if v is not None]
+        if folds:
+            row["fold_spearman"] = {"values": folds, "min": min(folds), "max": max(folds), "text": _fold_rho_text(folds)}
         sources = sorted({s for x in reps for s in x.get("by_source", {})}, key=list(SOURCES).index)
         row["by_source"] = {s: {k: _mean_sd([x["by_source"].get(s, {}).get(k) for x in reps])
                                 for k in ("spearman_involvement", "spearman_artefact_free", "roc_auc", "sensitivity",
@@ -355,6 +362,11 @@ def _f(d: dict | None, digits: int, repeats: int) -> str:
     return f"{d['mean']:.{digits}f} ± {d['sd']:.{digits}f}" if repeats > 1 else f"{d['mean']:.{digits}f}"
 
 
+def _fold_rho_text(values: list[float]) -> str:
+    """Each fold's ρ ("0.79 / 0.86 / 0.85"), or their range when there are many (several repeats)."""
+    return " / ".join(f"{v:.2f}" for v in values) if len(values) <= 5 else f"{min(values):.2f}–{max(values):.2f}"
+
+
 def markdown(report: dict[str, Any]) -> str:
     reps = report["repeats_done"]
     split = report.get("split", "patients")
@@ -364,6 +376,7 @@ def markdown(report: dict[str, Any]) -> str:
     sources = [s for s in SOURCES if any(s in report["rows"][n].get("by_source", {}) for n in report["rows"])]
     rows = report["rows"]
     clean = any((r.get("spearman_artefact_free") or {}).get("mean") is not None for r in rows.values())
+    per_fold = split != "sources" and any("fold_spearman" in r for r in rows.values())  # by source: the ρ per source
     lines = [
         f"{what}, {reps} repeat(s) ({seeds}), recipe '{report['recipe']}'. Pooled out-of-fold scores; accuracy, "
         "sensitivity and specificity at the recipe's operating point, cross-fitted: each fold's slices are judged "
@@ -371,14 +384,17 @@ def markdown(report: dict[str, Any]) -> str:
         "point' is the one chosen on every fold, what `make real-models` writes into the cards; 'own cut' is each "
         "fold model's card cut, chosen on its validation split. Lesion Dice: held-out MedSeg slices (doctor's "
         "masks), on the slice's own grid, the map as drawn (`lesion_map` ≥ 0.5: the fold card's map cut)."
+        + (" 'ρ per fold': each fold's held-out slices ranked by that fold's own model (the pooled ρ also mixes the "
+           "fold models' scales)." if per_fold else "")
         + (" 'Without mask artefacts': ρ against the involvement once blobs on the image's edge outside the lung are "
            "dropped from the model-made masks (`training.data.mask_artefacts`); the goals are on the stated involvement."
            if clean else ""), "",
-        "| model | Spearman ρ (involvement) | " + ("ρ without mask artefacts | " if clean else "") + "ROC-AUC | "
+        "| model | Spearman ρ (involvement) | " + ("ρ per fold | " if per_fold else "")
+        + ("ρ without mask artefacts | " if clean else "") + "ROC-AUC | "
         "Δ AUC vs baseline | sensitivity | specificity | accuracy | operating point (learned involvement) | "
         "sens / spec at own cut | lesion Dice | CAM peak in infection (uniform map) | "
         + " | ".join(f"ρ {s}" for s in sources) + " |",
-        "|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * (len(sources) + clean),
+        "|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * (len(sources) + clean + per_fold),
     ]
     for name in report["models"] + report["classical"]:
         if name not in rows:
@@ -397,7 +413,9 @@ def markdown(report: dict[str, Any]) -> str:
                    f"{own['sensitivity']:.2f} / {own['specificity']:.2f}")
         per_src = " | ".join(_f(row.get("by_source", {}).get(s, {}).get("spearman_involvement"), 2, reps) for s in sources)
         clean_txt = f"{_f(row.get('spearman_artefact_free'), 3, reps)} | " if clean else ""
-        lines.append(f"| {label} | {_f(row.get('spearman_involvement'), 3, reps)} | {clean_txt}{_f(row['roc_auc'], 3, reps)} | "
+        fold_txt = f"{(row.get('fold_spearman') or {}).get('text', '–')} | " if per_fold else ""
+        lines.append(f"| {label} | {_f(row.get('spearman_involvement'), 3, reps)} | {fold_txt}{clean_txt}"
+                     f"{_f(row['roc_auc'], 3, reps)} | "
                      f"{delta} | {_f(row.get('sensitivity'), 2, reps)} | {_f(row.get('specificity'), 2, reps)} | "
                      f"{_f(row.get('accuracy'), 2, reps)} | {op_txt} | {own_txt} | {dice_txt} | "
                      f"{cam_txt} | {per_src} |")
