@@ -175,7 +175,13 @@ def test_measured_cross_validations_by_patient_and_by_source(page, workspace, mo
     for column in ("sensitivity", "specificity", "lesion Dice", "ρ coronacases", "ρ radiopaedia", "ρ medseg"):
         assert column in table.columns
     assert table["Spearman ρ"].notna().all()
-    assert "ρ per fold" not in table.columns  # leaving a source out, the folds are the per-source columns
+    # leaving a source out, the folds are the per-source columns: no "ρ per fold" even where the report has one
+    from ui.training_view import cv_table, measured_cv_reports
+
+    report = measured_cv_reports()["sources"]
+    report["rows"]["baseline"]["fold_spearman"] = {"values": [0.8, 0.7, 0.9], "text": "0.80 / 0.70 / 0.90"}
+    assert "ρ per fold" not in cv_table(report).columns
+    assert cv_table({**report, "split": "patients"})["ρ per fold"].iloc[0] == "0.80 / 0.70 / 0.90"
     at.selectbox(key="cv_split").select("sources")
     at.multiselect(key="cv_models").set_value(["kd"])
     at.toggle(key="cv_quick").set_value(True)
