@@ -336,7 +336,7 @@ def summarise(cv: CVConfig, out: Path, steps: list[str]) -> dict[str, Any]:
                               else None for k in parts[0]}
         folds = [v for x in reps for v in x.get("fold_spearman", []) if v is not None]
         if folds:
-            row["fold_spearman"] = {"values": folds, "min": min(folds), "max": max(folds), "text": _fold_rho_text(folds)}
+            row["fold_spearman"] = {"values": folds, "text": _fold_rho_text(folds)}  # text: what report.md and the page show
         sources = sorted({s for x in reps for s in x.get("by_source", {})}, key=list(SOURCES).index)
         row["by_source"] = {s: {k: _mean_sd([x["by_source"].get(s, {}).get(k) for x in reps])
                                 for k in ("spearman_involvement", "spearman_artefact_free", "roc_auc", "sensitivity",
