@@ -42,6 +42,36 @@ def test_mirror_follows_the_step_this_process_runs(tmp_path):
     assert describe(inner).startswith("training ghost · train epoch 2/4: step 2/6")
 
 
+def test_mirror_follows_the_steps_of_this_process_and_its_lanes(tmp_path):
+    """Steps side by side (``training.jobs.lanes``) run in child processes: the record names each, and the outer
+    unit holds the sum of their shares."""
+    import multiprocessing
+
+    store = RunStore(tmp_path / "ws")
+    lane = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(60,))
+    lane.start()
+    try:
+        kd = _running(store, lane.pid, "train", 2)
+        ghost = _running(store, os.getpid(), "train", 3)
+        store.update(kd.id, name="real-kd")
+        store.update(ghost.id, name="real-ghost")
+        records = []
+        mirror = Mirror(records.append, every_s=0.05)
+        try:
+            mirror.point(store, {"stage": "training ghost, kd (2 at a time)", "unit": "step", "epoch": 2, "epochs": 6})
+            inner = wait_until(lambda: next((r for r in records if "·" in r["stage"]), None), 30,
+                               "a record mirroring both running steps", interval=0.05)
+        finally:
+            mirror.close()
+    finally:
+        lane.terminate()
+        lane.join()
+    assert inner["stage"] == "training ghost, kd (2 at a time) · kd epoch 2/4; ghost epoch 3/4"
+    assert inner["batch"] == 375 + 625  # kd (1 + 5/10) of 4 epochs, ghost (2 + 5/10) of 4
+    assert fraction(inner) == (1 + 1.0) / 6
+    assert inner["images_per_s"] == 25.0
+
+
 def test_every_record_shape_reads_as_one_line():
     run = {"stage": "train", "epoch": 3, "epochs": 12, "batch": 4, "batches": 19, "images_per_s": 80.0, "eta_s": 120}
     assert describe(run) == "train: epoch 3/12, batch 4/19, 80.0 img/s, ETA 2.0 min"

@@ -61,6 +61,7 @@ def test_a_set_build_retrains_what_the_recipe_changed_and_its_students(tmp_path:
         return SimpleNamespace(model_dir=tmp_path / "runs" / key, id=f"run-{key}")
 
     monkeypatch.setattr(model_set, "execute", fake_execute)
+    monkeypatch.setenv("CTSS_LANES", "1")  # every step in this process, where the fake runs
     monkeypatch.setattr(model_set, "serve", lambda f: {})
 
     def recipe(**lr: float) -> model_set.Recipe:  # (the quick settings fix the epochs)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from ctmodels.preprocess import Preprocessing
 
 from ..config import OptimConfig, RunConfig
 from ..data.prepare import Prepared, SliceDataset, sample_weights
+from ..jobs.lanes import total_threads
 from ..jobs.registry import Run
 from . import distributed as dist
 from .losses import Batch, LossFn, ce_loss, lesion_loss, soft_cross_entropy
@@ -335,5 +335,5 @@ def _line(rec: dict) -> str:
 
 
 def set_threads(n: int | None) -> None:
-    n = n or int(os.environ.get("CTSS_THREADS", 0)) or os.cpu_count() or 1
+    n = n or total_threads()
     torch.set_num_threads(max(1, n // max(1, dist.local_world_size())))

@@ -24,7 +24,8 @@ from typing import Any, Callable
 from ctmodels.atomic import write_json_atomic
 from ctmodels.workspace import models_dir
 
-from .registry import RunStore
+from .lanes import lane_pids
+from .registry import Run, RunStore
 
 log = logging.getLogger(__name__)
 OnProgress = Callable[[dict[str, Any]], None]
@@ -53,25 +54,29 @@ class Mirror:
     def point(self, store: RunStore, head: dict[str, Any]) -> None:
         """The outer position (``stage``, ``epoch`` of ``epochs``...); runs of this process in ``store`` fill in."""
         self.store, self.head = store, head
-        self._emit({})
+        self._emit([])
 
-    def _emit(self, inner: dict[str, Any]) -> None:
+    def _emit(self, inner: list[tuple[str, dict[str, Any]]]) -> None:
+        """``inner``: (step name, its run's record) of each running step (several when steps run side by side: the
+        outer unit then holds the sum of their shares, as many steps as are running at once)."""
         if not (self.progress and self.head):
             return
-        frac = 0.0
+        fracs = [((p["epoch"] - 1) + p["batch"] / max(p["batches"], 1)) / max(p["epochs"], 1) for _, p in inner]
         stage = self.head["stage"]
-        if inner:
-            stage += f" · {inner['stage']} epoch {inner['epoch']}/{inner['epochs']}"
-            within = inner["batch"] / max(inner["batches"], 1)
-            frac = ((inner["epoch"] - 1) + within) / max(inner["epochs"], 1)
-        self.progress({**self.head, "stage": stage, "batch": int(round(1000 * frac)), "batches": 1000,
-                       **{k: inner[k] for k in ("images_per_s",) if k in inner}})
+        if len(inner) == 1:
+            stage += f" · {inner[0][1]['stage']} epoch {inner[0][1]['epoch']}/{inner[0][1]['epochs']}"
+        elif inner:
+            stage += " · " + "; ".join(f"{name} epoch {p['epoch']}/{p['epochs']}" for name, p in inner)
+        speed = [p["images_per_s"] for _, p in inner if "images_per_s" in p]
+        self.progress({**self.head, "stage": stage, "batch": int(round(1000 * sum(fracs))),
+                       "batches": 1000, **({"images_per_s": round(sum(speed), 2)} if speed else {})})
 
     def _loop(self, every_s: float) -> None:
         while not self._stop.wait(every_s):
             try:
-                mine = [r for r in self.store.list(status="running") if r.pid == os.getpid()] if self.store else []
-                inner = mine[0].progress() if mine else None
+                pids = lane_pids()  # this process and its lanes (training.jobs.lanes)
+                mine = [r for r in self.store.list(status="running") if r.pid in pids] if self.store else []
+                inner = [(_step_name(r), p) for r in sorted(mine, key=lambda r: r.created) if (p := r.progress())]
                 if inner:
                     self._emit(inner)
             except Exception:  # progress is best effort; the run itself reports errors
@@ -79,3 +84,8 @@ class Mirror:
 
     def close(self) -> None:
         self._stop.set()
+
+
+def _step_name(run: Run) -> str:
+    """A model set's or a cross-validation's step from its run's name (``real-kd``, ``cv-r0f1-kd``: ``kd``)."""
+    return (run.name or run.model_key).rsplit("-", 1)[-1]

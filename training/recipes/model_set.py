@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ctmodels.atomic import replace_dir, write_json_atomic, write_text_atomic
+from ctmodels.atomic import read_json, replace_dir, write_json_atomic, write_text_atomic
 from ctmodels.checkpoint import is_checkpoint, outdated_inputs, read_card
 
 from ..config import RunConfig, merge
+from ..jobs.lanes import lane_count, run_in_lanes
 from ..engine.pipeline import execute
 from ..evaluation.served import serve
 from ..jobs.progress import Mirror, OnProgress
@@ -86,19 +87,24 @@ def bar(done: int, total: int, width: int = 24) -> str:
 
 
 def build(recipe: Recipe, force: bool = False, quick: bool = False, store: RunStore | None = None,
-          progress: OnProgress | None = None) -> dict[str, Any]:
+          progress: OnProgress | None = None, lanes: int | None = None) -> dict[str, Any]:
     """Train and publish every model of the set; returns the report (also written beside the models).
 
-    ``progress`` gets the build's position (step i of 6, mirrored epoch and batch of the step's run).
+    A step that other steps start from (the baseline) trains first, alone; the steps that only start from it then
+    train ``lanes`` at a time (default ``training.jobs.lanes.lane_count()``), each published as soon as it is done.
+    ``progress`` gets the build's position (steps done of 6, mirrored epoch and batch of the running steps' runs).
     """
     t0 = time.time()
     store = store or RunStore()
+    lanes = lane_count() if lanes is None else lanes
     folder = recipe.folder()
-    rows = []
+    rows: dict[str, dict[str, Any]] = {}
     n = len(recipe.keys)
+    parents = {Path(p).name for k in recipe.keys if (p := _parent(config_for(recipe, k, quick, folder / "baseline")))}
     mirror = Mirror(progress)
     try:
         retrained: set[str] = set()
+        later: list[tuple[str, RunConfig]] = []
         for i, key in enumerate(recipe.keys, 1):
             dest = folder / key
             head = f"{bar(i - 1, n)} step {i}/{n}: {key}"
@@ -107,19 +113,22 @@ def build(recipe: Recipe, force: bool = False, quick: bool = False, store: RunSt
             why = _why_retrain(dest, cfg, retrained) if built else ""
             if built and not why:
                 print(f"{head} — already built with this recipe, kept (use --force to retrain)", file=sys.stderr)
-                rows.append(_row(key, dest, None))
+                rows[key] = _row(key, dest, None)
                 continue
             if why:
                 print(f"{head} — {why}: retraining", file=sys.stderr)
-            print(f"{head} — {time.time() - t0:.0f}s elapsed", file=sys.stderr, flush=True)
-            mirror.point(store, {"stage": f"training {key}", "unit": "step", "epoch": i, "epochs": n,
-                                 "elapsed_s": round(time.time() - t0, 1)})
-            ts = time.time()
-            run: Run = execute(cfg, store=store)
-            publish(run.model_dir, dest)
-            retrained.add(key)
-            rows.append(_row(key, dest, time.time() - ts, run.id))
-        for i, row in enumerate(rows, 1):  # what Compare scores with (kept when current: ``training.evaluation.served``)
+            if key in parents:
+                _train_here(key, cfg, folder, store, mirror, rows, retrained, t0, n)
+            else:
+                later.append((key, cfg))
+        if lanes > 1 and len(later) > 1:
+            last = {r["model"]: r.get("seconds") or 0.0 for r in (read_json(folder / f"{recipe.name}_report.json") or {}).get("models", [])}
+            later.sort(key=lambda step: -last.get(step[0], 0.0))  # the longest first (the last build's times)
+            _train_side_by_side(later, folder, store, lanes, mirror, rows, t0, n)
+        for key, cfg in later if lanes == 1 or len(later) == 1 else []:
+            _train_here(key, cfg, folder, store, mirror, rows, retrained, t0, n)
+        rows_in_order = [rows[k] for k in recipe.keys]
+        for i, row in enumerate(rows_in_order, 1):  # what Compare scores with (kept when current: ``training.evaluation.served``)
             mirror.point(store, {"stage": f"choosing the served runtime of {row['model']}", "unit": "step",
                                  "epoch": i, "epochs": n, "elapsed_s": round(time.time() - t0, 1)})
             choice = serve(folder / row["model"])
@@ -129,12 +138,63 @@ def build(recipe: Recipe, force: bool = False, quick: bool = False, store: RunSt
         mirror.close()
     total = time.time() - t0
     report = {"set": recipe.name, "title": recipe.title, "total_seconds": round(total, 1), "quick": quick,
-              "models": rows, "notes": recipe.notes}
+              "lanes": lanes, "models": rows_in_order, "notes": recipe.notes}
     write_json_atomic(folder / f"{recipe.name}_report.json", report)
     write_text_atomic(folder / f"{recipe.name}_report.md", markdown(report))
     print(f"{bar(1, 1)} {recipe.name} model set ready in {total / 60:.1f} min\n" + markdown(report), file=sys.stderr)
     print(json.dumps(report))
     return report
+
+
+def _train_here(key: str, cfg: RunConfig, folder: Path, store: RunStore, mirror: Mirror,
+                rows: dict[str, dict[str, Any]], retrained: set[str], t0: float, n: int) -> None:
+    """Train one step in this process, with every core, and publish it."""
+    print(f"{bar(len(rows), n)} step {len(rows) + 1}/{n}: {key} — {time.time() - t0:.0f}s elapsed", file=sys.stderr,
+          flush=True)
+    mirror.point(store, {"stage": f"training {key}", "unit": "step", "epoch": len(rows) + 1, "epochs": n,
+                         "elapsed_s": round(time.time() - t0, 1)})
+    ts = time.time()
+    run: Run = execute(cfg, store=store)
+    publish(run.model_dir, folder / key)
+    retrained.add(key)
+    rows[key] = _row(key, folder / key, time.time() - ts, run.id)
+
+
+def _train_side_by_side(steps: list[tuple[str, RunConfig]], folder: Path, store: RunStore, lanes: int,
+                        mirror: Mirror, rows: dict[str, dict[str, Any]], t0: float, n: int) -> None:
+    """Train ``steps`` (none starts from another) ``lanes`` at a time; publish each as it finishes."""
+    keys = [k for k, _ in steps]
+    started = time.time()
+    print(f"{bar(len(rows), n)} steps {len(rows) + 1}-{n}: {', '.join(keys)}, {lanes} at a time — "
+          f"{started - t0:.0f}s elapsed", file=sys.stderr, flush=True)
+
+    def point() -> None:
+        left = [k for k in keys if k not in rows]
+        what = f"{', '.join(left)} ({lanes} at a time)" if len(left) > 1 else left[0]
+        mirror.point(store, {"stage": f"training {what}", "unit": "step",
+                             "epoch": len(rows) + 1, "epochs": n, "elapsed_s": round(time.time() - t0, 1)})
+
+    def done(i: int, run_id: str) -> None:
+        key = keys[i]
+        run = store.get(run_id)
+        publish(run.model_dir, folder / key)
+        rows[key] = _row(key, folder / key, (run.finished or time.time()) - (run.started or started), run_id)
+        print(f"{bar(len(rows), n)} {key} done — {time.time() - t0:.0f}s elapsed", file=sys.stderr, flush=True)
+        if len(rows) < n:
+            point()
+
+    point()
+    run_in_lanes([(_train_step, (cfg.to_dict(), store.root)) for _, cfg in steps], lanes, done)
+
+
+def _train_step(cfg: dict[str, Any], store_root: Path) -> str:
+    """One step in a lane process (``training.jobs.lanes``): the finished run's id."""
+    return execute(RunConfig.from_dict(cfg), store=RunStore(store_root)).id
+
+
+def _parent(cfg: RunConfig) -> str:
+    """The checkpoint a step starts from (teacher or model to prune), or ""."""
+    return (cfg.prune.checkpoint if cfg.prune else "") or (cfg.distill.teacher if cfg.distill else "")
 
 
 def _why_retrain(dest: Path, cfg: RunConfig, retrained: set[str]) -> str:
@@ -146,7 +206,7 @@ def _why_retrain(dest: Path, cfg: RunConfig, retrained: set[str]) -> str:
     does not record (added to the config since) are not compared, and neither are the teacher's and parent's paths
     (the workspace may move).
     """
-    parent = (cfg.prune.checkpoint if cfg.prune else "") or (cfg.distill.teacher if cfg.distill else "")
+    parent = _parent(cfg)
     if parent and Path(parent).name in retrained:
         return f"its parent {Path(parent).name} was retrained"
     card = read_card(dest)
