@@ -17,6 +17,9 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 T = TypeVar("T")
 
+#: The models of the quick cross-validation (``quick_cv`` in conftest): the baseline, then two students side by side.
+QUICK_CV_MODELS = ("baseline", "kd", "ghost_kd")
+
 # ------------------------------------------------------------------------------------------------ zips
 
 

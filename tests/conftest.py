@@ -7,8 +7,11 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 import pytest
+
+from tests.builders import QUICK_CV_MODELS
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("CTSS_REAL_DATA", REPO.parent / "shared" / "data" / "real"))
@@ -189,7 +192,8 @@ def tiny_real_models(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def quick_cv(tmp_path_factory) -> Path:
-    """A quick real-CT cross-validation (2 folds, baseline only, tiny settings) run once: its folder."""
+    """A quick real-CT cross-validation (2 folds; the baseline, then kd and ghost_kd side by side in two lanes; tiny
+    settings) run once: its folder."""
     _need_real_data()
     from training.config import CVConfig
     from training.recipes.cv import run as run_cv
@@ -198,7 +202,8 @@ def quick_cv(tmp_path_factory) -> Path:
         ws = folder / "workspace"
         ws.mkdir()
         with _workspace_env(ws):
-            run_cv(CVConfig(recipe="real", folds=2, repeats=1, models=["baseline"], quick=True), ws / "cv")
+            with mock.patch.dict(os.environ, {"CTSS_LANES": "2"}):  # whatever the host: each fold's students in lanes
+                run_cv(CVConfig(recipe="real", folds=2, repeats=1, models=list(QUICK_CV_MODELS), quick=True), ws / "cv")
 
     return _built_once(tmp_path_factory, "quick-cv", build) / "workspace" / "cv"
 

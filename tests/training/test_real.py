@@ -12,6 +12,7 @@ import pytest
 from ctmodels.checkpoint import read_card
 from ctmodels.datasets import open_dataset
 from ctmodels.verdict import VerdictRule
+from tests.builders import QUICK_CV_MODELS
 from training.config import CVConfig, DataConfig, RunConfig
 from training.data.prepare import cv_test_patients, load_dataset, named_sources, prepare, severe_targets
 
@@ -123,9 +124,10 @@ def test_quick_cross_validation_with_classical_reference(quick_cv, workspace):
     from training.recipes.cv import run as run_cv
 
     report = json.loads((quick_cv / "report.json").read_text())
-    assert report["repeats_done"] == 1 and report["models"] == ["baseline"]
+    assert report["repeats_done"] == 1 and report["models"] == list(QUICK_CV_MODELS)
     rows = report["rows"]
-    assert {"baseline", "logistic (label)", "ridge (involvement)"} <= set(rows)
+    assert {*QUICK_CV_MODELS, "logistic (label)", "ridge (involvement)"} <= set(rows)  # the students trained in lanes
+    assert all(rows[k]["repeats"][0]["n"] == 120 for k in QUICK_CV_MODELS)
     base = rows["baseline"]["repeats"][0]
     assert base["n"] == rows["ridge (involvement)"]["repeats"][0]["n"] == 120  # every slice scored once
     # each fold judged at the operating point chosen on the other fold; each fold card's own cut beside it
@@ -153,7 +155,7 @@ def test_quick_cross_validation_with_classical_reference(quick_cv, workspace):
     original = cv_module.execute
     cv_module.execute = no_training
     try:
-        again = run_cv(CVConfig(recipe="real", folds=2, repeats=1, models=["baseline"], quick=True), quick_cv)
+        again = run_cv(CVConfig(recipe="real", folds=2, repeats=1, models=list(QUICK_CV_MODELS), quick=True), quick_cv)
     finally:
         cv_module.execute = original
     assert again["rows"]["baseline"]["roc_auc"] == rows["baseline"]["roc_auc"]

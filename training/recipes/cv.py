@@ -40,12 +40,13 @@ from sklearn.metrics import roc_auc_score
 from ctmodels.atomic import read_json, write_json_atomic, write_text_atomic
 from ctmodels.verdict import DEFAULT_THRESHOLD_PCT
 
-from ..config import CVConfig
+from ..config import CVConfig, RunConfig
 from ..data.classical import reference_scores
 from ..data.mask_artefacts import artefact_free, artefact_shares
 from ..data.prepare import SOURCES, load_dataset, prepare, source_of
 from ..engine.pipeline import execute
 from ..evaluation.evaluate import involvement_operating_point, verdict_rates
+from ..jobs.lanes import lane_count, run_in_lanes
 from ..jobs.progress import Mirror, OnProgress
 from ..jobs.registry import RunStore
 from .model_set import Recipe, config_for
@@ -120,40 +121,70 @@ def _fold(cv: CVConfig, recipe: Recipe, steps: list[str], out: Path, r: int, f: 
     overrides: dict[str, Any] = {"data": _fold_data(cv, f, seed), "verdict_op_pct": None}
     if cv.split == "sources" and r:
         overrides["seed"] = seed  # the held-out source is the same every repeat: vary the training instead
+    first = (r * n_folds + f) * len(steps)  # this fold's first step among all of the cross-validation's
     baseline: Path | None = None
+    later: list[tuple[int, str]] = []
     for i, key in enumerate(steps):
-        path = _result_path(out, r, f, key)
-        done = read_json(path)
+        done = read_json(_result_path(out, r, f, key))
         if done is not None:
             baseline = Path(done["model_dir"]) if key == "baseline" else baseline
-            continue
-        store = RunStore(fold_root)
-        index = (r * n_folds + f) * len(steps) + i
-        mirror.point(store, {"stage": f"repeat {r + 1}/{cv.repeats} · {fold_names(cv)[f]} ({f + 1}/{n_folds}) · {key}",
-                             "unit": "step", "epoch": index + 1, "epochs": total,
-                             "elapsed_s": round(time.time() - t0, 1)})
-        cfg = config_for(recipe, key, cv.quick, baseline or fold_root / "missing-baseline",
-                         {**overrides, "name": f"cv-r{r}f{f}-{key}"})
-        run = execute(cfg, store=store)
-        if key == "baseline":
-            baseline = run.model_dir
-        result = {"repeat": r, "fold": f, "fold_name": fold_names(cv)[f], "model": key, "model_dir": str(run.model_dir),
-                  "seed": seed, "predictions": (run.evaluation() or {}).get("predictions"),
-                  "temperature": run.summary.get("temperature"), "verdict": run.summary.get("verdict")}
-        if key in cv.models:
-            held_out = _held_out_cases(cfg)
-            if cv.cam:
-                from ..evaluation.cam import cam_in_lesions
-
-                result["cam"] = cam_in_lesions(run.model_dir, held_out["severe"])
-            from ..evaluation.lesion import lesion_dice_on_cases
-
-            result["dice"] = lesion_dice_on_cases(run.model_dir, held_out["doctor_masks"])
-        write_json_atomic(path, result)
+        elif key == "baseline":  # the teacher and pruning parent of the others: first, with every core
+            mirror.point(RunStore(fold_root), _head(cv, r, f, key, first + i, total, t0))
+            baseline = Path(_fold_step(*_step_job(cv, recipe, out, r, f, key, overrides, baseline)))
+        else:
+            later.append((i, key))
+    lanes = lane_count()
+    if lanes > 1 and len(later) > 1:  # the rest start from the baseline only: side by side (training.jobs.lanes)
+        what = f"{', '.join(k for _, k in later)} ({lanes} at a time)"
+        mirror.point(RunStore(fold_root), _head(cv, r, f, what, first + later[0][0], total, t0))
+        run_in_lanes([(_fold_step, _step_job(cv, recipe, out, r, f, key, overrides, baseline)) for _, key in later],
+                     lanes)
+    else:
+        for i, key in later:
+            mirror.point(RunStore(fold_root), _head(cv, r, f, key, first + i, total, t0))
+            _fold_step(*_step_job(cv, recipe, out, r, f, key, overrides, baseline))
     classical = _result_path(out, r, f, "classical")
     if read_json(classical) is None:
         write_json_atomic(classical, _classical(recipe, cv, overrides))
     shutil.rmtree(fold_root, ignore_errors=True)  # every result of this fold is on disk: drop its models
+
+
+def _head(cv: CVConfig, r: int, f: int, what: str, index: int, total: int, t0: float) -> dict[str, Any]:
+    """The cross-validation's position as its progress record's head: ``what`` trains, step ``index`` of ``total``."""
+    n_folds = len(fold_names(cv))
+    return {"stage": f"repeat {r + 1}/{cv.repeats} · {fold_names(cv)[f]} ({f + 1}/{n_folds}) · {what}", "unit": "step",
+            "epoch": index + 1, "epochs": total, "elapsed_s": round(time.time() - t0, 1)}
+
+
+def _step_job(cv: CVConfig, recipe: Recipe, out: Path, r: int, f: int, key: str, overrides: dict[str, Any],
+              baseline: Path | None) -> tuple[Any, ...]:
+    """The arguments of ``_fold_step`` for one step of one fold."""
+    fold_root = out / "folds" / f"r{r}f{f}"
+    cfg = config_for(recipe, key, cv.quick, baseline or fold_root / "missing-baseline",
+                     {**overrides, "name": f"cv-r{r}f{f}-{key}"})
+    meta = {"repeat": r, "fold": f, "fold_name": fold_names(cv)[f], "model": key, "seed": cv.seed + r}
+    return cfg.to_dict(), fold_root, _result_path(out, r, f, key), meta, key in cv.models, cv.cam
+
+
+def _fold_step(cfg: dict[str, Any], fold_root: Path, path: Path, meta: dict[str, Any], reported: bool,
+               cam: bool) -> str:
+    """Train one step of one fold and write its result (predictions on the held-out patients; for a reported model
+    also Grad-CAM and lesion Dice on the held-out cases); returns the model's folder. Runs here or in a lane."""
+    cfg = RunConfig.from_dict(cfg)
+    run = execute(cfg, store=RunStore(fold_root))
+    result = {**meta, "model_dir": str(run.model_dir), "predictions": (run.evaluation() or {}).get("predictions"),
+              "temperature": run.summary.get("temperature"), "verdict": run.summary.get("verdict")}
+    if reported:
+        held_out = _held_out_cases(cfg)
+        if cam:
+            from ..evaluation.cam import cam_in_lesions
+
+            result["cam"] = cam_in_lesions(run.model_dir, held_out["severe"])
+        from ..evaluation.lesion import lesion_dice_on_cases
+
+        result["dice"] = lesion_dice_on_cases(run.model_dir, held_out["doctor_masks"])
+    write_json_atomic(path, result)
+    return str(run.model_dir)
 
 
 def _classical(recipe: Recipe, cv: CVConfig, overrides: dict[str, Any]) -> dict[str, Any]:
