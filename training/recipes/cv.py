@@ -49,7 +49,7 @@ from ..evaluation.evaluate import involvement_operating_point, verdict_rates
 from ..jobs.lanes import lane_count, run_in_lanes
 from ..jobs.progress import Mirror, OnProgress
 from ..jobs.registry import RunStore
-from .model_set import Recipe, config_for
+from .model_set import Recipe, config_for, longest_first
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def _fold(cv: CVConfig, recipe: Recipe, steps: list[str], out: Path, r: int, f: 
         overrides["seed"] = seed  # the held-out source is the same every repeat: vary the training instead
     first = (r * n_folds + f) * len(steps)  # this fold's first step among all of the cross-validation's
     baseline: Path | None = None
-    later: list[tuple[int, str]] = []
+    later: list[tuple[str, int]] = []  # (step, its index in the fold)
     for i, key in enumerate(steps):
         done = read_json(_result_path(out, r, f, key))
         if done is not None:
@@ -132,15 +132,16 @@ def _fold(cv: CVConfig, recipe: Recipe, steps: list[str], out: Path, r: int, f: 
             mirror.point(RunStore(fold_root), _head(cv, r, f, key, first + i, total, t0))
             baseline = Path(_fold_step(*_step_job(cv, recipe, out, r, f, key, overrides, baseline)))
         else:
-            later.append((i, key))
+            later.append((key, i))
     lanes = lane_count()
     if lanes > 1 and len(later) > 1:  # the rest start from the baseline only: side by side (training.jobs.lanes)
-        what = f"{', '.join(k for _, k in later)} ({lanes} at a time)"
-        mirror.point(RunStore(fold_root), _head(cv, r, f, what, first + later[0][0], total, t0))
-        run_in_lanes([(_fold_step, _step_job(cv, recipe, out, r, f, key, overrides, baseline)) for _, key in later],
+        later = longest_first(recipe, later)
+        what = f"{', '.join(k for k, _ in later)} ({lanes} at a time)"
+        mirror.point(RunStore(fold_root), _head(cv, r, f, what, first + min(i for _, i in later), total, t0))
+        run_in_lanes([(_fold_step, _step_job(cv, recipe, out, r, f, key, overrides, baseline)) for key, _ in later],
                      lanes)
     else:
-        for i, key in later:
+        for key, i in later:
             mirror.point(RunStore(fold_root), _head(cv, r, f, key, first + i, total, t0))
             _fold_step(*_step_job(cv, recipe, out, r, f, key, overrides, baseline))
     classical = _result_path(out, r, f, "classical")

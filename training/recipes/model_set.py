@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from ctmodels.atomic import read_json, replace_dir, write_json_atomic, write_text_atomic
 from ctmodels.checkpoint import is_checkpoint, outdated_inputs, read_card
@@ -26,6 +26,9 @@ from ..engine.pipeline import execute
 from ..evaluation.served import serve
 from ..jobs.progress import Mirror, OnProgress
 from ..jobs.registry import Run, RunStore
+
+
+T = TypeVar("T", bound=tuple)
 
 
 @dataclass(frozen=True)
@@ -122,8 +125,7 @@ def build(recipe: Recipe, force: bool = False, quick: bool = False, store: RunSt
             else:
                 later.append((key, cfg))
         if lanes > 1 and len(later) > 1:
-            last = {r["model"]: r.get("seconds") or 0.0 for r in (read_json(folder / f"{recipe.name}_report.json") or {}).get("models", [])}
-            later.sort(key=lambda step: -last.get(step[0], 0.0))  # the longest first (the last build's times)
+            later = longest_first(recipe, later)
             _train_side_by_side(later, folder, store, lanes, mirror, rows, t0, n)
         for key, cfg in later if lanes == 1 or len(later) == 1 else []:
             _train_here(key, cfg, folder, store, mirror, rows, retrained, t0, n)
@@ -144,6 +146,14 @@ def build(recipe: Recipe, force: bool = False, quick: bool = False, store: RunSt
     print(f"{bar(1, 1)} {recipe.name} model set ready in {total / 60:.1f} min\n" + markdown(report), file=sys.stderr)
     print(json.dumps(report))
     return report
+
+
+def longest_first(recipe: Recipe, steps: list[T]) -> list[T]:
+    """``steps`` (a step's key first in each) with the longest first by the set's last build, so that two lanes end
+    together (recipe order where a step has no time)."""
+    last = {r["model"]: r.get("seconds") or 0.0
+            for r in (read_json(recipe.folder() / f"{recipe.name}_report.json") or {}).get("models", [])}
+    return sorted(steps, key=lambda step: -last.get(step[0], 0.0))
 
 
 def _train_here(key: str, cfg: RunConfig, folder: Path, store: RunStore, mirror: Mirror,
