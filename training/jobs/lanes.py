@@ -1,10 +1,10 @@
 """Independent training steps side by side, each in its own process with its share of the cores.
 
-On a 2-core CPU a training step with two intra-op threads runs only about 1.3x faster than with one (the 64-px
-convolutions are too small to keep two threads busy, and batch preparation is single-threaded Python), so two
-one-thread steps at once finish about 1.3x sooner than the same two steps one after the other (docs/performance.md,
-"Training steps side by side"). A model set's students all start from the baseline and are independent once it is
-trained; cross-validation folds are independent from the start.
+On a 2-core CPU a training step runs only 1.55-1.77x faster on two threads than on one (the 64-px convolutions are too
+small to keep two threads busy, and batch preparation is single-threaded Python), and two one-thread steps at once
+barely slow each other, so two steps side by side finish about 1.15-1.2x sooner than one after the other
+(docs/performance.md, "Training steps side by side"). A model set's students all start from the baseline and are
+independent once it is trained; so are a cross-validation fold's.
 
 ``CTSS_LANES`` sets the number of lanes (1: one step at a time, in this process). By default: two on a CPU host with
 at least two cores, one on a GPU host (the steps would share the one device).
@@ -18,7 +18,6 @@ import os
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, Callable, Iterable, TypeVar
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 

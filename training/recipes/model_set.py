@@ -21,9 +21,9 @@ from ctmodels.atomic import read_json, replace_dir, write_json_atomic, write_tex
 from ctmodels.checkpoint import is_checkpoint, outdated_inputs, read_card
 
 from ..config import RunConfig, merge
-from ..jobs.lanes import lane_count, run_in_lanes
 from ..engine.pipeline import execute
 from ..evaluation.served import serve
+from ..jobs.lanes import lane_count, run_in_lanes
 from ..jobs.progress import Mirror, OnProgress
 from ..jobs.registry import Run, RunStore
 
@@ -125,10 +125,10 @@ def build(recipe: Recipe, force: bool = False, quick: bool = False, store: RunSt
             else:
                 later.append((key, cfg))
         if lanes > 1 and len(later) > 1:
-            later = longest_first(recipe, later)
-            _train_side_by_side(later, folder, store, lanes, mirror, rows, t0, n)
-        for key, cfg in later if lanes == 1 or len(later) == 1 else []:
-            _train_here(key, cfg, folder, store, mirror, rows, retrained, t0, n)
+            _train_side_by_side(longest_first(recipe, later), folder, store, lanes, mirror, rows, t0, n)
+        else:
+            for key, cfg in later:
+                _train_here(key, cfg, folder, store, mirror, rows, retrained, t0, n)
         rows_in_order = [rows[k] for k in recipe.keys]
         for i, row in enumerate(rows_in_order, 1):  # what Compare scores with (kept when current: ``training.evaluation.served``)
             mirror.point(store, {"stage": f"choosing the served runtime of {row['model']}", "unit": "step",
