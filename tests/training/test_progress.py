@@ -23,18 +23,24 @@ def _running(store: RunStore, pid: int, stage: str, epoch: int):
     return run
 
 
+def _mirrored(store: RunStore, stage: str) -> tuple[list[dict], dict]:
+    """The records a mirror wrote under ``stage`` (step 2 of 6) until one mirrored the running steps, and that one."""
+    records: list[dict] = []
+    mirror = Mirror(records.append, every_s=0.05)
+    try:
+        mirror.point(store, {"stage": stage, "unit": "step", "epoch": 2, "epochs": 6})
+        inner = wait_until(lambda: next((r for r in records if "·" in r["stage"]), None), 30,
+                           "a record mirroring the running steps", interval=0.05)
+    finally:
+        mirror.close()
+    return records, inner
+
+
 def test_mirror_follows_the_step_this_process_runs(tmp_path):
     store = RunStore(tmp_path / "ws")
     _running(store, 1, "someone else's run", 1)  # another process's run in the same registry
     _running(store, os.getpid(), "train", 2)
-    records = []
-    mirror = Mirror(records.append, every_s=0.05)
-    try:
-        mirror.point(store, {"stage": "training ghost", "unit": "step", "epoch": 2, "epochs": 6})
-        inner = wait_until(lambda: next((r for r in records if "·" in r["stage"]), None), 30,
-                           "a record mirroring the running step", interval=0.05)
-    finally:
-        mirror.close()
+    records, inner = _mirrored(store, "training ghost")
     assert records[0]["stage"] == "training ghost" and records[0]["batch"] == 0
     assert inner["stage"] == "training ghost · train epoch 2/4" and "someone else" not in inner["stage"]
     assert inner["batch"] == 375 and inner["batches"] == 1000  # (1 + 5/10) of 4 epochs
@@ -55,14 +61,7 @@ def test_mirror_follows_the_steps_of_this_process_and_its_lanes(tmp_path):
         ghost = _running(store, os.getpid(), "train", 3)
         store.update(kd.id, name="real-kd")
         store.update(ghost.id, name="real-ghost")
-        records = []
-        mirror = Mirror(records.append, every_s=0.05)
-        try:
-            mirror.point(store, {"stage": "training ghost, kd (2 at a time)", "unit": "step", "epoch": 2, "epochs": 6})
-            inner = wait_until(lambda: next((r for r in records if "·" in r["stage"]), None), 30,
-                               "a record mirroring both running steps", interval=0.05)
-        finally:
-            mirror.close()
+        _, inner = _mirrored(store, "training ghost, kd (2 at a time)")
     finally:
         lane.terminate()
         lane.join()

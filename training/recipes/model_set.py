@@ -103,7 +103,8 @@ def build(recipe: Recipe, force: bool = False, quick: bool = False, store: RunSt
     folder = recipe.folder()
     rows: dict[str, dict[str, Any]] = {}
     n = len(recipe.keys)
-    parents = {Path(p).name for k in recipe.keys if (p := _parent(config_for(recipe, k, quick, folder / "baseline")))}
+    cfgs = {key: config_for(recipe, key, quick, folder / "baseline") for key in recipe.keys}
+    parents = {Path(p).name for cfg in cfgs.values() if (p := _parent(cfg))}
     mirror = Mirror(progress)
     try:
         retrained: set[str] = set()
@@ -111,7 +112,7 @@ def build(recipe: Recipe, force: bool = False, quick: bool = False, store: RunSt
         for i, key in enumerate(recipe.keys, 1):
             dest = folder / key
             head = f"{bar(i - 1, n)} step {i}/{n}: {key}"
-            cfg = config_for(recipe, key, quick, folder / "baseline")
+            cfg = cfgs[key]
             built = is_checkpoint(dest) and not force
             why = _why_retrain(dest, cfg, retrained) if built else ""
             if built and not why:
