@@ -189,3 +189,25 @@ def cv_bars(df: pd.DataFrame, best_classical: float | None) -> go.Figure:
     lo = max(0.0, min([v for v in df["ROC-AUC"] if v is not None] + [1.0]) - 0.1)
     fig.update_yaxes(title="pooled out-of-fold ROC-AUC", range=[lo, 1.02])
     return _layout(fig, "Cross-validated ROC-AUC (mild vs severe)", height=340)
+
+
+def scored_against_truth(truth: Sequence[float], scored: Sequence[float], labels: Sequence[str], score_name: str,
+                         threshold_pct: float, title: str) -> go.Figure:
+    """Each labelled slice: its stated involvement against what a model made of it (its learned involvement, on
+    the same scale, or its P(severe)), coloured by its label; the severity cut and, for a learned involvement, the
+    diagonal a perfect map would follow."""
+    df = pd.DataFrame({"truth": truth, "scored": scored, "label": labels}).dropna(subset=["truth", "scored"])
+    fig = go.Figure()
+    for lab in ("mild", "severe", "unlabelled"):
+        sub = df[df["label"].fillna("unlabelled") == lab]
+        if len(sub):
+            fig.add_trace(go.Scattergl(x=sub["truth"], y=sub["scored"], mode="markers", name=lab, opacity=0.7,
+                                       marker=dict(size=5, color=LABEL_COLORS[lab])))
+    same_scale = score_name.startswith("learned")
+    if same_scale:
+        fig.add_trace(go.Scatter(x=[0, 100], y=[0, 100], mode="lines", line=dict(dash="dot", color="#8A8F98"),
+                                 name="learned = stated"))
+    fig.add_vline(x=threshold_pct, line_dash="dash", line_color="#E6E9EF", annotation_text=f"cut {threshold_pct:g} %")
+    fig.update_xaxes(title="stated involvement (% of lung)", range=[0, 100])
+    fig.update_yaxes(title=score_name, range=[0, 100] if same_scale else [0, 1.02])
+    return _layout(fig, title, height=360)

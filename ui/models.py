@@ -105,14 +105,15 @@ def _load(folder: str, _stamp: tuple[float, float]) -> LoadedModel:
     return load_model(folder, Path(folder).name)
 
 
-def _cache_key(choice: ModelChoice) -> tuple[str, tuple[float, float]]:
+def cache_key(choice: ModelChoice) -> tuple[str, tuple[float, float]]:
+    """The model as the shared cache knows it: its folder and when its card and served runtime last changed."""
     folder = Path(choice.folder)  # a new served runtime (served.json) is picked up like new weights
     return choice.folder, (stamp(folder / CARD_NAME), stamp(served_dir(folder) / SERVED_CARD))
 
 
 def loaded(choice: ModelChoice) -> LoadedModel:
     """The shared model under this session's display name (a shallow copy: the cached object is never renamed)."""
-    lm = copy.copy(_load(*_cache_key(choice)))
+    lm = copy.copy(_load(*cache_key(choice)))
     lm.name = choice.name
     return lm
 
@@ -137,7 +138,7 @@ def warm(choices: list[ModelChoice]) -> None:
     model_set = set_for_scan(choices, synthetic_scan=False)
     names = default_selection(choices, model_set)
     with _warmed_lock:
-        todo = [k for c in choices if c.name in names and (k := _cache_key(c)) not in _warmed]
+        todo = [k for c in choices if c.name in names and (k := cache_key(c)) not in _warmed]
         _warmed.update(todo)
     if todo:
         thread = threading.Thread(target=_load_quietly, args=(todo,), name="warm-models", daemon=True)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ctmodels.datasets import DatasetError, builtin_sources
+from ctmodels.datasets import Dataset, DatasetError, builtin_sources
 from ctmodels.imaging import ImageReadError
 from ctmodels.verdict import DEFAULT_THRESHOLD_PCT
+from ctmodels.work_slots import whole_scan_work
 from ctmodels.workspace import PathNotAllowedError, data_roots, resolve_under_roots
-from ui import figures, loaders
+from training.evaluation.on_dataset import NothingToCheckError, check_dataset, labelled
+from ui import dataset_check_view, figures, loaders
+from ui.models import cache_key, loaded
 from ui.pacs_view import pacs_study
 from ui.viewer import scan_viewer
 from ui.widgets import show_read_error, synthetic_banner, upload_series
@@ -51,7 +54,9 @@ def show_dataset(path: str, name: str | None) -> None:
     c[1].metric("Mild", counts["mild"])
     c[2].metric("Severe", counts["severe"])
     c[3].metric("Unlabelled", counts["unlabelled"])
-    viewer_tab, table_tab, dist_tab = st.tabs(["Viewer", "Cases", "Distribution"])
+    viewer_tab, table_tab, dist_tab, check_tab = st.tabs(["Viewer", "Cases", "Distribution", "Models on this data"])
+    with check_tab:
+        models_on_dataset(ds, path)
     table = ds.table()
     with table_tab:
         st.dataframe(table, hide_index=True, width="stretch")
@@ -91,6 +96,41 @@ def show_dataset(path: str, name: str | None) -> None:
             slice_infection=case.slice_infection, threshold_pct=threshold,
             analyse=lambda: loaders.classical_lung(str(case.image), loaders.stamp(case.image)),
         )
+
+
+def models_on_dataset(ds: Dataset, path: str) -> None:
+    """Score every labelled case with a model set, as Compare would; keep what was scored if the run is cut off."""
+    cases = labelled(ds)
+    if not cases:
+        st.info("Nothing here to check models against: no case has a label, masks or per-slice findings.",
+                icon=":material/info:")
+        return
+    chosen = dataset_check_view.pick_models(ds, "dbc")
+    if not chosen:
+        return
+    store = st.session_state.setdefault("dbc_store", {})
+    key = (path, loaders.stamp(path), threshold, band, tuple(cache_key(c) for c in chosen))
+    if store.get("key") != key:
+        store.clear()
+        store.update(key=key, done={}, result=None)
+    done = store["done"]
+    started = sum(c.case_id in done for c in cases)
+    label = (f"Continue scoring ({started} of {len(cases)} cases done)" if 0 < started < len(cases)
+             else f"Score the {len(cases)} labelled case(s) with {len(chosen)} model(s)")
+    if store["result"] is None and st.button(label, key="dbc_run", type="primary"):
+        bar = st.progress(0.0, text="Loading the models…")
+        try:
+            store["result"] = check_dataset(
+                ds, [loaded(c) for c in chosen], done, around=whole_scan_work,
+                progress=lambda k, n, case: bar.progress(k / n, text=f"Scoring case {k + 1} of {n} ({case})…"))
+        except NothingToCheckError as exc:
+            st.error(str(exc), icon=":material/error:")
+        else:
+            st.rerun()  # show the result without the button that started it
+        finally:
+            bar.empty()
+    if store["result"] is not None:
+        dataset_check_view.render(store["result"], [c.name for c in chosen], threshold, "dbc")
 
 
 def show_upload() -> None:

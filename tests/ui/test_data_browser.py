@@ -132,3 +132,45 @@ def test_local_folder_outside_data_roots_is_refused(workspace):
     assert "only be opened inside the data roots" in at.error[0].value
     at.text_input(key="db_folder").input(str(workspace / "data" / "demo" / "kaggle")).run()
     assert not at.exception and not at.error and len(at.image) == 1
+
+
+def _check_models(at):
+    # "Models on this data", the dataset's fourth tab (AppTest renders every tab's content)
+    at.button(key="dbc_run").click().run()
+    assert not at.exception
+    return next(d.value for d in at.dataframe if "AUC" in d.value.columns)
+
+
+def test_the_models_on_a_phantom_dataset(workspace_with_models):
+    at = open_page(PAGE)  # the demo phantoms: the phantom set, the four models Compare serves
+    assert at.selectbox(key="dbc_set_synthetic").value == "phantom"
+    assert "Score the 6 labelled case(s) with 4 model(s)" in at.button(key="dbc_run").label
+    summary = _check_models(at)
+    assert list(summary["model"]) == ["ghost", "pruned", "kd", "baseline"]
+    assert summary["sens / spec at the card's point"].str.fullmatch(r"\d+ % / \d+ %").all()
+    assert (summary["scans"] == 6).all()
+    assert "Per scan" in texts(at) and "learned from" in texts(at)
+    assert any(b.label.startswith("Download every slice") for b in at.get("download_button"))
+    at.selectbox(key="dbc_plot_model").select("kd").run()  # each model's slices against their stated involvement
+    assert not at.exception
+
+
+def test_the_real_set_on_the_doctors_slices_in_the_browser(workspace_with_both_sets, real_data):
+    at = _select_source(open_page(PAGE), "Inf-Net")
+    assert at.selectbox(key="dbc_set_real").value == "real"  # real slices get the real-CT set, as on Compare
+    summary = _check_models(at)
+    assert len(summary) == 4 and summary["card's point"].str.startswith("learned ≥").all()
+    assert (summary["slices"] == 50).all() and summary["ρ (involvement)"].between(-1, 1).all()
+
+
+def test_a_dataset_with_nothing_to_check_says_so(workspace_with_models):
+    folder = workspace_with_models / "data" / "unlabelled"
+    folder.mkdir()
+    for k, src in enumerate(sorted((workspace_with_models / "data" / "demo" / "png").rglob("*.png"))[:3]):
+        (folder / f"slice{k}.png").write_bytes(src.read_bytes())
+    at = open_page(PAGE)
+    at.selectbox(key="db_source").select("Local folder on this server…").run()
+    at.text_input(key="db_folder").input(str(folder)).run()
+    assert not at.exception
+    assert "Nothing here to check models against" in texts(at)
+    assert not [b for b in at.button if b.key == "dbc_run"]
