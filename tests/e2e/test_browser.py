@@ -1,5 +1,5 @@
 """The running app in headless Chromium: every page opens; a DICOM zip on Compare gets every verdict and CAM;
-a tiny training run starts and is cancelled; a quick efficiency measurement draws its charts. A screenshot
+the Data Browser scores the phantoms with the phantom set; a tiny training run starts and is cancelled; a quick efficiency measurement draws its charts. A screenshot
 of each page is saved under test-artifacts/."""
 
 from __future__ import annotations
@@ -62,6 +62,13 @@ def test_every_page_in_a_real_browser(app_url, browser_page, workspace_with_mode
     _goto(page, f"{app_url}/data_browser", "Data Browser")
     page.locator('[data-testid="stImage"] img').first.wait_for()
     _shot(page, "data_browser")
+    # the phantom set on the phantoms: every labelled case scored, one row per model
+    page.get_by_role("tab", name="Models on this data").click()
+    page.get_by_role("button", name=re.compile(r"Score the \d+ labelled case")).click()
+    page.get_by_text("Download every slice's scores (CSV)").wait_for(timeout=120_000)
+    _wait_idle(page)
+    assert page.get_by_text("sens / spec at the card's point").count() >= 1
+    _shot(page, "data_browser_models")
 
     # Training: start a tiny run, see it queued/running, cancel it
     _goto(page, f"{app_url}/training", "Training")
