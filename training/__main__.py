@@ -252,6 +252,45 @@ def cmd_serve(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(a: argparse.Namespace) -> int:
+    """A model set on a labelled dataset, as the Data Browser's "Models on this data" scores it."""
+    from ctmodels.checkpoint import checkpoints_in
+    from ctmodels.datasets import DatasetError, LabelRule, open_dataset
+    from ctmodels.inference import load_model
+    from ctmodels.nets import compare_defaults
+
+    from .evaluation.on_dataset import NothingToCheckError, check_dataset
+    from .recipes.demo import DEMO
+    from .recipes.real import REAL
+
+    folder = {"real": REAL.folder, "demo": DEMO.folder}.get(a.set, lambda: Path(a.set))()
+    found = {f.name: f for f in checkpoints_in(folder)}
+    keys = a.models.split(",") if a.models else [k for k in compare_defaults() if k in found]
+    missing = [k for k in keys if k not in found]
+    if missing or not keys:
+        print(f"error: no model {', '.join(missing) or 'at all'} in {folder}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        ds = open_dataset(a.data, LabelRule(a.threshold))
+        check = check_dataset(ds, [load_model(found[k], k) for k in keys],
+                              progress=lambda k, n, case: print(f"[{k + 1}/{n}] {case}", file=sys.stderr))
+    except (DatasetError, NothingToCheckError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for case, why in check.skipped.items():
+        print(f"left out {case}: {why}", file=sys.stderr)
+    print(check.summary.drop(columns=["this data's cut"]).round(3).to_string(index=False))
+    if a.out:
+        out = Path(a.out)
+        out.mkdir(parents=True, exist_ok=True)
+        check.summary.to_csv(out / "summary.csv", index=False)
+        check.slices.to_csv(out / "slices.csv", index=False)
+        if not check.scans.empty:
+            check.scans.to_csv(out / "scans.csv", index=False)
+        print(f"wrote {out}/summary.csv and slices.csv", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training", description="Train, compress and evaluate CT severity models.")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -303,6 +342,13 @@ def main(argv: list[str] | None = None) -> int:
     sv = sub.add_parser("serve", help="choose each model's served runtime (ONNX fp32/int8 where it agrees with eager)")
     sv.add_argument("--set", default="real", help="real, demo, or a folder of checkpoints (default real)")
     sv.add_argument("--force", action="store_true", help="measure again even where served.json is current")
+    ck = sub.add_parser("check", help="score a labelled dataset with a model set as Compare would (ranking, "
+                                       "sensitivity/specificity at the cards' point, the point the data chooses)")
+    ck.add_argument("--data", required=True, help="a dataset folder (any layout the Data Browser reads)")
+    ck.add_argument("--set", default="real", help="real, demo, or a folder of checkpoints (default real)")
+    ck.add_argument("--models", help="comma-separated checkpoint names (default: the four Compare serves)")
+    ck.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD_PCT, help="severe from this %% of lung")
+    ck.add_argument("--out", help="also write summary.csv, slices.csv (and scans.csv) into this folder")
     r = sub.add_parser("runs", help="list runs")
     r.add_argument("--status")
     a = ap.parse_args(argv)
@@ -323,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_cv(a)
     if a.cmd == "serve":
         return cmd_serve(a)
+    if a.cmd == "check":
+        return cmd_check(a)
     extra: dict[str, Any] = {}
     if a.cmd == "distill":
         dd = {k: v for k, v in (("teacher", a.teacher), ("temperature", a.temperature), ("alpha", a.alpha)) if v is not None}

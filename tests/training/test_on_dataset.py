@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from ctmodels.datasets import Case, Dataset, open_dataset
@@ -121,3 +122,17 @@ def test_the_real_set_on_the_doctors_slices(tiny_real_models, real_data):
     assert row["severe"] == int((check.slices["label"] == "severe").sum()) > 0
     assert -1.0 <= row["Spearman ρ (involvement)"] <= 1.0
     assert str(row["card's point"]).startswith("learned ≥")
+
+
+def test_the_same_check_from_the_command_line(workspace_with_models, tmp_path, capsys):
+    from training.__main__ import main
+
+    data, models = workspace_with_models / "data" / "demo" / "kaggle", workspace_with_models / "models"
+    assert main(["check", "--data", str(data), "--set", str(models), "--out", str(tmp_path / "out")]) == 0
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv")
+    assert list(summary["model"]) == list(KEYS) and (summary["scans"] == 6).all()
+    assert len(pd.read_csv(tmp_path / "out" / "slices.csv")) == sum(len(slice_truth(c)) for c in open_dataset(data).cases)
+    assert "card's point" in capsys.readouterr().out
+    assert main(["check", "--data", str(data), "--set", str(models), "--models", "nope"]) == 2
+    assert "no model nope" in capsys.readouterr().err
+    assert main(["check", "--data", str(tmp_path / "out"), "--set", str(models)]) == 2  # a folder with no labels

@@ -153,6 +153,7 @@ def _model_row(lm: LoadedModel, slices: pd.DataFrame, scans: pd.DataFrame) -> di
         p = got[p_col(lm.name)].to_numpy(float)
         learned = pd.to_numeric(got[learned_col(lm.name)], errors="coerce").to_numpy(float)
         row["slices scored"] = len(got)
+        row["patients"] = int(got["patient"].nunique())  # what a point chosen here rests on
         known = got["label"].isin(["mild", "severe"]).to_numpy()
         y = (got["label"] == "severe").to_numpy(int)[known]
         row["severe"] = int(y.sum()) if known.any() else None  # None: no mild/severe labels (findings only)
