@@ -49,8 +49,9 @@ def pick_models(ds: Dataset, key: str) -> list[ModelChoice]:
 
 
 def _shown(summary: pd.DataFrame) -> pd.DataFrame:
-    """The summary as a reader wants it: columns with something in them, rates as percentages, each sensitivity
-    beside its specificity."""
+    """The summary as a reader wants it: a column per model and a row per measure (four models side by side fit the
+    page; fourteen measures across did not), measures with something in them, rates as percentages, each
+    sensitivity beside its specificity."""
     out = summary.drop(columns=["this data's cut"], errors="ignore").copy()
     for (sens, spec), title in PAIRS.items():
         if sens in out:
@@ -62,7 +63,8 @@ def _shown(summary: pd.DataFrame) -> pd.DataFrame:
             out[col] = out[col].map(lambda v: None if _missing(v) else round(float(v), 3))
     if "scan accuracy" in out:
         out["scan accuracy"] = out["scan accuracy"].map(_pct)
-    return out.dropna(axis=1, how="all").rename(columns=SHORT)
+    out = out.dropna(axis=1, how="all").rename(columns=SHORT).set_index("model")
+    return out.T.map(lambda v: "–" if _missing(v) else str(v)).rename_axis(index="per labelled slice", columns=None)
 
 
 def _pct(v: Any) -> str:
@@ -82,14 +84,19 @@ def render(check: Any, names: list[str], threshold_pct: float, key: str) -> None
     if check.slices.empty and check.scans.empty:
         st.error("None of the labelled cases could be scored.", icon=":material/error:")
         return
-    st.dataframe(_shown(check.summary), hide_index=True, width="stretch")
+    table = _shown(check.summary)
+    st.dataframe(table, width="stretch", height=35 * (len(table) + 1) + 3,  # every measure without scrolling
+                 column_config={"_index": st.column_config.Column(width="medium")})
     st.caption(
         "Per labelled slice, each model as Compare scores it (lung field, scope, served runtime). **AUC**: how well "
         "P(severe) ranks severe above mild slices; **ρ**: Spearman rank correlation of the learned involvement (or "
         "P(severe)) with the stated involvement; **sens / spec** at the **card's point**, the one the verdicts use "
         "(\"learned ≥ x %\": severe from x % of the lung in the learned lesion map; \"P ≥ c\": from P(severe) c). "
         "**This data's point** is the cut with the best Youden's J on these slices (offered from 5 slices of each "
-        "class): if it sits far from the card's, this data reads on another scale than the data the "
+        "class), and **its 95 % range**, where that point lands when the patients are drawn again (200 draws; wide: "
+        "too few patients to choose a point on; none when the severe slices come from under 3 patients: such a "
+        "point is worth little). If the point sits far from the card's, this data reads on another "
+        "scale than the data the "
         "point was chosen on, and the verdicts' sensitivity and specificity will differ here. Slices a model does "
         "not score (a lung section under its scope) are left out of its row."
         + (" **AUC (infection)**: how well P(severe) ranks the slices marked infected (a finding per slice, not a "

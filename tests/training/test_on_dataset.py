@@ -22,7 +22,9 @@ from training.evaluation.on_dataset import (
     learned_col,
     own_cut,
     p_col,
+    point_range,
     point_text,
+    range_text,
     slice_truth,
     verdict_col,
 )
@@ -111,6 +113,19 @@ def test_the_data_s_own_point_and_how_a_cut_reads():
     assert point_text(lesion, 0.5) == "learned ≥ 13.2 %"
     assert point_text(lesion, 0.8) == "learned ≥ 37.8 %"  # logit r = logit 0.8 + logit 0.132
     assert point_text(SimpleNamespace(rule=VerdictRule("head", 1.0, 0.0, 0.26)), 0.26) == "P ≥ 0.26"
+    assert range_text(lesion, 0.5, 0.8) == "13.2–37.8 %"
+
+
+def test_how_much_a_point_rests_on_its_patients():
+    rng = np.random.default_rng(3)
+    groups = np.repeat(np.arange(20), 6)  # 20 patients, 3 severe and 3 mild slices each, cleanly apart
+    y = np.tile([1, 1, 1, 0, 0, 0], 20)
+    p = np.where(y == 1, 0.6 + 0.4 * rng.random(120), 0.4 * rng.random(120))
+    lo, hi = point_range(p, y, groups)
+    assert 0.6 <= lo <= hi <= p[y == 1].min() + 0.1  # every draw puts the point at its lowest severe slice
+    one = np.zeros(60, int)
+    one[:3] = 1  # three severe slices, all of one patient of ten: most draws hold too few to choose a point
+    assert point_range(one * 0.8 + 0.1, one, np.repeat(np.arange(10), 6)) is None
 
 
 def test_the_real_set_on_the_doctors_slices(tiny_real_models, real_data):
@@ -120,6 +135,7 @@ def test_the_real_set_on_the_doctors_slices(tiny_real_models, real_data):
     assert check.slices[learned_col("baseline")].notna().all()  # lesion-aware: the learned involvement per slice
     row = check.summary.set_index("model").loc["baseline"]
     assert row["severe"] == int((check.slices["label"] == "severe").sum()) > 0
+    assert 0 < row["severe patients"] <= row["severe"]  # each Inf-Net slice is its own patient: no IDs
     assert -1.0 <= row["Spearman ρ (involvement)"] <= 1.0
     assert str(row["card's point"]).startswith("learned ≥")
 

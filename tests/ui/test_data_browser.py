@@ -138,7 +138,7 @@ def _check_models(at):
     # "Models on this data", the dataset's fourth tab (AppTest renders every tab's content)
     at.button(key="dbc_run").click().run()
     assert not at.exception
-    return next(d.value for d in at.dataframe if "AUC" in d.value.columns)
+    return next(d.value for d in at.dataframe if "AUC" in d.value.index)  # a row per measure, a column per model
 
 
 def test_the_models_on_a_phantom_dataset(workspace_with_models):
@@ -146,9 +146,9 @@ def test_the_models_on_a_phantom_dataset(workspace_with_models):
     assert at.selectbox(key="dbc_set_synthetic").value == "phantom"
     assert "Score the 6 labelled case(s) with 4 model(s)" in at.button(key="dbc_run").label
     summary = _check_models(at)
-    assert list(summary["model"]) == ["ghost", "pruned", "kd", "baseline"]
-    assert summary["sens / spec at the card's point"].str.fullmatch(r"\d+ % / \d+ %").all()
-    assert (summary["scans"] == 6).all()
+    assert list(summary.columns) == ["ghost", "pruned", "kd", "baseline"]
+    assert summary.loc["sens / spec at the card's point"].str.fullmatch(r"\d+ % / \d+ %").all()
+    assert (summary.loc["scans"] == "6").all()
     assert "Per scan" in texts(at) and "learned from" in texts(at)
     assert any(b.label.startswith("Download every slice") for b in at.get("download_button"))
     at.selectbox(key="dbc_plot_model").select("kd").run()  # each model's slices against their stated involvement
@@ -159,8 +159,9 @@ def test_the_real_set_on_the_doctors_slices_in_the_browser(workspace_with_both_s
     at = _select_source(open_page(PAGE), "Inf-Net")
     assert at.selectbox(key="dbc_set_real").value == "real"  # real slices get the real-CT set, as on Compare
     summary = _check_models(at)
-    assert len(summary) == 4 and summary["card's point"].str.startswith("learned ≥").all()
-    assert (summary["slices"] == 50).all() and summary["ρ (involvement)"].between(-1, 1).all()
+    assert len(summary.columns) == 4 and summary.loc["card's point"].str.startswith("learned ≥").all()
+    assert summary.loc["its 95 % range (patients redrawn)"].str.fullmatch(r"[\d.]+–[\d.]+ %").all()
+    assert (summary.loc["slices"] == "50").all() and summary.loc["ρ (involvement)"].astype(float).between(-1, 1).all()
 
 
 def test_a_dataset_with_nothing_to_check_says_so(workspace_with_models):

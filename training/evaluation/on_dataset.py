@@ -30,6 +30,9 @@ from ctmodels.inference import LoadedModel
 TRUTH = ("case", "patient", "slice", "label", "involvement %", "infection")
 #: Fewer labelled slices of a class than this and the data's own point is not offered (it would be noise).
 MIN_PER_CLASS = 5
+#: Redrawing patients says nothing when the severe slices come from fewer patients than this (every draw that holds
+#: them puts the point at the same slice): no range is given, and the "severe patients" column says why.
+MIN_SEVERE_PATIENTS = 3
 
 
 class NothingToCheckError(ValueError):
@@ -157,6 +160,8 @@ def _model_row(lm: LoadedModel, slices: pd.DataFrame, scans: pd.DataFrame) -> di
         known = got["label"].isin(["mild", "severe"]).to_numpy()
         y = (got["label"] == "severe").to_numpy(int)[known]
         row["severe"] = int(y.sum()) if known.any() else None  # None: no mild/severe labels (findings only)
+        severe_patients = got["patient"].to_numpy()[known][y == 1]
+        row["severe patients"] = int(len(set(severe_patients.tolist()))) if known.any() else None
         row["AUC"] = _auc(y, p[known])
         inv = pd.to_numeric(got["involvement %"], errors="coerce").to_numpy(float)
         score = p if np.isnan(learned).any() else learned  # the learned involvement where every slice has one
@@ -168,6 +173,9 @@ def _model_row(lm: LoadedModel, slices: pd.DataFrame, scans: pd.DataFrame) -> di
         own = own_cut(p[known], y)
         row["this data's cut"] = own
         row["this data's point"] = None if own is None else point_text(lm, own)
+        enough = own is not None and row["severe patients"] >= MIN_SEVERE_PATIENTS
+        spread = point_range(p[known], y, got["patient"].to_numpy()[known]) if enough else None
+        row["its 95 % range (patients redrawn)"] = None if spread is None else range_text(lm, *spread)
         row["sensitivity there"], row["specificity there"] = ((None, None) if own is None
                                                               else _rates(p[known] >= own, y))
         infected = pd.to_numeric(got["infection"], errors="coerce").to_numpy(float)
@@ -182,13 +190,46 @@ def _model_row(lm: LoadedModel, slices: pd.DataFrame, scans: pd.DataFrame) -> di
 
 def point_text(lm: LoadedModel, cut: float) -> str:
     """A cut on P(severe) in the reader's terms: the learned involvement (% of lung) it stands for, where the verdict
-    comes from the learned lesion area (P = sigmoid(a (logit r - logit t) + b), solved for r), else the P cut."""
+    comes from the learned lesion area, else the P cut."""
+    pct = _as_learned_pct(lm, cut)
+    return f"P ≥ {cut:.2f}" if pct is None else f"learned ≥ {pct:.1f} %"
+
+
+def range_text(lm: LoadedModel, lo: float, hi: float) -> str:
+    """Two cuts on P(severe) as a range in the same terms as ``point_text``."""
+    a, b = _as_learned_pct(lm, lo), _as_learned_pct(lm, hi)
+    return f"{lo:.2f}–{hi:.2f}" if a is None or b is None else f"{a:.1f}–{b:.1f} %"
+
+
+def _as_learned_pct(lm: LoadedModel, cut: float) -> float | None:
+    """The learned involvement at which P(severe) = ``cut`` (P = sigmoid(a (logit r - logit t) + b), solved for r);
+    None where the verdict does not come from the learned lesion area alone."""
     rule = lm.rule
     if rule.score != "lesion" or not 0.0 < cut < 1.0:
-        return f"P ≥ {cut:.2f}"
+        return None
     t = rule.threshold_pct / 100.0
     logit_r = (np.log(cut / (1 - cut)) - rule.b) / rule.a + np.log(t / (1 - t))
-    return f"learned ≥ {100.0 / (1.0 + np.exp(-logit_r)):.1f} %"
+    return float(100.0 / (1.0 + np.exp(-logit_r)))
+
+
+def point_range(p: np.ndarray, y: np.ndarray, groups: np.ndarray, reps: int = 200,
+                seed: int = 0) -> tuple[float, float] | None:
+    """The middle 95 % of the points ``own_cut`` chooses when the patients are drawn again with replacement: how
+    much a point chosen on these patients is worth (a handful of patients moves it far). None when under half the
+    draws hold enough slices of both classes."""
+    rng = np.random.default_rng(seed)
+    ids = np.unique(groups)
+    rows = {g: np.flatnonzero(groups == g) for g in ids}
+    cuts = []
+    for _ in range(reps):
+        pick = np.concatenate([rows[g] for g in rng.choice(ids, size=len(ids), replace=True)])
+        cut = own_cut(p[pick], y[pick])
+        if cut is not None:
+            cuts.append(cut)
+    if len(cuts) < reps // 2:
+        return None
+    lo, hi = np.percentile(cuts, [2.5, 97.5])
+    return float(lo), float(hi)
 
 
 def _auc(y: np.ndarray, score: np.ndarray) -> float | None:
