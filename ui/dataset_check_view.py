@@ -1,8 +1,8 @@
 """The Data Browser's "Models on this data": which models to check a labelled dataset with, and what came out.
 
 The scoring itself is ``training.evaluation.on_dataset`` (the page runs it); this module picks the models the
-way Compare would serve them for such a scan, and shows the result: one row per model, the slices against
-their stated involvement, the per-slice table to download.
+way Compare would serve them for such a scan, and shows the result: a column per model, the slices against
+their stated involvement, the per-scan verdicts, the per-slice table to download.
 """
 
 from __future__ import annotations
@@ -95,10 +95,9 @@ def render(check: Any, names: list[str], threshold_pct: float, key: str) -> None
         "**This data's point** is the cut with the best Youden's J on these slices (offered from 5 slices of each "
         "class), and **its 95 % range**, where that point lands when the patients are drawn again (200 draws; wide: "
         "too few patients to choose a point on; none when the severe slices come from under 3 patients: such a "
-        "point is worth little). If the point sits far from the card's, this data reads on another "
-        "scale than the data the "
-        "point was chosen on, and the verdicts' sensitivity and specificity will differ here. Slices a model does "
-        "not score (a lung section under its scope) are left out of its row."
+        "point is worth little). If the point sits far from the card's, this data reads on another scale than the "
+        "data the point was chosen on, and the verdicts' sensitivity and specificity will differ here. Slices a "
+        "model does not score (a lung section under its scope) are left out of its column."
         + (" **AUC (infection)**: how well P(severe) ranks the slices marked infected (a finding per slice, not a "
            "severity grade, so no point applies) above the others." if "AUC (infection)" in check.summary else ""))
     slices = check.slices
