@@ -41,11 +41,17 @@ def pick_models(ds: Dataset, key: str) -> list[ModelChoice]:
     pool = [c for c in choices if c.set == model_set]
     names = st.multiselect("Models", [c.name for c in pool], default=default_selection(choices, model_set),
                            key=f"{key}_models_{model_set}")
-    trained = sorted({c.trained_on for c in pool if c.name in names})
+    picked = [c for name in names for c in pool if c.name == name]
+    unlike = [c.name for c in picked if c.synthetic != ds.synthetic]
+    if unlike:
+        st.warning(f"{', '.join(unlike)} learned from {'real CT' if ds.synthetic else 'synthetic phantoms'} and this "
+                   f"dataset is {'synthetic' if ds.synthetic else 'real'}: the check measures them on data unlike "
+                   "what they learned from (Compare serves the other set for such scans).", icon=":material/science:")
+    trained = sorted({c.trained_on for c in picked})
     if trained:
         st.caption("These models learned from: " + "; ".join(trained) + ". On data they learned from, the check "
                    "says how well they fit it, not how they do on scans they never saw.")
-    return [c for name in names for c in pool if c.name == name]
+    return picked
 
 
 def _shown(summary: pd.DataFrame) -> pd.DataFrame:

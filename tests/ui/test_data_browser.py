@@ -162,6 +162,8 @@ def test_the_real_set_on_the_doctors_slices_in_the_browser(workspace_with_both_s
     assert len(summary.columns) == 4 and summary.loc["card's point"].str.startswith("learned ≥").all()
     assert summary.loc["its 95 % range (patients redrawn)"].str.fullmatch(r"[\d.]+–[\d.]+ %").all()
     assert (summary.loc["slices"] == "50").all() and summary.loc["ρ (involvement)"].astype(float).between(-1, 1).all()
+    at.selectbox(key="dbc_set_real").select("phantom").run()  # the phantom set on real slices: said plainly
+    assert not at.exception and "baseline learned from synthetic phantoms and this dataset is real" in texts(at)
 
 
 def test_a_dataset_with_nothing_to_check_says_so(workspace_with_models):
