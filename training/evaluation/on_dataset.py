@@ -14,6 +14,7 @@ per-slice masks), or the radiologists' per-slice infection label (COVID-CT-MD); 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,8 @@ from ctmodels.assessment import assess
 from ctmodels.datasets import Case, Dataset
 from ctmodels.imaging import ImageReadError, read_any
 from ctmodels.inference import LoadedModel
+
+from .evaluate import verdict_rates
 
 TRUTH = ("case", "patient", "slice", "label", "involvement %", "infection")
 #: Fewer labelled slices of a class than this and the data's own point is not offered (it would be noise).
@@ -91,15 +94,18 @@ def score_case(case: Case, models: list[LoadedModel]) -> CaseScores:
     """Read ``case`` as an upload would be read and assess it with ``models`` (raises ``ImageReadError``)."""
     vol = read_any(case.image)
     a = assess(vol, models)
+    n = vol.n_slices
+    p = {m.name: m.prediction.curve(n) for m in a.models}  # None where a model does not score the slice
+    learned = {m.name: m.prediction.curve(n, m.prediction.involvement) if m.prediction.involvement is not None
+               else [None] * n for m in a.models}
     rows = []
     for i, label, inv, inf in slice_truth(case):
         row: dict[str, Any] = dict(zip(TRUTH, (case.case_id, case.patient_id, i, label, inv, inf)))
         for m in a.models:
-            vp = m.prediction
-            at = vp.slices.index(i) if i in vp.slices else None
-            row[p_col(m.name)] = None if at is None else float(vp.p_severe[at])
-            row[learned_col(m.name)] = None if at is None or vp.involvement is None else float(vp.involvement[at])
-            row[verdict_col(m.name)] = None if at is None else ("severe" if vp.p_severe[at] >= vp.cut else "mild")
+            pi = p[m.name][i]
+            row[p_col(m.name)] = pi
+            row[learned_col(m.name)] = learned[m.name][i]
+            row[verdict_col(m.name)] = None if pi is None else ("severe" if pi >= m.prediction.cut else "mild")
         rows.append(row)
     scan = None
     if vol.n_slices > 1 and case.label:
@@ -131,11 +137,8 @@ def check_dataset(ds: Dataset, models: list[LoadedModel], done: dict[str, CaseSc
         if progress:
             progress(k, len(cases), case.case_id)
         try:
-            if around is None:
+            with (around or nullcontext)():
                 done[case.case_id] = score_case(case, models)
-            else:
-                with around():
-                    done[case.case_id] = score_case(case, models)
         except (ImageReadError, OSError, ValueError) as exc:
             skipped[case.case_id] = str(exc)
     scored = [done[c.case_id] for c in cases if c.case_id in done]
@@ -237,8 +240,8 @@ def _auc(y: np.ndarray, score: np.ndarray) -> float | None:
 
 
 def _rates(severe: np.ndarray, y: np.ndarray) -> tuple[float | None, float | None]:
-    pos, neg = y == 1, y == 0
-    return (float(severe[pos].mean()) if pos.any() else None, float((~severe[neg]).mean()) if neg.any() else None)
+    rates = verdict_rates(severe, y)
+    return rates["sensitivity"], rates["specificity"]
 
 
 def own_cut(p: np.ndarray, y: np.ndarray) -> float | None:
