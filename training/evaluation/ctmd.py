@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from ctmodels.assessment import assess
 from ctmodels.datasets import open_dataset
 from ctmodels.imaging import read_any
 from ctmodels.inference import LoadedModel, load_model
 from ctmodels.workspace import real_data_dir
+
+from .evaluate import auc
 
 SERIES = ("P002", "cap001", "normal001")
 LABELLED = ("P002", "cap001")
@@ -37,10 +38,6 @@ def _as_upload(folder: Path):
         for f in sorted(folder.glob("*.dcm")):
             zf.write(f, f.name)
     return read_any(buf.getvalue(), name=f"{folder.name}.zip")
-
-
-def _auc(labels: list[int], scores: list[float]) -> float | None:
-    return float(roc_auc_score(labels, scores)) if len(set(labels)) == 2 else None
 
 
 def evaluate_models(models: dict[str, Path], root: Path | None = None) -> dict[str, Any]:
@@ -76,12 +73,12 @@ def evaluate_models(models: dict[str, Path], root: Path | None = None) -> dict[s
                            "definition": __doc__.split("\n\n")[1].replace("\n", " ")}
     pooled_labels = [v for sid in SERIES for v in per[sid]["labels"]]
     for name in per["P002"]["scores"]:
-        row: dict[str, Any] = {f"slice_auc_{sid.lower()}": _auc(per[sid]["labels"], per[sid]["scores"][name])
+        row: dict[str, Any] = {f"slice_auc_{sid.lower()}": auc(per[sid]["labels"], per[sid]["scores"][name])
                                for sid in LABELLED}
-        row["slice_auc_pooled"] = _auc(pooled_labels, [v for sid in SERIES for v in per[sid]["scores"][name]])
+        row["slice_auc_pooled"] = auc(pooled_labels, [v for sid in SERIES for v in per[sid]["scores"][name]])
         if name in loaded:
             row["slices_scored"] = sum(len(per[sid]["scored"][name]) for sid in SERIES)
-            row["slice_auc_scored_only"] = _auc(
+            row["slice_auc_scored_only"] = auc(
                 [per[sid]["labels"][i] for sid in SERIES for i in per[sid]["scored"][name]],
                 [per[sid]["scores"][name][i] for sid in SERIES for i in per[sid]["scored"][name]])
             for sid in SERIES:

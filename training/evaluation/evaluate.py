@@ -272,6 +272,12 @@ def expected_calibration_error(p_severe: np.ndarray, labels: np.ndarray, bins: i
     return float(ece)
 
 
+def auc(labels: np.ndarray | list[int], scores: np.ndarray | list[float]) -> float | None:
+    """ROC AUC, or None when only one class is present (a fold, a source or a series can hold one)."""
+    labels = np.asarray(labels)
+    return float(roc_auc_score(labels, scores)) if len(set(labels.tolist())) == 2 else None
+
+
 def binary_metrics(p_severe: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
     """Accuracy, precision, recall (sensitivity), specificity, F1, ROC-AUC, confusion, ECE."""
     labels = np.asarray(labels).astype(int)
@@ -287,7 +293,6 @@ def binary_metrics(p_severe: np.ndarray, labels: np.ndarray, threshold: float = 
 
     precision, recall = ratio(tp, tp + fp), ratio(tp, tp + fn)
     f1 = None if not precision or not recall else 2 * precision * recall / (precision + recall)
-    auc = float(roc_auc_score(labels, p_severe)) if len(set(labels.tolist())) == 2 else None
     return {
         "n": n,
         "accuracy": ratio(tp + tn, n),
@@ -295,7 +300,7 @@ def binary_metrics(p_severe: np.ndarray, labels: np.ndarray, threshold: float = 
         "recall": recall,
         "specificity": ratio(tn, tn + fp),
         "f1": f1,
-        "roc_auc": auc,
+        "roc_auc": auc(labels, p_severe),
         "ece": expected_calibration_error(np.asarray(p_severe), labels) if n else None,
         "confusion": {"tp": tp, "tn": tn, "fp": fp, "fn": fn},
     }

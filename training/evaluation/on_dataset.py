@@ -21,14 +21,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import roc_curve
 
 from ctmodels.assessment import assess
 from ctmodels.datasets import Case, Dataset
 from ctmodels.imaging import ImageReadError, read_any
 from ctmodels.inference import LoadedModel
 
-from .evaluate import verdict_rates
+from .evaluate import auc, verdict_rates
 
 TRUTH = ("case", "patient", "slice", "label", "involvement %", "infection")
 #: Fewer labelled slices of a class than this and the data's own point is not offered (it would be noise).
@@ -165,7 +165,7 @@ def _model_row(lm: LoadedModel, slices: pd.DataFrame, scans: pd.DataFrame) -> di
         row["severe"] = int(y.sum()) if known.any() else None  # None: no mild/severe labels (findings only)
         severe_patients = got["patient"].to_numpy()[known][y == 1]
         row["severe patients"] = int(len(set(severe_patients.tolist()))) if known.any() else None
-        row["AUC"] = _auc(y, p[known])
+        row["AUC"] = auc(y, p[known])
         inv = pd.to_numeric(got["involvement %"], errors="coerce").to_numpy(float)
         score = p if np.isnan(learned).any() else learned  # the learned involvement where every slice has one
         has = ~np.isnan(inv)
@@ -184,7 +184,7 @@ def _model_row(lm: LoadedModel, slices: pd.DataFrame, scans: pd.DataFrame) -> di
         infected = pd.to_numeric(got["infection"], errors="coerce").to_numpy(float)
         if (~np.isnan(infected)).any():
             keep = ~np.isnan(infected)
-            row["AUC (infection)"] = _auc(infected[keep].astype(int), p[keep])
+            row["AUC (infection)"] = auc(infected[keep].astype(int), p[keep])
     if len(scans) and p_col(lm.name) in scans:
         row["scans"] = len(scans)
         row["scan accuracy"] = float((scans[verdict_col(lm.name)] == scans["label"]).mean())
@@ -233,10 +233,6 @@ def point_range(p: np.ndarray, y: np.ndarray, groups: np.ndarray, reps: int = 20
         return None
     lo, hi = np.percentile(cuts, [2.5, 97.5])
     return float(lo), float(hi)
-
-
-def _auc(y: np.ndarray, score: np.ndarray) -> float | None:
-    return float(roc_auc_score(y, score)) if len(set(y.tolist())) == 2 else None
 
 
 def _rates(severe: np.ndarray, y: np.ndarray) -> tuple[float | None, float | None]:

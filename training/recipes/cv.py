@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 from scipy.stats import spearmanr
-from sklearn.metrics import roc_auc_score
 
 from ctmodels.atomic import read_json, write_json_atomic, write_text_atomic
 from ctmodels.verdict import DEFAULT_THRESHOLD_PCT
@@ -45,7 +44,7 @@ from ..data.classical import reference_scores
 from ..data.mask_artefacts import artefact_free, artefact_shares
 from ..data.prepare import SOURCES, load_dataset, prepare, source_of
 from ..engine.pipeline import execute
-from ..evaluation.evaluate import involvement_operating_point, verdict_rates
+from ..evaluation.evaluate import auc, involvement_operating_point, verdict_rates
 from ..jobs.lanes import lane_count, run_in_lanes
 from ..jobs.progress import Mirror, OnProgress
 from ..jobs.registry import RunStore
@@ -232,7 +231,7 @@ def _metrics(scores: np.ndarray, labels: np.ndarray, inv: np.ndarray, severe: np
     """Ranking metrics, and (given each slice's verdict, ``severe``) accuracy, sensitivity and specificity;
     with ``inv_clean`` (the involvement without mask artefacts) the ranking against it too."""
     out: dict[str, Any] = {"n": int(len(labels)), "severe": int(labels.sum())}
-    out["roc_auc"] = _auc(labels, scores)
+    out["roc_auc"] = auc(labels, scores)
     out["spearman_involvement"] = _spearman(scores, inv)
     if inv_clean is not None:
         out["spearman_artefact_free"] = _spearman(scores, inv_clean)
@@ -283,15 +282,11 @@ def _pooled(items: list[dict[str, Any]], score_key: str | None, shares: dict[str
             "learned": np.array(learned, float) if len(learned) == len(lab) else None}
 
 
-def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
-    return float(roc_auc_score(labels, scores)) if len(set(labels.tolist())) == 2 else None
-
-
 def _per_fold(p: dict[str, np.ndarray]) -> dict[str, list[float | None]]:
     """AUC and Spearman ρ of each fold's held-out slices under that fold's own model: how far the pooled figures
     hang on one fold, and what one model ranks (the pooled ρ also mixes the fold models' scales)."""
     masks = [p["fold"] == f for f in sorted(set(p["fold"].tolist()))]
-    return {"fold_auc": [_auc(p["labels"][m], p["scores"][m]) for m in masks],
+    return {"fold_auc": [auc(p["labels"][m], p["scores"][m]) for m in masks],
             "fold_spearman": [_spearman(p["scores"][m], p["inv"][m]) for m in masks]}
 
 
