@@ -50,11 +50,12 @@ def pick_device(name: str) -> torch.device:
 def make_optimizer(model: nn.Module, o: OptimConfig, lr: float | None = None) -> torch.optim.Optimizer:
     lr = o.lr if lr is None else lr
     params = [p for p in model.parameters() if p.requires_grad]
-    # foreach (multi-tensor) kernels: the single-tensor default on CPU spends ~15 % of a step here.
+    # Adam(W): fused kernels (CPU and CUDA), 43-60 ms a ResNet50 step on 2 cores against 170-220 ms for foreach;
+    # the others: foreach (multi-tensor) kernels, the single-tensor default on CPU spends ~15 % of a step there.
     if o.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=o.weight_decay, foreach=True)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=o.weight_decay, fused=True)
     if o.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=o.weight_decay, foreach=True)
+        return torch.optim.Adam(params, lr=lr, weight_decay=o.weight_decay, fused=True)
     if o.optimizer == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, weight_decay=o.weight_decay, momentum=o.momentum, foreach=True)
     return torch.optim.SGD(params, lr=lr, weight_decay=o.weight_decay, momentum=o.momentum, nesterov=True,
