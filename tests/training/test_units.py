@@ -12,6 +12,7 @@ from training.config import PruneConfig, RunConfig
 from training.engine.losses import Batch, kd_loss, lesion_loss
 from training.engine.prune import MagnitudeMasks, stage_ratios
 from training.evaluation.evaluate import (
+    auc,
     binary_metrics,
     expected_calibration_error,
     fit_temperature,
@@ -29,6 +30,8 @@ def test_binary_metrics_by_hand():
     assert m["recall"] == pytest.approx(2 / 3) and m["specificity"] == pytest.approx(2 / 3)
     assert m["roc_auc"] == pytest.approx(8 / 9)
     assert expected_calibration_error(np.array([1.0, 0.0]), np.array([1, 0])) == 0.0
+    assert auc([1, 0, 1], [0.9, 0.1, 0.2]) == pytest.approx(1.0)  # lists, as the COVID-CT-MD evaluation passes
+    assert auc(np.array([0, 0]), np.array([0.3, 0.7])) is None and binary_metrics(p[:1], y[:1])["roc_auc"] is None
 
 
 def test_temperature_scaling_softens_overconfidence():
