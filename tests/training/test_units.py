@@ -169,6 +169,20 @@ def test_operating_point_is_a_learned_involvement_that_separates_the_classes():
     assert op == pytest.approx(25.0) and "note" in how
 
 
+def test_the_operating_point_is_fitted_on_every_slice_not_read_off_the_roc_s_peak():
+    from training.evaluation.evaluate import balanced_logistic_cut, choose_cut, involvement_operating_point
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(400, int), np.ones(20, int)]  # few severe slices, as in a fold
+    z = np.r_[rng.normal(-3.0, 1.0, 400), rng.normal(0.0, 1.0, 20)]
+    cut = balanced_logistic_cut(z, y)
+    assert -2.0 < cut < -1.0  # about halfway between the classes (equal spreads: -1.5): the classes weigh the same
+    assert balanced_logistic_cut(-z, y) is None  # a score that falls with severity has no such point
+    falling = 100 / (1 + np.exp(z - np.log(25 / 75)))  # the learned area shrinking with severity: J's peak, as before
+    op, how = involvement_operating_point(falling, y, 25.0)
+    assert how == choose_cut(1 / (1 + np.exp(z)), y)[1]
+
+
 def test_source_balance_gives_a_small_source_its_share_of_draws():
     from types import SimpleNamespace
 

@@ -28,7 +28,7 @@ from ctmodels.datasets import Case, Dataset
 from ctmodels.imaging import ImageReadError, read_any
 from ctmodels.inference import LoadedModel
 
-from .evaluate import auc, verdict_rates
+from .evaluate import auc, balanced_logistic_cut, verdict_rates
 
 TRUTH = ("case", "patient", "slice", "label", "involvement %", "infection")
 #: Fewer labelled slices of a class than this and the data's own point is not offered (it would be noise).
@@ -241,10 +241,15 @@ def _rates(severe: np.ndarray, y: np.ndarray) -> tuple[float | None, float | Non
 
 
 def own_cut(p: np.ndarray, y: np.ndarray) -> float | None:
-    """The cut on P(severe) with the best Youden's J on these slices; None with under ``MIN_PER_CLASS`` of a class
-    (a point chosen on a handful of slices is noise)."""
+    """The cut on P(severe) these slices choose, the way the recipe chose the card's point (a class-balanced
+    logistic fit on logit P, ``evaluate.balanced_logistic_cut``; where P does not rise with severity, the best
+    Youden's J); None with under ``MIN_PER_CLASS`` of a class (a point chosen on a handful of slices is noise)."""
     if min(int(y.sum()), int((1 - y).sum())) < MIN_PER_CLASS:
         return None
+    q = np.clip(np.asarray(p, float), 1e-6, 1 - 1e-6)
+    z = balanced_logistic_cut(np.log(q / (1 - q)), y)
+    if z is not None:
+        return float(1.0 / (1.0 + np.exp(-z)))
     fpr, tpr, thresholds = roc_curve(y, p)
     finite = np.isfinite(thresholds)
     k = int(np.argmax(np.where(finite, tpr - fpr, -np.inf)))

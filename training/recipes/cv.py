@@ -9,7 +9,8 @@ and the pruning parent), on the other patients, and score the held-out ones. Out
 pooled per repeat (every slice is scored once, by models that never saw its patient) and summarised
 as Spearman ρ with the involvement, ROC-AUC, and accuracy, sensitivity and specificity at the recipe's
 operating point; mean ± sd over repeats; and per source of the held-out slices. The operating point is a
-learned involvement (% of lung) chosen on out-of-fold predictions (Youden's J), because a fold's own
+learned involvement (% of lung) chosen on out-of-fold predictions (a class-balanced logistic fit,
+``training.evaluation.evaluate.involvement_operating_point``), because a fold's own
 validation split holds two or three severe slices and its slices are no harder than the training ones:
 the maps of a new patient cover about half of a large lesion, the validation split cannot show that.
 Each fold is scored at the point chosen on the *other* folds' out-of-fold predictions (cross-fitted:
@@ -103,8 +104,9 @@ def run(cv: CVConfig, out: Path, progress: OnProgress | None = None) -> dict[str
         progress({"stage": "checking the model-made masks for edge artefacts", "unit": "step", "epoch": total,
                   "epochs": total, "batch": 0, "batches": 1000, "elapsed_s": round(time.time() - t0, 1)})
     _artefact_shares(cv, recipe, out)
+    earlier = (read_json(out / "report.json") or {}).get("seconds") or 0.0  # a finished run summarised again
     report = summarise(cv, out, steps)
-    report["seconds"] = round(time.time() - t0, 1)
+    report["seconds"] = round(earlier + time.time() - t0, 1)
     write_json_atomic(out / "report.json", report)
     write_text_atomic(out / "report.md", markdown(report))
     return report
@@ -407,9 +409,9 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"{what}, {reps} repeat(s) ({seeds}), recipe '{report['recipe']}'. Pooled out-of-fold scores; accuracy, "
         "sensitivity and specificity at the recipe's operating point, cross-fitted: each fold's slices are judged "
-        "at the learned involvement chosen (Youden's J) on the other folds' out-of-fold predictions. 'Operating "
-        "point' is the one chosen on every fold, what `make real-models` writes into the cards; 'own cut' is each "
-        "fold model's card cut, chosen on its validation split. Lesion Dice: held-out MedSeg slices (doctor's "
+        "at the learned involvement chosen (class-balanced logistic fit) on the other folds' out-of-fold predictions. "
+        "'Operating point' is the one chosen on every fold, what `make real-models` writes into the cards; 'own "
+        "cut' is each fold model's card cut, chosen on its validation split. Lesion Dice: held-out MedSeg slices (doctor's "
         "masks), on the slice's own grid, the map as drawn (`lesion_map` ≥ 0.5: the fold card's map cut)."
         + (" 'ρ per fold': each fold's held-out slices ranked by that fold's own model (the pooled ρ also mixes the "
            "fold models' scales)." if per_fold else "")

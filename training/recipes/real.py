@@ -87,12 +87,13 @@ STEPS: list[tuple[str, dict[str, Any]]] = [
     ("ghost_kd", {"command": "distill", "model": "ghost_kd", "optim": {"epochs": 16},
                   "distill": {"temperature": 4.0, "alpha": 0.5}}),
 ]
-#: Learned involvement (% of lung) at which each model's verdict turns severe: chosen (Youden's J) on the
-#: out-of-fold predictions of the patient-grouped cross-validation of this recipe (docs/measurements/
-#: real_cv.md; a test keeps them equal). A new patient's learned maps cover about half of a large lesion,
-#: so 25 % involvement reads lower; a fold's validation split (2-3 severe slices) cannot show that.
-OPERATING_POINTS: dict[str, float] = {"baseline": 15.3, "ghost": 12.7, "pruned": 16.2, "kd": 16.7, "sparse": 13.6,
-                                       "ghost_kd": 17.4}
+#: Learned involvement (% of lung) at which each model's verdict turns severe: chosen (a class-balanced logistic
+#: fit, ``training.evaluation.evaluate.involvement_operating_point``) on the out-of-fold predictions of the
+#: patient-grouped cross-validation of this recipe (docs/measurements/real_cv.md; a test keeps them equal). A new
+#: patient's learned maps cover about half of a large lesion, so 25 % involvement reads lower; a fold's validation
+#: split (2-3 severe slices) cannot show that.
+OPERATING_POINTS: dict[str, float] = {"baseline": 13.0, "ghost": 12.25, "pruned": 12.65, "kd": 12.3, "sparse": 14.55,
+                                       "ghost_kd": 11.15}
 STEPS = [(key, {**step, "verdict_op_pct": OPERATING_POINTS[key]}) for key, step in STEPS]
 QUICK: dict[str, Any] = {
     "data": {"max_cases": 120}, "optim": {"epochs": 1, "batch_size": 8},
