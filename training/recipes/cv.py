@@ -409,10 +409,10 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"{what}, {reps} repeat(s) ({seeds}), recipe '{report['recipe']}'. Pooled out-of-fold scores; accuracy, "
         "sensitivity and specificity at the recipe's operating point, cross-fitted: each fold's slices are judged "
-        "at the learned involvement chosen (class-balanced logistic fit) on the other folds' out-of-fold predictions. "
-        "'Operating point' is the one chosen on every fold, what `make real-models` writes into the cards; 'own "
-        "cut' is each fold model's card cut, chosen on its validation split. Lesion Dice: held-out MedSeg slices (doctor's "
-        "masks), on the slice's own grid, the map as drawn (`lesion_map` ≥ 0.5: the fold card's map cut)."
+        "at the learned involvement chosen (class-balanced logistic fit) on the other folds' out-of-fold "
+        "predictions. 'Operating point' is the one chosen on every fold, what `make real-models` writes into the "
+        "cards; 'own cut' is each fold model's card cut, chosen on its validation split. Lesion Dice: held-out "
+        "MedSeg slices (doctor's masks), on the slice's own grid, the map as drawn (`lesion_map` ≥ 0.5: the fold card's map cut)."
         + (" 'ρ per fold': each fold's held-out slices ranked by that fold's own model (the pooled ρ also mixes the "
            "fold models' scales)." if per_fold else "")
         + (" 'Without mask artefacts': ρ against the involvement once blobs on the image's edge outside the lung are "
