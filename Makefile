@@ -32,7 +32,7 @@ $(DEMO_DIR)/manifest.json: | $(STAMP)
 demo-models: venv demo-data ## train the demo model set (≈15 min on 2 cores; keeps what the recipe would build the same way)
 	$(PY) -m training demo
 
-real-models: venv ## train the real-CT model set on ../shared/data/real (≈28–34 min on 2 idle cores by host kind; keeps what the recipe would build the same way)
+real-models: venv ## train the real-CT model set on ../shared/data/real (≈28–35 min on 2 idle cores by host kind; keeps what the recipe would build the same way)
 	$(PY) -m training real
 
 real-cv: venv ## CV of the real-CT recipe: patient folds (FOLDS=5), then leave one source out (≈1 h each for 3 folds alone on 2 cores) → docs/measurements/real_{cv,loso}.*
