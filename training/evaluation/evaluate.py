@@ -249,17 +249,16 @@ def involvement_operating_point(learned_pct: np.ndarray, labels: np.ndarray,
     out-of-fold predictions, where large lesions are as under-covered as on a new patient
     (``training.recipes.cv``)."""
     learned, y = np.asarray(learned_pct, float), np.asarray(labels).astype(int)
-    learned, y = learned[y >= 0], y[y >= 0]
-    p = sigmoid(involvement_logit(learned, threshold_pct))
-    if min(int((y == 1).sum()), int((y == 0).sum())) < MIN_PER_CLASS:
+    score = involvement_logit(learned[y >= 0], threshold_pct)
+    y = y[y >= 0]
+    p = sigmoid(score)
+    enough = min(int((y == 1).sum()), int((y == 0).sum())) >= MIN_PER_CLASS
+    z = balanced_logistic_cut(score, y) if enough else None
+    if z is None:
         cut, how = choose_cut(p, y)
     else:
-        z = balanced_logistic_cut(involvement_logit(learned, threshold_pct), y)
-        if z is None:
-            cut, how = choose_cut(p, y)
-        else:
-            cut = float(np.clip(sigmoid(z), *CUT_RANGE))
-            how = rates_at(p, y, cut)
+        cut = float(np.clip(sigmoid(z), *CUT_RANGE))
+        how = rates_at(p, y, cut)
     t = threshold_pct / 100.0
     op = 100.0 / (1.0 + np.exp(-(np.log(cut / (1 - cut)) + np.log(t / (1 - t)))))
     return float(op), how

@@ -27,6 +27,7 @@ from ctmodels.assessment import assess
 from ctmodels.datasets import Case, Dataset
 from ctmodels.imaging import ImageReadError, read_any
 from ctmodels.inference import LoadedModel
+from ctmodels.verdict import sigmoid
 
 from .evaluate import auc, balanced_logistic_cut, verdict_rates
 
@@ -249,7 +250,7 @@ def own_cut(p: np.ndarray, y: np.ndarray) -> float | None:
     q = np.clip(np.asarray(p, float), 1e-6, 1 - 1e-6)
     z = balanced_logistic_cut(np.log(q / (1 - q)), y)
     if z is not None:
-        return float(1.0 / (1.0 + np.exp(-z)))
+        return float(sigmoid(z))
     fpr, tpr, thresholds = roc_curve(y, p)
     finite = np.isfinite(thresholds)
     k = int(np.argmax(np.where(finite, tpr - fpr, -np.inf)))
